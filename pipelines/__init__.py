@@ -1,0 +1,1 @@
+"""Ingestion stages as plain typed functions: parse -> chunk -> secure -> embed -> write."""

@@ -1,0 +1,1 @@
+"""Retrieval: the index contract and everything that reads it (search, fusion, citations)."""

@@ -1,0 +1,1 @@
+"""Index backends behind one contract (see base.py)."""

@@ -1,0 +1,135 @@
+"""The index contract every backend implements, with one semantics.
+
+* **Permission filter inside the query.** ``search_lexical`` and
+  ``search_dense`` take a :class:`~trove.acl.Principal` and return the top-k
+  among the chunks that principal may read (``Acl.permits``), never a
+  post-filtered top-k. There is no search without a principal.
+* **Atomic batches.** :meth:`IndexBackend.apply` applies a :class:`WriteBatch`
+  (deletes, then upserts, then ACL updates) all at once: a reader sees the
+  index before or after the batch, never in between; a crash mid-write leaves
+  the previous committed state.
+* **Upsert by document.** Upserting chunks of a document replaces *all* that
+  document's previous chunks (no stale or duplicate chunks after a re-sync).
+* **Fail closed.** A chunk whose ACL grants nobody is stored but never returned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from retrieval.models import NO_FILTERS, ScoredId, SearchFilters
+from trove.acl import Acl, Principal
+
+
+class IndexError_(Exception):
+    """Base class of index errors."""
+
+
+class IndexNotFoundError(IndexError_):
+    """No index exists at the configured location yet (run `trove ingest`)."""
+
+
+class IndexCorruptError(IndexError_):
+    """The index files are unreadable or inconsistent."""
+
+
+@dataclass(frozen=True)
+class ChunkRecord:
+    """A chunk as stored in the index: text, metadata for citations, ACL, vector."""
+
+    chunk_id: str
+    doc_id: str
+    source: str
+    ord: int
+    text: str
+    title: str
+    uri: str
+    path: str
+    section: tuple[str, ...]
+    pages: tuple[int, ...]
+    char_start: int
+    char_end: int
+    doc_version: str
+    doc_type: str
+    modified_at: datetime | None
+    acl: Acl
+    vector: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass
+class WriteBatch:
+    """Changes applied atomically by :meth:`IndexBackend.apply`.
+
+    Order of application: ``delete_docs``, then ``upserts`` (grouped by
+    ``doc_id``; each group replaces every earlier chunk of that document), then
+    ``acl_updates`` (new ACL for every chunk of a document, nothing re-embedded).
+    """
+
+    delete_docs: set[str] = field(default_factory=set)
+    upserts: list[ChunkRecord] = field(default_factory=list)
+    acl_updates: dict[str, Acl] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.delete_docs or self.upserts or self.acl_updates)
+
+
+@dataclass(frozen=True)
+class IndexStats:
+    chunks: int
+    documents: int
+    dimensions: int
+    generation: int
+    size_bytes: int
+
+
+@runtime_checkable
+class IndexBackend(Protocol):
+    def apply(self, batch: WriteBatch) -> None:
+        """Apply the batch atomically and durably."""
+
+    def search_lexical(
+        self,
+        query: str,
+        principal: Principal,
+        k: int,
+        filters: SearchFilters = NO_FILTERS,
+    ) -> list[ScoredId]:
+        """BM25 top-k among the chunks ``principal`` may read, best first."""
+
+    def search_dense(
+        self,
+        vector: np.ndarray,
+        principal: Principal,
+        k: int,
+        filters: SearchFilters = NO_FILTERS,
+    ) -> list[ScoredId]:
+        """Cosine top-k among the chunks ``principal`` may read, best first."""
+
+    def get_chunks(self, chunk_ids: Sequence[str]) -> list[ChunkRecord]:
+        """Records (without vectors) for the given ids, in the same order; absent ids skipped.
+
+        Not permission-checked: callers pass only ids returned by a search.
+        """
+
+    def document_chunks(self, doc_id: str) -> list[ChunkRecord]:
+        """Every chunk of a document in order (for manifests, checks and context)."""
+
+    def doc_ids(self) -> set[str]:
+        """Every document id present in the index."""
+
+    def all_acls(self) -> Mapping[str, Acl]:
+        """chunk_id -> ACL for every chunk (for audits and asset checks)."""
+
+    def stats(self) -> IndexStats: ...
+
+    def close(self) -> None: ...
+
+
+def doc_ids_of(records: Iterable[ChunkRecord]) -> set[str]:
+    return {r.doc_id for r in records}

@@ -1,0 +1,3 @@
+"""Trove: permission-filtered, citable knowledge for AI agents."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,208 @@
+"""Configuration: ``trove.yaml`` read into pydantic models, with ``TROVE_*`` overrides.
+
+Precedence (highest first): environment variables ``TROVE_<SECTION>__<KEY>``
+(for example ``TROVE_INDEX__PATH=/data/index``), then the YAML file, then the
+defaults below. Relative paths in the file resolve against the file's folder,
+so a config works from any working directory.
+
+Settings are built at the edges (CLI, Dagster definitions) with
+:func:`load_settings` and passed down as values; nothing below reads the
+environment.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from trove.acl import Acl
+
+DEFAULT_CONFIG_FILE = "trove.yaml"
+CONFIG_ENV_VAR = "TROVE_CONFIG"
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing or invalid; the message says why."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AclSpec(_Strict):
+    """Read permissions as written in ``trove.yaml``."""
+
+    allow_users: list[str] = Field(default_factory=list)
+    allow_groups: list[str] = Field(default_factory=list)
+    deny_users: list[str] = Field(default_factory=list)
+    deny_groups: list[str] = Field(default_factory=list)
+    tenant: str | None = None
+    public: bool = False
+
+    def to_acl(self) -> Acl:
+        return Acl(
+            allow_users=frozenset(self.allow_users),
+            allow_groups=frozenset(self.allow_groups),
+            deny_users=frozenset(self.deny_users),
+            deny_groups=frozenset(self.deny_groups),
+            tenant=self.tenant,
+            public=self.public,
+        )
+
+
+class AclRule(AclSpec):
+    """An ACL for the documents whose path (relative to the source root) matches ``match``."""
+
+    match: str
+
+    @field_validator("match")
+    @classmethod
+    def _non_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("an ACL rule needs a non-empty `match` glob")
+        return value
+
+
+class SourceAclConfig(_Strict):
+    """Rules are tried in order and the first match wins; no match falls to ``default``.
+
+    Without ``default``, a document that no rule matches gets an empty ACL and is
+    never retrievable (fail closed).
+    """
+
+    default: AclSpec | None = None
+    rules: list[AclRule] = Field(default_factory=list)
+
+
+class SourceConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    type: Literal["filesystem"] = "filesystem"
+    path: Path
+    include: list[str] = Field(default_factory=lambda: ["**/*"])
+    exclude: list[str] = Field(default_factory=list)
+    acl: SourceAclConfig = Field(default_factory=SourceAclConfig)
+
+
+class IndexConfig(_Strict):
+    backend: Literal["embedded"] = "embedded"
+    path: Path = Path(".trove/index")
+
+
+class EmbeddingConfig(_Strict):
+    model: str = "all-MiniLM-L6-v2"
+    batch_size: int = Field(default=32, ge=1, le=1024)
+    device: str = "cpu"
+
+
+class ChunkingConfig(_Strict):
+    # Counted with the embedding model's own tokenizer; the context prefix
+    # (title and section path) and the chunk together stay within the model's
+    # maximum sequence length.
+    max_tokens: int = Field(default=200, ge=16, le=8192)
+    min_tokens: int = Field(default=24, ge=0)
+
+
+class RetrievalConfig(_Strict):
+    fusion: Literal["rrf", "blend"] = "rrf"
+    rrf_k: int = Field(default=60, ge=1)
+    # Weight of the dense retriever in fusion (lexical gets 1 - dense_weight).
+    dense_weight: float = Field(default=0.5, ge=0.0, le=1.0)
+    # How many candidates each retriever contributes before fusion.
+    candidates: int = Field(default=50, ge=1, le=1000)
+
+
+class StateConfig(_Strict):
+    # Durable staging storage for the pipeline stages (manifest, parsed text,
+    # chunks, embedding cache) and the Dagster instance used by `trove ingest`.
+    path: Path = Path(".trove/state")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TROVE_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    index: IndexConfig = Field(default_factory=IndexConfig)
+    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+    chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
+    sources: list[SourceConfig] = Field(default_factory=list)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the file; the file's values arrive as init kwargs.
+        return env_settings, init_settings
+
+    @model_validator(mode="after")
+    def _unique_source_names(self) -> Settings:
+        names = [s.name for s in self.sources]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"source names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+    def source(self, name: str) -> SourceConfig:
+        for source in self.sources:
+            if source.name == name:
+                return source
+        known = ", ".join(s.name for s in self.sources) or "none configured"
+        raise ConfigError(f"unknown source {name!r} (known: {known})")
+
+    def resolved(self, base: Path) -> Settings:
+        """A copy with every relative path made absolute against ``base``."""
+
+        def fix(p: Path) -> Path:
+            p = p.expanduser()
+            return p if p.is_absolute() else (base / p).resolve()
+
+        data = self.model_copy(deep=True)
+        data.index.path = fix(data.index.path)
+        data.state.path = fix(data.state.path)
+        for source in data.sources:
+            source.path = fix(source.path)
+        return data
+
+
+def find_config(explicit: str | Path | None = None) -> Path:
+    """The config file to use: ``explicit``, else ``$TROVE_CONFIG``, else ``./trove.yaml``."""
+    candidate = explicit or os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_FILE
+    path = Path(candidate).expanduser()
+    if not path.is_file():
+        raise ConfigError(
+            f"config file not found: {path} "
+            f"(pass --config, set {CONFIG_ENV_VAR}, or create {DEFAULT_CONFIG_FILE})"
+        )
+    return path.resolve()
+
+
+def settings_from_dict(data: dict[str, Any], base: Path) -> Settings:
+    try:
+        settings = Settings(**data)
+    except ValueError as exc:  # pydantic.ValidationError is a ValueError
+        raise ConfigError(f"invalid configuration: {exc}") from exc
+    return settings.resolved(base)
+
+
+def load_settings(path: str | Path | None = None) -> Settings:
+    """Read, validate and resolve a ``trove.yaml``; raise :class:`ConfigError` with the reason."""
+    config_path = find_config(path)
+    try:
+        raw = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{config_path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{config_path}: the top level must be a mapping")
+    return settings_from_dict(raw, base=config_path.parent)
