@@ -1,0 +1,73 @@
+"""Asset checks on the search index, computed right after each write."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from pipelines.store import StagingStore
+from retrieval.index.base import IndexBackend
+
+
+def _source_prefix(source: str) -> str:
+    return f"{source}:"
+
+
+def acl_coverage(index: IndexBackend, store: StagingStore, source: str) -> dg.AssetCheckResult:
+    """Every indexed chunk of the source carries an ACL, and it is the one the policy decided."""
+    from assets.ingest import ACL_COVERAGE_CHECK
+
+    manifest_fp = {doc_id: entry.acl_fingerprint for doc_id, entry in store.manifest().items()}
+    missing: list[str] = []
+    mismatched: list[str] = []
+    fail_closed = checked = 0
+    for chunk_id, acl in index.all_acls().items():
+        if not chunk_id.startswith(_source_prefix(source)):
+            continue
+        checked += 1
+        doc_id = chunk_id.rsplit("#", 1)[0]
+        if acl is None:
+            missing.append(chunk_id)
+            continue
+        if not acl.grants_anyone:
+            fail_closed += 1
+        expected = manifest_fp.get(doc_id)
+        if expected is not None and expected != acl.fingerprint():
+            mismatched.append(chunk_id)
+    return dg.AssetCheckResult(
+        check_name=ACL_COVERAGE_CHECK,
+        passed=not missing and not mismatched,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "chunks_checked": checked,
+            "chunks_without_acl": len(missing),
+            "chunks_with_stale_acl": len(mismatched),
+            "chunks_fail_closed": fail_closed,
+            "examples": dg.MetadataValue.json((missing + mismatched)[:10]),
+        },
+    )
+
+
+def index_matches_manifest(
+    index: IndexBackend, store: StagingStore, source: str
+) -> dg.AssetCheckResult:
+    """The index holds exactly the chunks the manifest lists: no orphans, none missing."""
+    from assets.ingest import MANIFEST_CHECK
+
+    expected: set[str] = set()
+    for entry in store.manifest().values():
+        expected.update(entry.chunk_ids)
+    actual = {cid for cid in index.all_acls() if cid.startswith(_source_prefix(source))}
+    orphans = sorted(actual - expected)
+    missing = sorted(expected - actual)
+    return dg.AssetCheckResult(
+        check_name=MANIFEST_CHECK,
+        passed=not orphans and not missing,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "chunks_expected": len(expected),
+            "chunks_in_index": len(actual),
+            "orphaned_chunks": len(orphans),
+            "missing_chunks": len(missing),
+            "examples": dg.MetadataValue.json((orphans + missing)[:10]),
+        },
+    )

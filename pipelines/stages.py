@@ -1,0 +1,357 @@
+"""The ingestion stages of one source, each a plain function over the staging store.
+
+Dagster assets (``assets/ingest.py``) are thin wrappers around these; they can
+also run without Dagster. Each stage reads what the previous one left in the
+:class:`~pipelines.store.StagingStore`, does the least work the change set
+allows, and records its counters for the run summary.
+
+Change classes, decided by :func:`scan_source` against the manifest:
+
+* ``added`` / ``changed`` — parsed, chunked, tagged, embedded (unchanged chunk
+  text comes from the embedding cache), written; stale chunks are replaced.
+* ``unchanged`` — skipped before parsing.
+* ``acl_only`` — the ACL in force changed but the content did not: the index's
+  ACLs are updated; nothing is parsed or embedded.
+* ``deleted`` — gone from the source: every chunk is removed from the index.
+* ``failed_before`` — the same version failed last time: not retried until it changes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from connectors.filesystem import FileStat, FilesystemConnector
+from connectors.models import SourceDocument
+from pipelines import progress
+from pipelines.models import Chunk, ParsedDocument
+from pipelines.secure import AclPolicy
+from pipelines.store import EmbeddingCache, PendingDocument, StagingStore, text_hash
+from retrieval.index.base import ChunkRecord, IndexBackend, WriteBatch
+from trove.acl import Acl
+from trove.config import SourceConfig
+
+ADDED, CHANGED, UNCHANGED, DELETED, ACL_ONLY, FAILED_BEFORE, FAILED = (
+    "added",
+    "changed",
+    "unchanged",
+    "deleted",
+    "acl_only",
+    "failed_before",
+    "failed",
+)
+CONTENT_CHANGES = (ADDED, CHANGED)
+
+
+@dataclass
+class StageResult:
+    """What a stage did: counters for metadata and summaries, failures with reasons."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    failures: list[dict[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _document_record(doc: SourceDocument, acl: Acl) -> dict[str, Any]:
+    return {
+        "doc_id": doc.doc_id,
+        "source": doc.source,
+        "path": doc.path,
+        "uri": doc.uri,
+        "title": doc.title,
+        "version": doc.version,
+        "size": doc.size,
+        "modified_at": doc.modified_at.isoformat() if doc.modified_at else None,
+        "doc_type": doc.doc_type,
+        "acl": acl.to_dict(),
+        "local_path": str(doc.local_path) if doc.local_path else None,
+    }
+
+
+def source_document_of(pending: PendingDocument) -> SourceDocument:
+    d = pending.document
+    return SourceDocument(
+        doc_id=d["doc_id"],
+        source=d["source"],
+        path=d["path"],
+        uri=d["uri"],
+        title=d["title"],
+        version=d["version"],
+        size=d["size"],
+        modified_at=datetime.fromisoformat(d["modified_at"]) if d["modified_at"] else None,
+        doc_type=d["doc_type"],
+        acl=Acl.from_dict(d["acl"]),
+        local_path=Path(d["local_path"]) if d["local_path"] else None,
+    )
+
+
+def classify(doc_version: str, acl_fp: str, entry: Any) -> str:
+    if entry is None:
+        return ADDED
+    if entry.version == doc_version:
+        return UNCHANGED if entry.acl_fingerprint == acl_fp else ACL_ONLY
+    if entry.state == "failed" and entry.failed_version == doc_version:
+        return FAILED_BEFORE
+    return ADDED if entry.version is None else CHANGED
+
+
+def scan_source(config: SourceConfig, store: StagingStore, policy: AclPolicy) -> StageResult:
+    """List the source, assign ACLs, and compute the change set against the manifest."""
+    started = time.perf_counter()
+    known = {
+        path: FileStat(*values) for path, values in (store.counter("file_stats") or {}).items()
+    }
+    scan = FilesystemConnector(config).scan(known=known)
+    manifest = store.manifest()
+    rows: list[PendingDocument] = []
+    for doc in scan.documents:
+        acl = policy.acl_for(doc)
+        change = classify(doc.version, acl.fingerprint(), manifest.get(doc.doc_id))
+        rows.append(PendingDocument(doc.doc_id, change, _document_record(doc, acl)))
+    seen = {doc.doc_id for doc in scan.documents} | {f.doc_id for f in scan.failures}
+    for doc_id, entry in manifest.items():
+        if doc_id not in seen:
+            rows.append(PendingDocument(doc_id, DELETED, {"doc_id": doc_id, "path": entry.path}))
+    for failure in scan.failures:
+        store.record_failure(failure.doc_id, failure.path, None, "read", failure.reason)
+    store.replace_pending(rows)
+    store.set_counter(
+        "file_stats", {p: [s.size, s.mtime_ns, s.version] for p, s in scan.stats.items()}
+    )
+    counts = {c: 0 for c in (ADDED, CHANGED, UNCHANGED, DELETED, ACL_ONLY, FAILED_BEFORE)}
+    for row in rows:
+        counts[row.change] += 1
+    counts["documents_seen"] = len(scan.documents) + len(scan.failures)
+    result = StageResult(
+        counts=counts,
+        failures=[{"path": f.path, "reason": f.reason} for f in scan.failures],
+        seconds=time.perf_counter() - started,
+    )
+    store.set_counter("run.scan", result.counts)
+    return result
+
+
+ParseFn = Callable[[SourceDocument], ParsedDocument]
+
+
+def parse_pending(store: StagingStore, parse: ParseFn) -> StageResult:
+    """Parse the added and changed documents; a failure is recorded, the batch goes on."""
+    from pipelines.errors import ParseError
+
+    started = time.perf_counter()
+    todo = store.pending(*CONTENT_CHANGES)
+    parsed = 0
+    failures: list[dict[str, str]] = []
+    failed_ids: list[str] = []
+    with progress.task("parse", len(todo)) as advance:
+        for row in todo:
+            doc = source_document_of(row)
+            try:
+                result = parse(doc)
+            except ParseError as exc:
+                reason = str(exc)
+            except Exception as exc:  # a parser bug must not take down the batch
+                reason = f"parser error: {type(exc).__name__}: {exc}"
+            else:
+                store.put_parsed(result)
+                parsed += 1
+                advance()
+                continue
+            store.record_failure(doc.doc_id, doc.path, doc.version, "parse", reason)
+            failures.append({"path": doc.path, "reason": reason})
+            failed_ids.append(doc.doc_id)
+            advance()
+    # A failed document keeps its previously indexed version serving.
+    store.drop_pending(failed_ids)
+    result = StageResult(
+        counts={"documents_parsed": parsed, "documents_failed": len(failures)},
+        failures=failures,
+        seconds=time.perf_counter() - started,
+    )
+    store.set_counter("run.parse", {**result.counts, "failures": failures})
+    return result
+
+
+ChunkFn = Callable[[ParsedDocument], list[Chunk]]
+
+
+def chunk_pending(store: StagingStore, chunk: ChunkFn) -> StageResult:
+    started = time.perf_counter()
+    doc_ids = [row.doc_id for row in store.pending(*CONTENT_CHANGES)]
+    total = 0
+    with progress.task("chunk", len(doc_ids)) as advance:
+        for doc_id in doc_ids:
+            parsed = store.get_parsed(doc_id)
+            if parsed is None:
+                continue
+            chunks = chunk(parsed)
+            store.put_chunks(doc_id, chunks)
+            total += len(chunks)
+            advance()
+    result = StageResult(counts={"chunks": total}, seconds=time.perf_counter() - started)
+    store.set_counter("run.chunk", result.counts)
+    return result
+
+
+def tag_pending(store: StagingStore) -> StageResult:
+    """Give every chunk of a changed document the document's ACL (decided at scan time)."""
+    started = time.perf_counter()
+    tagged = fail_closed = 0
+    for row in store.pending(*CONTENT_CHANGES):
+        acl = row.acl
+        n = store.set_chunk_acl(row.doc_id, acl)
+        tagged += n
+        if not acl.grants_anyone:
+            fail_closed += n
+    acl_only = len(store.pending(ACL_ONLY))
+    result = StageResult(
+        counts={"chunks_tagged": tagged, "chunks_fail_closed": fail_closed, "acl_only": acl_only},
+        seconds=time.perf_counter() - started,
+    )
+    store.set_counter("run.tag", result.counts)
+    return result
+
+
+class Encoder:
+    """What the embed stage needs from an embedder (see :class:`pipelines.embed.Embedder`)."""
+
+    model_id: str
+
+    def encode_documents(self, texts: list[str]) -> np.ndarray: ...
+
+
+def embed_pending(
+    store: StagingStore, embedder: Encoder, cache: EmbeddingCache, batch_size: int = 256
+) -> StageResult:
+    """Embed chunk texts not already in the cache; unchanged text is reused, never re-embedded."""
+    started = time.perf_counter()
+    chunks = [c for doc_id in _content_doc_ids(store) for c, _ in store.chunks(doc_id)]
+    keys = [text_hash(embedder.model_id, c.embedding_text) for c in chunks]
+    cached = cache.get_many(sorted(set(keys)))
+    missing: dict[str, str] = {}
+    for key, chunk in zip(keys, chunks, strict=True):
+        if key not in cached and key not in missing:
+            missing[key] = chunk.embedding_text
+    todo = list(missing.items())
+    with progress.task("embed", len(todo)) as advance:
+        for start in range(0, len(todo), batch_size):
+            part = todo[start : start + batch_size]
+            vectors = embedder.encode_documents([text for _, text in part])
+            cache.put_many(zip([k for k, _ in part], vectors, strict=True))
+            advance(len(part))
+    result = StageResult(
+        counts={"chunks_embedded": len(todo), "chunks_reused": len(chunks) - len(todo)},
+        seconds=time.perf_counter() - started,
+    )
+    store.set_counter("run.embed", result.counts)
+    return result
+
+
+def _content_doc_ids(store: StagingStore) -> list[str]:
+    return [row.doc_id for row in store.pending(*CONTENT_CHANGES)]
+
+
+def write_pending(
+    store: StagingStore, index: IndexBackend, cache: EmbeddingCache, model_id: str
+) -> StageResult:
+    """Apply the change set to the index atomically, then commit the manifest.
+
+    The manifest is written only after the index committed: a crash in between
+    makes the next run redo these documents, which is idempotent (upserts replace
+    a document's chunks; vectors come from the cache).
+    """
+    started = time.perf_counter()
+    batch = WriteBatch()
+    indexed: list[tuple[PendingDocument, list[str]]] = []
+    for row in store.pending(*CONTENT_CHANGES):
+        parsed = store.get_parsed(row.doc_id)
+        staged = store.chunks(row.doc_id)
+        if parsed is None or not staged:
+            continue
+        keys = [text_hash(model_id, c.embedding_text) for c, _ in staged]
+        vectors = cache.get_many(keys)
+        d = row.document
+        modified = datetime.fromisoformat(d["modified_at"]) if d.get("modified_at") else None
+        for (chunk, acl), key in zip(staged, keys, strict=True):
+            batch.upserts.append(
+                ChunkRecord(
+                    chunk_id=chunk.chunk_id,
+                    doc_id=row.doc_id,
+                    source=d["source"],
+                    ord=chunk.ord,
+                    text=chunk.text,
+                    title=parsed.title,
+                    uri=d["uri"],
+                    path=d["path"],
+                    section=chunk.section,
+                    pages=chunk.pages,
+                    char_start=chunk.char_start,
+                    char_end=chunk.char_end,
+                    doc_version=d["version"],
+                    doc_type=d["doc_type"],
+                    modified_at=modified,
+                    acl=acl if acl is not None else Acl.empty(),
+                    vector=vectors[key],
+                )
+            )
+        indexed.append((row, [c.chunk_id for c, _ in staged]))
+    acl_only = store.pending(ACL_ONLY)
+    for row in acl_only:
+        batch.acl_updates[row.doc_id] = row.acl
+    deleted = store.pending(DELETED)
+    batch.delete_docs = {row.doc_id for row in deleted}
+    if not batch.empty:
+        index.apply(batch)
+
+    counts = {
+        "chunks_written": len(batch.upserts),
+        "documents_indexed": len(indexed),
+        "documents_deleted": len(deleted),
+        "acl_updates": len(acl_only),
+    }
+    summary = run_summary(store, counts)
+    with store.transaction() as conn:
+        for row, chunk_ids in indexed:
+            store.record_indexed(
+                conn,
+                row.doc_id,
+                row.path,
+                row.document["version"],
+                row.acl.fingerprint(),
+                chunk_ids,
+            )
+        for row in acl_only:
+            store.record_acl(conn, row.doc_id, row.acl.fingerprint())
+        for row in deleted:
+            store.record_deleted(conn, row.doc_id)
+        store.record_seen(conn, [r.doc_id for r in store.pending(UNCHANGED, FAILED_BEFORE)])
+        store.clear_stage_data(conn)
+        store.add_run(conn, summary)
+    return StageResult(counts=counts, seconds=time.perf_counter() - started)
+
+
+def run_summary(store: StagingStore, write_counts: dict[str, int]) -> dict[str, Any]:
+    """The per-source ingest summary, from the counters each stage recorded this run."""
+    scan = store.counter("run.scan", {})
+    parse = store.counter("run.parse", {})
+    embed = store.counter("run.embed", {})
+    failures = [{"path": f["path"], "reason": f["reason"]} for f in store.failures()]
+    return {
+        "documents_seen": scan.get("documents_seen", 0),
+        "documents_parsed": parse.get("documents_parsed", 0),
+        "documents_failed": failures,
+        "chunks_written": write_counts["chunks_written"],
+        "chunks_embedded": embed.get("chunks_embedded", 0),
+        "chunks_reused": embed.get("chunks_reused", 0),
+        "unchanged": scan.get(UNCHANGED, 0) + scan.get(FAILED_BEFORE, 0),
+        "changed": scan.get(CHANGED, 0),
+        "added": scan.get(ADDED, 0),
+        "deleted": scan.get(DELETED, 0),
+        "acl_only": scan.get(ACL_ONLY, 0),
+    }

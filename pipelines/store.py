@@ -1,0 +1,444 @@
+"""Durable staging storage between ingestion stages, and the per-source manifest.
+
+Stages hand large data to each other through this store (SQLite, one file per
+source), never through pickled Dagster outputs. Tables:
+
+* ``manifest`` — what the index holds per document: version stamp, ACL
+  fingerprint, chunk ids, state, last seen. Updated only *after* the index
+  committed, so a crash between the two makes the next run redo (idempotently)
+  rather than forget work.
+* ``pending`` — the change set of the run in progress (one row per document
+  seen or deleted, with its change class).
+* ``parsed`` / ``chunks`` — stage outputs for the pending documents.
+* ``failures`` — documents that could not be read or parsed, with the reason.
+* ``runs`` — one summary row per completed sync.
+
+The embedding cache lives apart (:class:`EmbeddingCache`), shared by sources,
+keyed by model and the hash of the exact text embedded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipelines.models import Chunk, ParsedDocument, ParsedElement
+from trove.acl import Acl
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS manifest (
+    doc_id TEXT PRIMARY KEY,
+    path TEXT NOT NULL,
+    version TEXT,                 -- indexed version (NULL if never indexed)
+    acl_fingerprint TEXT,
+    chunk_ids TEXT NOT NULL DEFAULT '[]',
+    state TEXT NOT NULL,          -- indexed | failed
+    failed_version TEXT,          -- version that failed to parse (not retried until it changes)
+    error TEXT,
+    last_seen TEXT,
+    indexed_at TEXT
+);
+CREATE TABLE IF NOT EXISTS pending (
+    doc_id TEXT PRIMARY KEY,
+    -- added | changed | unchanged | deleted | acl_only | failed_before
+    change TEXT NOT NULL,
+    document TEXT NOT NULL        -- JSON: the scanned document (path, version, acl, metadata)
+);
+CREATE TABLE IF NOT EXISTS parsed (
+    doc_id TEXT PRIMARY KEY,
+    version TEXT NOT NULL,
+    title TEXT NOT NULL,
+    text TEXT NOT NULL,
+    elements TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    chunk_id TEXT PRIMARY KEY,
+    doc_id TEXT NOT NULL,
+    ord INTEGER NOT NULL,
+    body TEXT NOT NULL,           -- JSON of the Chunk
+    acl TEXT                      -- JSON ACL once tagged
+);
+CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks(doc_id, ord);
+CREATE TABLE IF NOT EXISTS failures (
+    doc_id TEXT PRIMARY KEY,
+    path TEXT NOT NULL,
+    version TEXT,
+    stage TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    first_seen TEXT NOT NULL,
+    last_seen TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    finished_at TEXT NOT NULL,
+    summary TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    doc_id: str
+    path: str
+    version: str | None
+    acl_fingerprint: str | None
+    chunk_ids: tuple[str, ...]
+    state: str
+    failed_version: str | None
+    error: str | None
+    last_seen: str | None
+    indexed_at: str | None
+
+
+@dataclass(frozen=True)
+class PendingDocument:
+    doc_id: str
+    change: str
+    document: dict[str, Any]
+
+    @property
+    def path(self) -> str:
+        return self.document["path"]
+
+    @property
+    def acl(self) -> Acl:
+        return Acl.from_dict(self.document.get("acl"))
+
+
+def chunk_to_json(chunk: Chunk) -> str:
+    return json.dumps(
+        {
+            "chunk_id": chunk.chunk_id,
+            "doc_id": chunk.doc_id,
+            "ord": chunk.ord,
+            "text": chunk.text,
+            "char_start": chunk.char_start,
+            "char_end": chunk.char_end,
+            "section": list(chunk.section),
+            "pages": list(chunk.pages),
+            "token_count": chunk.token_count,
+            "context": chunk.context,
+        }
+    )
+
+
+def chunk_from_json(blob: str) -> Chunk:
+    d = json.loads(blob)
+    return Chunk(
+        chunk_id=d["chunk_id"],
+        doc_id=d["doc_id"],
+        ord=d["ord"],
+        text=d["text"],
+        char_start=d["char_start"],
+        char_end=d["char_end"],
+        section=tuple(d["section"]),
+        pages=tuple(d["pages"]),
+        token_count=d["token_count"],
+        context=d["context"],
+    )
+
+
+class StagingStore:
+    """The staging database of one source."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._conn = _connect(self.path)
+        self._conn.executescript(SCHEMA)
+
+    @classmethod
+    def for_source(cls, state_dir: Path, source: str) -> StagingStore:
+        return cls(Path(state_dir) / "sources" / source / "staging.sqlite")
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        else:
+            self._conn.execute("COMMIT")
+
+    # -- manifest -----------------------------------------------------------------
+
+    def manifest(self) -> dict[str, ManifestEntry]:
+        rows = self._conn.execute(
+            "SELECT doc_id, path, version, acl_fingerprint, chunk_ids, state, failed_version,"
+            " error, last_seen, indexed_at FROM manifest"
+        ).fetchall()
+        return {
+            r[0]: ManifestEntry(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), *r[5:])
+            for r in rows
+        }
+
+    def record_indexed(
+        self,
+        conn: sqlite3.Connection,
+        doc_id: str,
+        path: str,
+        version: str,
+        acl_fp: str,
+        chunk_ids: Sequence[str],
+    ) -> None:
+        now = utcnow()
+        conn.execute(
+            "INSERT INTO manifest (doc_id, path, version, acl_fingerprint, chunk_ids, state,"
+            " failed_version, error, last_seen, indexed_at)"
+            " VALUES (?, ?, ?, ?, ?, 'indexed', NULL, NULL, ?, ?)"
+            " ON CONFLICT(doc_id) DO UPDATE SET path=excluded.path, version=excluded.version,"
+            " acl_fingerprint=excluded.acl_fingerprint, chunk_ids=excluded.chunk_ids,"
+            " state='indexed', failed_version=NULL, error=NULL, last_seen=excluded.last_seen,"
+            " indexed_at=excluded.indexed_at",
+            (doc_id, path, version, acl_fp, json.dumps(list(chunk_ids)), now, now),
+        )
+        conn.execute("DELETE FROM failures WHERE doc_id = ?", (doc_id,))
+
+    def record_acl(self, conn: sqlite3.Connection, doc_id: str, acl_fp: str) -> None:
+        conn.execute(
+            "UPDATE manifest SET acl_fingerprint = ?, last_seen = ? WHERE doc_id = ?",
+            (acl_fp, utcnow(), doc_id),
+        )
+
+    def record_seen(self, conn: sqlite3.Connection, doc_ids: Iterable[str]) -> None:
+        now = utcnow()
+        conn.executemany(
+            "UPDATE manifest SET last_seen = ? WHERE doc_id = ?", [(now, d) for d in doc_ids]
+        )
+
+    def record_deleted(self, conn: sqlite3.Connection, doc_id: str) -> None:
+        conn.execute("DELETE FROM manifest WHERE doc_id = ?", (doc_id,))
+        conn.execute("DELETE FROM failures WHERE doc_id = ?", (doc_id,))
+
+    def record_failure(
+        self, doc_id: str, path: str, version: str | None, stage: str, reason: str
+    ) -> None:
+        """A document that failed; it keeps any previously indexed version serving."""
+        now = utcnow()
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO failures (doc_id, path, version, stage, reason, first_seen, last_seen)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(doc_id) DO UPDATE SET"
+                " path=excluded.path, version=excluded.version, stage=excluded.stage,"
+                " reason=excluded.reason, last_seen=excluded.last_seen",
+                (doc_id, path, version, stage, reason, now, now),
+            )
+            conn.execute(
+                "INSERT INTO manifest (doc_id, path, version, chunk_ids, state, failed_version,"
+                " error, last_seen) VALUES (?, ?, NULL, '[]', 'failed', ?, ?, ?)"
+                " ON CONFLICT(doc_id) DO UPDATE SET state='failed',"
+                " failed_version=excluded.failed_version, error=excluded.error,"
+                " last_seen=excluded.last_seen",
+                (doc_id, path, version, reason, now),
+            )
+
+    def failures(self) -> list[dict[str, Any]]:
+        rows = self._conn.execute(
+            "SELECT doc_id, path, version, stage, reason, first_seen, last_seen FROM failures"
+            " ORDER BY path"
+        ).fetchall()
+        keys = ("doc_id", "path", "version", "stage", "reason", "first_seen", "last_seen")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    # -- pending change set ---------------------------------------------------------
+
+    def replace_pending(self, rows: Iterable[PendingDocument]) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM pending")
+            conn.executemany(
+                "INSERT INTO pending (doc_id, change, document) VALUES (?, ?, ?)",
+                [(r.doc_id, r.change, json.dumps(r.document)) for r in rows],
+            )
+
+    def pending(self, *changes: str) -> list[PendingDocument]:
+        sql = "SELECT doc_id, change, document FROM pending"
+        args: tuple[str, ...] = ()
+        if changes:
+            sql += f" WHERE change IN ({','.join('?' * len(changes))})"
+            args = changes
+        sql += " ORDER BY doc_id"
+        return [
+            PendingDocument(r[0], r[1], json.loads(r[2]))
+            for r in self._conn.execute(sql, args).fetchall()
+        ]
+
+    def drop_pending(self, doc_ids: Iterable[str]) -> None:
+        with self.transaction() as conn:
+            conn.executemany("DELETE FROM pending WHERE doc_id = ?", [(d,) for d in doc_ids])
+
+    def clear_stage_data(self, conn: sqlite3.Connection) -> None:
+        conn.execute("DELETE FROM pending")
+        conn.execute("DELETE FROM parsed")
+        conn.execute("DELETE FROM chunks")
+
+    # -- parsed documents -----------------------------------------------------------
+
+    def put_parsed(self, doc: ParsedDocument) -> None:
+        elements = [
+            [e.category, e.char_start, e.char_end, e.page, e.heading_level] for e in doc.elements
+        ]
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO parsed (doc_id, version, title, text, elements)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (doc.doc_id, doc.version, doc.title, doc.text, json.dumps(elements)),
+            )
+
+    def get_parsed(self, doc_id: str) -> ParsedDocument | None:
+        row = self._conn.execute(
+            "SELECT version, title, text, elements FROM parsed WHERE doc_id = ?", (doc_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        version, title, text, elements = row
+        return ParsedDocument(
+            doc_id=doc_id,
+            version=version,
+            title=title,
+            text=text,
+            elements=tuple(
+                ParsedElement(cat, text[s:e], s, e, page, level)
+                for cat, s, e, page, level in json.loads(elements)
+            ),
+        )
+
+    def parsed_ids(self) -> list[str]:
+        return [r[0] for r in self._conn.execute("SELECT doc_id FROM parsed ORDER BY doc_id")]
+
+    # -- chunks ---------------------------------------------------------------------
+
+    def put_chunks(self, doc_id: str, chunks: Sequence[Chunk]) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM chunks WHERE doc_id = ?", (doc_id,))
+            conn.executemany(
+                "INSERT INTO chunks (chunk_id, doc_id, ord, body, acl) VALUES (?, ?, ?, ?, NULL)",
+                [(c.chunk_id, doc_id, c.ord, chunk_to_json(c)) for c in chunks],
+            )
+
+    def set_chunk_acl(self, doc_id: str, acl: Acl) -> int:
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "UPDATE chunks SET acl = ? WHERE doc_id = ?", (json.dumps(acl.to_dict()), doc_id)
+            )
+            return cur.rowcount
+
+    def chunks(self, doc_id: str | None = None) -> list[tuple[Chunk, Acl | None]]:
+        sql = "SELECT body, acl FROM chunks"
+        args: tuple[str, ...] = ()
+        if doc_id is not None:
+            sql += " WHERE doc_id = ?"
+            args = (doc_id,)
+        sql += " ORDER BY doc_id, ord"
+        return [
+            (chunk_from_json(body), Acl.from_dict(json.loads(acl)) if acl else None)
+            for body, acl in self._conn.execute(sql, args).fetchall()
+        ]
+
+    def chunk_doc_ids(self) -> list[str]:
+        return [
+            r[0] for r in self._conn.execute("SELECT DISTINCT doc_id FROM chunks ORDER BY doc_id")
+        ]
+
+    # -- runs and counters ----------------------------------------------------------
+
+    def set_counter(self, name: str, value: Any) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO counters (name, value) VALUES (?, ?)",
+                (name, json.dumps(value)),
+            )
+
+    def counter(self, name: str, default: Any = None) -> Any:
+        row = self._conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def add_run(self, conn: sqlite3.Connection, summary: dict[str, Any]) -> None:
+        conn.execute(
+            "INSERT INTO runs (finished_at, summary) VALUES (?, ?)", (utcnow(), json.dumps(summary))
+        )
+
+    def last_run(self) -> dict[str, Any] | None:
+        row = self._conn.execute(
+            "SELECT finished_at, summary FROM runs ORDER BY run_id DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return None
+        return {"finished_at": row[0], **json.loads(row[1])}
+
+
+def text_hash(model_id: str, text: str) -> str:
+    return hashlib.sha256(f"{model_id}\x00{text}".encode()).hexdigest()
+
+
+class EmbeddingCache:
+    """Vectors keyed by (model, exact embedded text): unchanged text is never embedded twice."""
+
+    def __init__(self, path: Path) -> None:
+        self._conn = _connect(Path(path))
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, dim INTEGER NOT NULL,"
+            " vector BLOB NOT NULL)"
+        )
+
+    @classmethod
+    def in_state_dir(cls, state_dir: Path) -> EmbeddingCache:
+        return cls(Path(state_dir) / "embedding-cache.sqlite")
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
+        for start in range(0, len(keys), 500):
+            part = keys[start : start + 500]
+            rows = self._conn.execute(
+                f"SELECT key, vector FROM vectors WHERE key IN ({','.join('?' * len(part))})",
+                part,
+            ).fetchall()
+            for key, blob in rows:
+                found[key] = np.frombuffer(blob, dtype=np.float32)
+        return found
+
+    def put_many(self, items: Iterable[tuple[str, np.ndarray]]) -> None:
+        rows = [
+            (k, int(v.shape[0]), np.ascontiguousarray(v, dtype=np.float32).tobytes())
+            for k, v in items
+        ]
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO vectors (key, dim, vector) VALUES (?, ?, ?)", rows
+            )
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self._conn.close()

@@ -1,0 +1,171 @@
+"""Token counting for chunking, measured with the embedding model's own tokenizer.
+
+The chunker only needs two operations (:class:`TokenCounter`): how many tokens
+a text costs the model, and where to cut a long text into pieces that each fit.
+:class:`HFTokenCounter` answers both from a Hugging Face fast tokenizer, so a
+chunk that passes the chunker's budget is never silently truncated by the model.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Protocol, runtime_checkable
+
+from tokenizers import Tokenizer
+
+
+class TokenizerError(ValueError):
+    """A tokenizer cannot be used for counting, or a split budget is impossible."""
+
+
+@runtime_checkable
+class TokenCounter(Protocol):
+    """What the chunker needs from a tokenizer.
+
+    ``count`` includes whatever the model adds around every input (for BERT,
+    ``[CLS]`` and ``[SEP]``), so ``count(text) <= n`` means ``text`` fits an
+    ``n``-token window as is.
+
+    ``split(text, max_tokens)`` returns ``(start, end)`` character spans of
+    consecutive, non-overlapping pieces of ``text``, in order, each with
+    ``count(text[start:end]) <= max_tokens``. Pieces carry no leading or
+    trailing whitespace, and together they cover every non-whitespace character
+    of ``text``; cuts fall at sentence ends where possible, else between words,
+    and only inside a word that alone exceeds the budget. Whitespace-only text
+    gives ``[]``.
+    """
+
+    def count(self, text: str) -> int: ...
+
+    def split(self, text: str, max_tokens: int) -> list[tuple[int, int]]: ...
+
+
+_SENTENCE_END = re.compile(r"[.!?;:][\"')\]]*$")
+
+
+def _strip_span(text: str, start: int, end: int) -> tuple[int, int]:
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return start, end
+
+
+class HFTokenCounter:
+    """A :class:`TokenCounter` over a Hugging Face tokenizer's token offsets.
+
+    Accepts a ``transformers`` fast tokenizer (``Embedder.tokenizer``) or a raw
+    ``tokenizers.Tokenizer``. It works on a private copy of the Rust tokenizer
+    with truncation and padding switched off: the copy a model uses carries its
+    own truncation (``tokenizer.json`` of MiniLM ships ``max_length=128``, and
+    sentence-transformers sets 256 while encoding), which would cap every count
+    at that length and hide exactly the overflows the chunker must see.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        backend = tokenizer if isinstance(tokenizer, Tokenizer) else None
+        if backend is None:
+            backend = getattr(tokenizer, "backend_tokenizer", None)
+        if not isinstance(backend, Tokenizer):
+            raise TokenizerError(
+                f"HFTokenCounter needs a fast (Rust-backed) tokenizer, got {type(tokenizer).__name__}"
+            )
+        self._tok = Tokenizer.from_str(backend.to_str())
+        self._tok.no_truncation()
+        self._tok.no_padding()
+        self.special_tokens = len(self._tok.encode("").ids)
+
+    def count(self, text: str) -> int:
+        return len(self._tok.encode(text).ids)
+
+    def split(self, text: str, max_tokens: int) -> list[tuple[int, int]]:
+        budget = max_tokens - self.special_tokens
+        if budget < 1:
+            raise TokenizerError(
+                f"max_tokens={max_tokens} leaves no room for content next to "
+                f"{self.special_tokens} special tokens"
+            )
+        offsets = [
+            span
+            for span in self._tok.encode(text, add_special_tokens=False).offsets
+            if span[1] > span[0]
+        ]
+        if not offsets:
+            start, end = _strip_span(text, 0, len(text))
+            return [(start, end)] if end > start else []
+        if self.count(text) <= max_tokens:
+            return [_strip_span(text, 0, len(text))]
+        return self._split_offsets(text, offsets, budget, max_tokens)
+
+    def _split_offsets(
+        self, text: str, offsets: list[tuple[int, int]], budget: int, max_tokens: int
+    ) -> list[tuple[int, int]]:
+        n = len(offsets)
+        # Balanced target: 210 tokens at a budget of 200 become ~105 + ~105, not
+        # 200 + 10, so no piece is a scrap too small to mean anything.
+        target = math.ceil(n / math.ceil(n / budget))
+        pieces: list[tuple[int, int]] = []
+        first = 0  # index of the first token of the current piece
+        piece_start = 0  # character where the current piece begins
+        while first < n:
+            if n - first <= budget:
+                cut_char = len(text)
+                cut = n
+            else:
+                cut = self._choose_cut(text, offsets, first, target, budget)
+                cut_char = offsets[cut][0]
+            span = _strip_span(text, piece_start, cut_char)
+            # A cut inside a word can re-tokenise differently on its own; shrink
+            # until the piece really fits rather than trust the estimate.
+            while self.count(text[span[0] : span[1]]) > max_tokens and cut - first > 1:
+                cut -= 1
+                cut_char = offsets[cut][0]
+                span = _strip_span(text, piece_start, cut_char)
+            if self.count(text[span[0] : span[1]]) > max_tokens:
+                raise TokenizerError(
+                    f"cannot cut {text[span[0] : span[1]]!r} to {max_tokens} tokens"
+                )
+            if span[1] > span[0]:
+                pieces.append(span)
+            first = cut
+            piece_start = cut_char
+        return pieces
+
+    @staticmethod
+    def _choose_cut(
+        text: str, offsets: list[tuple[int, int]], first: int, target: int, budget: int
+    ) -> int:
+        """Index of the first token of the next piece: a sentence end near the
+        target, else a word boundary near it, else the budget's hard limit."""
+        ideal = first + target
+        lo = first + max(1, target // 2)
+        hi = first + budget  # the piece holds tokens first..hi-1 at most
+
+        def gap_before(k: int) -> bool:  # whitespace between token k-1 and token k
+            return offsets[k - 1][1] < offsets[k][0]
+
+        def sentence_before(k: int) -> bool:
+            return gap_before(k) and bool(_SENTENCE_END.search(text[: offsets[k - 1][1]][-4:]))
+
+        for test in (sentence_before, gap_before):
+            best = None
+            for k in range(lo, hi + 1):
+                if test(k) and (best is None or abs(k - ideal) < abs(best - ideal)):
+                    best = k
+            if best is not None:
+                return best
+        return hi
+
+
+def load_tokenizer(path: str) -> Any:
+    """Load only the tokenizer of a local model folder (fast; no weights)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except OSError as exc:
+        raise TokenizerError(f"cannot load a tokenizer from {path!r}: {exc}") from exc
+
+
+__all__ = ["HFTokenCounter", "TokenCounter", "TokenizerError", "load_tokenizer"]

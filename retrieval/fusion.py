@@ -1,0 +1,106 @@
+"""Fusing ranked lists from several retrievers into one, as pure functions.
+
+* ``rrf``: reciprocal rank fusion (Cormack, Clarke & Büttcher, SIGIR 2009):
+  score(d) = sum_i w_i / (k + rank_i(d)), ranks from 1. Uses ranks only, so it
+  needs no score calibration between BM25 and cosine — the safe default.
+* ``blend``: min-max normalise each list's scores to [0, 1], then a weighted
+  sum (a document missing from a list gets 0 from it). Keeps score gaps, so a
+  dominant hit in one retriever can win outright.
+
+Ties keep the order in which ids were first seen (earlier lists first), so
+fusion is deterministic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import StrEnum
+
+from retrieval.models import ScoredId
+
+
+class FusionMethod(StrEnum):
+    RRF = "rrf"
+    BLEND = "blend"
+
+    @classmethod
+    def from_str(cls, value: str) -> FusionMethod:
+        try:
+            return cls(value.strip().lower())
+        except ValueError:
+            valid = ", ".join(m.value for m in cls)
+            raise ValueError(f"unknown fusion method {value!r} (valid: {valid})") from None
+
+
+def _weights(n: int, weights: Sequence[float] | None) -> list[float]:
+    if weights is None:
+        return [1.0] * n
+    if len(weights) != n:
+        raise ValueError(f"{len(weights)} weights given for {n} rankings")
+    if any(w < 0 for w in weights):
+        raise ValueError(f"weights must be >= 0, got {list(weights)}")
+    return [float(w) for w in weights]
+
+
+def _sorted(scores: dict[str, float]) -> list[ScoredId]:
+    # sorted() is stable and dicts keep insertion order: ties stay in first-seen order.
+    return [ScoredId(cid, s) for cid, s in sorted(scores.items(), key=lambda kv: -kv[1])]
+
+
+def reciprocal_rank_fusion(
+    rankings: Sequence[Sequence[ScoredId]],
+    weights: Sequence[float] | None = None,
+    k: int = 60,
+) -> list[ScoredId]:
+    """Fuse best-first rankings by weighted reciprocal rank.
+
+    :param rankings: one best-first list per retriever; a repeated id counts once, at its
+        best rank, and ranks count distinct ids.
+    :param weights: one weight per ranking (default: all 1).
+    :param k: the RRF constant; larger values flatten the contribution of top ranks.
+    :returns: every id seen, best first, with its fused score.
+    """
+    if k < 1:
+        raise ValueError(f"rrf k must be >= 1, got {k}")
+    ws = _weights(len(rankings), weights)
+    scores: dict[str, float] = {}
+    for ranking, w in zip(rankings, ws, strict=True):
+        # A repeated id counts once, at its best rank; ranks count distinct ids.
+        distinct = dict.fromkeys(hit.chunk_id for hit in ranking)
+        for rank, chunk_id in enumerate(distinct, start=1):
+            scores[chunk_id] = scores.get(chunk_id, 0.0) + w / (k + rank)
+    return _sorted(scores)
+
+
+def score_blend(
+    rankings: Sequence[Sequence[ScoredId]], weights: Sequence[float] | None = None
+) -> list[ScoredId]:
+    """Fuse by a weighted sum of min-max normalised scores (a flat list normalises to 1)."""
+    ws = _weights(len(rankings), weights)
+    scores: dict[str, float] = {}
+    for ranking, w in zip(rankings, ws, strict=True):
+        if not ranking:
+            continue
+        best: dict[str, float] = {}
+        for hit in ranking:
+            best[hit.chunk_id] = max(hit.score, best.get(hit.chunk_id, hit.score))
+        lo, hi = min(best.values()), max(best.values())
+        span = hi - lo
+        for cid, s in best.items():
+            norm = (s - lo) / span if span > 0 else 1.0
+            scores[cid] = scores.get(cid, 0.0) + w * norm
+    return _sorted(scores)
+
+
+def fuse(
+    method: FusionMethod | str,
+    rankings: Sequence[Sequence[ScoredId]],
+    weights: Sequence[float] | None = None,
+    *,
+    rrf_k: int = 60,
+) -> list[ScoredId]:
+    """Dispatch to the fusion function named by ``method``."""
+    method = method if isinstance(method, FusionMethod) else FusionMethod.from_str(method)
+    if method is FusionMethod.RRF:
+        return reciprocal_rank_fusion(rankings, weights, k=rrf_k)
+    return score_blend(rankings, weights)

@@ -1,0 +1,99 @@
+"""Per-segment ACLs: a table of distinct ACLs plus one code per row.
+
+Chunks of a document share an ACL, and documents mostly share a handful of
+policies, so the table is small. A principal's permission mask is computed on
+the *table* with token postings (``u:alice``, ``g:hr``, ``du:mallory``,
+``dg:contractors``, ``t:acme``) and then gathered to rows — one vectorised
+pass whatever the number of rows. The rules are exactly :meth:`trove.acl.Acl.permits`:
+tenant match (or no tenant), then public or an allowed user/group, and no deny.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from retrieval.index.base import IndexCorruptError
+from retrieval.index.embedded.files import load_npy, read_json, save_npy, write_json
+from trove.acl import Acl, Principal
+
+
+class AclTable:
+    def __init__(self, acls: Sequence[Acl], codes: np.ndarray):
+        self.acls = list(acls)
+        self.codes = codes
+        if len(codes) and (int(codes.max()) >= len(self.acls) or int(codes.min()) < 0):
+            raise IndexCorruptError(f"ACL codes out of range for a table of {len(self.acls)}")
+        self._public = np.array([a.public for a in self.acls], dtype=bool)
+        self._no_tenant = np.array([a.tenant is None for a in self.acls], dtype=bool)
+        postings: dict[str, list[int]] = defaultdict(list)
+        for i, acl in enumerate(self.acls):
+            for u in acl.allow_users:
+                postings["u:" + u].append(i)
+            for g in acl.allow_groups:
+                postings["g:" + g].append(i)
+            for u in acl.deny_users:
+                postings["du:" + u].append(i)
+            for g in acl.deny_groups:
+                postings["dg:" + g].append(i)
+            if acl.tenant is not None:
+                postings["t:" + acl.tenant].append(i)
+        self._postings = {t: np.asarray(v, dtype=np.int64) for t, v in postings.items()}
+
+    @classmethod
+    def build(cls, row_acls: Sequence[Acl]) -> AclTable:
+        index: dict[Acl, int] = {}
+        codes = np.fromiter(
+            (index.setdefault(a, len(index)) for a in row_acls), dtype=np.int32, count=len(row_acls)
+        )
+        return cls(list(index), codes)
+
+    def _post(self, token: str) -> np.ndarray:
+        return self._postings.get(token, _EMPTY)
+
+    def permitted_acls(self, principal: Principal) -> np.ndarray:
+        """Boolean over the table: which ACLs let ``principal`` read."""
+        ok = self._public.copy()
+        ok[self._post("u:" + principal.user)] = True
+        for g in principal.groups:
+            ok[self._post("g:" + g)] = True
+        ok[self._post("du:" + principal.user)] = False
+        for g in principal.groups:
+            ok[self._post("dg:" + g)] = False
+        tenant_ok = self._no_tenant.copy()
+        if principal.tenant is not None:
+            tenant_ok[self._post("t:" + principal.tenant)] = True
+        return ok & tenant_ok
+
+    def permitted_rows(self, principal: Principal) -> np.ndarray:
+        return self.permitted_acls(principal)[self.codes]
+
+    def with_updates(self, rows: np.ndarray, acl: Acl) -> AclTable:
+        """A new table where ``rows`` carry ``acl``; ACLs no row uses any more are dropped."""
+        acls = [*self.acls, acl]
+        codes = np.array(self.codes, dtype=np.int32)
+        codes[rows] = len(acls) - 1
+        used, remapped = np.unique(codes, return_inverse=True)
+        # Equal ACLs (the new one may equal an old one) collapse to one entry.
+        return AclTable.build([acls[int(u)] for u in used]).remap(remapped)
+
+    def remap(self, row_codes: np.ndarray) -> AclTable:
+        """Rows given as codes into this table's entries (used to compact after updates)."""
+        return AclTable(self.acls, self.codes[row_codes].astype(np.int32))
+
+    def save(self, json_path: Path, codes_path: Path) -> None:
+        write_json(json_path, [a.to_dict() for a in self.acls])
+        save_npy(codes_path, self.codes.astype(np.int32))
+
+    @classmethod
+    def load(cls, json_path: Path, codes_path: Path) -> AclTable:
+        raw = read_json(json_path)
+        if not isinstance(raw, list):
+            raise IndexCorruptError(f"{json_path}: expected a list of ACLs")
+        return cls([Acl.from_dict(d) for d in raw], load_npy(codes_path))
+
+
+_EMPTY = np.zeros(0, dtype=np.int64)

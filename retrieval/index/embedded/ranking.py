@@ -1,0 +1,156 @@
+"""Exact top-k, lexical (BM25) and dense (cosine), over the rows a principal may read.
+
+Both take the per-segment row masks first and rank only rows inside them, so
+the answer is the true top-k among readable chunks however selective the
+permission filter is. Ties are broken by segment order then row, which makes
+results deterministic for a given generation.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+
+from retrieval.index.embedded.bm25 import (
+    Bm25Params,
+    Bm25Variant,
+    idf_lucene,
+    idf_okapi,
+    term_saturation,
+)
+from retrieval.index.embedded.snapshot import Snapshot
+from retrieval.models import ScoredId
+
+# Below this fraction of readable rows, gather the readable vectors instead of
+# scoring every row and masking.
+_GATHER_FRACTION = 0.3
+# Accumulate into a dense per-row array once postings exceed 1/16 of the rows.
+_DENSE_ACCUMULATE = 16
+
+
+def _top(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest scores, best first; ties keep index order."""
+    if len(scores) > k:
+        part = np.argpartition(-scores, k - 1)[:k]
+        # argpartition may cut a tie at the boundary arbitrarily: take every tied element.
+        kth = scores[part].min()
+        part = np.flatnonzero(scores >= kth)
+    else:
+        part = np.arange(len(scores))
+    order = np.lexsort((part, -scores[part]))
+    return part[order][:k]
+
+
+def _merge(
+    snapshot: Snapshot, hits: Sequence[tuple[int, np.ndarray, np.ndarray]], k: int
+) -> list[ScoredId]:
+    if not hits:
+        return []
+    seg_ix = np.concatenate([np.full(len(rows), i, dtype=np.int64) for i, rows, _ in hits])
+    rows = np.concatenate([r for _, r, _ in hits])
+    scores = np.concatenate([s for _, _, s in hits])
+    order = np.lexsort((rows, seg_ix, -scores))[:k]
+    return [
+        ScoredId(snapshot.views[int(seg_ix[i])].segment.chunk_id(int(rows[i])), float(scores[i]))
+        for i in order
+    ]
+
+
+def _accumulate(
+    rows_parts: list[np.ndarray], score_parts: list[np.ndarray], n_rows: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sum per-term scores per row: sparse (sort) for rare terms, dense for common ones."""
+    total = sum(len(r) for r in rows_parts)
+    if total * _DENSE_ACCUMULATE > n_rows:
+        acc = np.zeros(n_rows, dtype=np.float64)
+        present = np.zeros(n_rows, dtype=bool)
+        for rows, scores in zip(rows_parts, score_parts, strict=True):
+            acc[rows] += scores  # rows are unique within one term's postings
+            present[rows] = True
+        cand = np.flatnonzero(present)
+        return cand, acc[cand]
+    cand, inverse = np.unique(np.concatenate(rows_parts), return_inverse=True)
+    return cand, np.bincount(inverse, weights=np.concatenate(score_parts), minlength=len(cand))
+
+
+def lexical_top_k(
+    snapshot: Snapshot,
+    terms: Sequence[str],
+    masks: Sequence[np.ndarray],
+    k: int,
+    params: Bm25Params,
+) -> list[ScoredId]:
+    """BM25 over live statistics; only rows containing a query term are candidates.
+
+    A repeated query term counts once per repeat (as rank-bm25 does).
+    """
+    if not terms or snapshot.live_count == 0:
+        return []
+    query = Counter(terms)
+    # Postings per segment and term, and the live document frequency of each term.
+    postings: list[dict[str, tuple[np.ndarray, np.ndarray]]] = []
+    df = dict.fromkeys(query, 0)
+    for view in snapshot.views:
+        found = {}
+        for term in query:
+            p = view.segment.postings(term)
+            if p is None:
+                continue
+            found[term] = p
+            df[term] += (
+                len(p[0]) if view.live_count == view.segment.rows else int(view.live[p[0]].sum())
+            )
+        postings.append(found)
+    n = snapshot.live_count
+    df_arr = np.array([df[t] for t in query], dtype=np.float64)
+    if params.variant is Bm25Variant.OKAPI:
+        idf_arr = idf_okapi(n, df_arr, snapshot.okapi_average_idf(), params.epsilon)
+    else:
+        idf_arr = idf_lucene(n, df_arr)
+    weight = {t: float(idf_arr[i]) * query[t] for i, t in enumerate(query) if df[t] > 0}
+    avgdl = snapshot.avgdl
+
+    hits = []
+    for seg_ix, (view, found, mask) in enumerate(zip(snapshot.views, postings, masks, strict=True)):
+        if not found:
+            continue
+        rows_parts, score_parts = [], []
+        for term, (rows, tfs) in found.items():
+            if term not in weight:
+                continue
+            keep = mask[rows]
+            rows = rows[keep]
+            if len(rows) == 0:
+                continue
+            sat = term_saturation(tfs[keep], view.segment.doc_len[rows], avgdl, params.k1, params.b)
+            rows_parts.append(rows)
+            score_parts.append(weight[term] * sat)
+        if not rows_parts:
+            continue
+        cand, scores = _accumulate(rows_parts, score_parts, view.segment.rows)
+        best = _top(scores, k)
+        hits.append((seg_ix, cand[best].astype(np.int64), scores[best]))
+    return _merge(snapshot, hits, k)
+
+
+def dense_top_k(
+    snapshot: Snapshot, query: np.ndarray, masks: Sequence[np.ndarray], k: int
+) -> list[ScoredId]:
+    """Exact cosine (vectors and query are unit length) over readable rows."""
+    hits = []
+    for seg_ix, (view, mask) in enumerate(zip(snapshot.views, masks, strict=True)):
+        allowed = int(np.count_nonzero(mask))
+        if allowed == 0:
+            continue
+        vectors = view.segment.vectors
+        if allowed < _GATHER_FRACTION * len(mask):
+            rows = np.flatnonzero(mask)
+            scores = vectors[rows] @ query
+        else:
+            rows = np.flatnonzero(mask)
+            scores = (vectors @ query)[rows]
+        best = _top(scores, k)
+        hits.append((seg_ix, rows[best].astype(np.int64), scores[best].astype(np.float64)))
+    return _merge(snapshot, hits, k)

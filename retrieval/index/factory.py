@@ -1,0 +1,17 @@
+"""Open the index backend named in the configuration."""
+
+from __future__ import annotations
+
+from retrieval.index.base import IndexBackend
+from trove.config import IndexConfig
+
+
+def open_index(
+    config: IndexConfig, *, create: bool = False, dimensions: int | None = None
+) -> IndexBackend:
+    """The configured backend; ``create`` makes an empty index when none exists yet."""
+    if config.backend == "embedded":
+        from retrieval.index.embedded import EmbeddedIndex
+
+        return EmbeddedIndex.open(config.path, create=create, dimensions=dimensions)
+    raise ValueError(f"unknown index backend {config.backend!r} (valid: embedded)")

@@ -1,0 +1,105 @@
+"""Searcher over the embedded index, with a fake query encoder (a fixed vector per query)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from retrieval.fusion import reciprocal_rank_fusion
+from retrieval.index.base import WriteBatch
+from retrieval.index.embedded import EmbeddedIndex
+from retrieval.models import SearchFilters
+from retrieval.search import Searcher, SearchMode
+from tests.retrieval.builders import DIM, record, unit
+from trove.acl import Acl, Principal
+
+STAFF = Acl(allow_groups=frozenset({"staff"}))
+SECRET = Acl(allow_users=frozenset({"boss"}))
+ALICE = Principal.of("alice", ["staff"])
+
+
+class FakeEncoder:
+    """Maps known queries to given vectors; records calls so tests see when it is used."""
+
+    def __init__(self, vectors: dict[str, np.ndarray]):
+        self.vectors = vectors
+        self.calls: list[str] = []
+
+    def encode_query(self, text: str) -> np.ndarray:
+        self.calls.append(text)
+        return self.vectors[text]
+
+
+@pytest.fixture
+def setup(tmp_path):
+    rng = np.random.default_rng(1)
+    near = unit(rng)
+    recs = [
+        record("lex", 0, "per diem travel rates", STAFF, rng=rng, path="hr/lex.md"),
+        record("vec", 0, "something unrelated", STAFF, vector=near, path="ops/vec.md"),
+        record("both", 0, "per diem", STAFF, vector=near + 0.1 * unit(rng), path="hr/both.md"),
+        record("hidden", 0, "per diem travel rates", SECRET, vector=near),
+    ]
+    ix = EmbeddedIndex.open(tmp_path / "ix", create=True, dimensions=DIM)
+    ix.apply(WriteBatch(upserts=recs))
+    encoder = FakeEncoder({"per diem travel": near})
+    yield ix, encoder
+    ix.close()
+
+
+def test_hybrid_fuses_both_retrievers_with_citations(setup):
+    ix, encoder = setup
+    searcher = Searcher(ix, encoder, candidates=10)
+    passages, ranked = searcher.search_ranked("per diem travel", ALICE, k=3)
+    fused = reciprocal_rank_fusion([ranked.lexical, ranked.dense], [0.5, 0.5])
+    assert [p.chunk_id for p in passages] == [h.chunk_id for h in fused][:3]
+    assert passages[0].chunk_id == "both#0"  # in both lists
+    assert {p.chunk_id for p in passages} == {"both#0", "lex#0", "vec#0"}
+    cite = passages[0].citation
+    assert (cite.doc_id, cite.path, cite.section, cite.pages) == (
+        "both", "hr/both.md", ("Intro", "Part 0"), (1,)
+    )
+    assert cite.uri == "file:///corpus/both" and cite.doc_version == "v1"
+    assert cite.char_end - cite.char_start == len(passages[0].text)
+    assert encoder.calls == ["per diem travel"]
+
+
+def test_modes_and_filters(setup):
+    ix, encoder = setup
+    searcher = Searcher(ix, encoder, fusion="blend")
+    lexical = searcher.search_lexical_only("per diem travel", ALICE, k=5)
+    assert lexical[0].chunk_id == "lex#0" and "vec#0" not in {p.chunk_id for p in lexical}
+    assert encoder.calls == []  # lexical search needs no embedding
+    dense = searcher.search_dense_only("per diem travel", ALICE, k=1)
+    assert [p.chunk_id for p in dense] == ["vec#0"]
+    hr_only = searcher.search("per diem travel", ALICE, 5, SearchFilters(path_prefixes=("hr/",)))
+    assert {p.chunk_id for p in hr_only} == {"lex#0", "both#0"}
+
+
+def test_nothing_unreadable_is_returned(setup):
+    ix, encoder = setup
+    searcher = Searcher(ix, encoder)
+    for mode in SearchMode:
+        got = {p.chunk_id for p in searcher.search("per diem travel", ALICE, 10, mode=mode)}
+        assert "hidden#0" not in got
+    boss = {p.chunk_id for p in searcher.search("per diem travel", Principal.of("boss"), 10)}
+    assert boss == {"hidden#0"}
+
+
+def test_argument_validation(setup):
+    ix, encoder = setup
+    searcher = Searcher(ix, encoder)
+    with pytest.raises(ValueError, match="non-empty"):
+        searcher.search("  ", ALICE)
+    with pytest.raises(ValueError, match="k must be"):
+        searcher.search("x", ALICE, k=0)
+    with pytest.raises(TypeError, match="Principal"):
+        searcher.search("x", None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="valid: hybrid, lexical, dense"):
+        searcher.search("x", ALICE, mode="fuzzy")
+    with pytest.raises(ValueError, match="valid: rrf, blend"):
+        Searcher(ix, encoder, fusion="max")
+    with pytest.raises(ValueError, match="dense_weight"):
+        Searcher(ix, encoder, dense_weight=1.5)
+    with pytest.raises(ValueError, match="needs an embedder"):
+        Searcher(ix, None).search("x", ALICE)

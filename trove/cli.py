@@ -1,0 +1,323 @@
+"""The `trove` command line: a thin shell over the ingestion graph and the retrieval API."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from trove.acl import Principal
+from trove.config import ConfigError, Settings, find_config, load_settings
+from trove.runtime import configure_offline_environment
+
+app = typer.Typer(
+    help="Trove: permission-filtered, citable knowledge for AI agents.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+out = Console()
+
+ConfigOption = Annotated[
+    str | None,
+    typer.Option(
+        "--config", "-c", help="trove.yaml to use (default: $TROVE_CONFIG or ./trove.yaml)"
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+def _settings(config: str | None) -> tuple[Settings, Path]:
+    try:
+        path = find_config(config)
+        return load_settings(path), path
+    except ConfigError as exc:
+        raise _fail(str(exc)) from exc
+
+
+class _RichSink:
+    """Progress bars for long stages (shown on stderr, so --json output stays clean)."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.tasks: dict[str, Any] = {}
+
+    def start(self, task: str, total: int) -> None:
+        self.tasks[task] = self.progress.add_task(task, total=total)
+
+    def advance(self, task: str, amount: int = 1) -> None:
+        self.progress.advance(self.tasks[task], amount)
+
+    def finish(self, task: str) -> None:
+        self.progress.remove_task(self.tasks.pop(task))
+
+
+@contextmanager
+def _progress_bars(enabled: bool):
+    from pipelines import progress as progress_hooks
+
+    if not enabled:
+        yield
+        return
+    bars = Progress(
+        TextColumn("[bold]{task.description:>6}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    )
+    progress_hooks.set_sink(_RichSink(bars))
+    try:
+        with bars:
+            yield
+    finally:
+        progress_hooks.set_sink(None)
+
+
+def _ingest(config_path: Path, show_progress: bool) -> dict[str, Any]:
+    from trove.ingest import IngestError, run_ingest
+
+    try:
+        with _progress_bars(show_progress):
+            return run_ingest(config_path)
+    except (IngestError, ConfigError) as exc:
+        raise _fail(str(exc), code=1) from exc
+
+
+@app.callback()
+def _main() -> None:
+    configure_offline_environment()
+
+
+@app.command()
+def ingest(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Sync every configured source into the index (incremental: unchanged files are skipped)."""
+    _, path = _settings(config)
+    summary = _ingest(path, show_progress=sys.stderr.isatty())
+    if as_json:
+        out.print_json(data=summary)
+        return
+    for name, s in summary["sources"].items():
+        out.print(
+            f"[bold]{name}[/]: {s['documents_seen']} seen, {s['added']} added, "
+            f"{s['changed']} changed, {s['deleted']} deleted, {s['acl_only']} ACL-only, "
+            f"{s['documents_parsed']} parsed, {s['chunks_written']} chunks written, "
+            f"{s['chunks_embedded']} embedded"
+        )
+        for failure in s["documents_failed"]:
+            out.print(f"  [yellow]failed[/] {failure['path']}: {failure['reason']}")
+
+
+def _principal(user: str, groups: str | None, tenant: str | None) -> Principal:
+    try:
+        return Principal.of(user, [g for g in (groups or "").split(",") if g.strip()], tenant)
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+
+
+def _open_searcher(settings: Settings):
+    from pipelines.embed import get_embedder
+    from retrieval.index.base import IndexNotFoundError
+    from retrieval.index.factory import open_index
+    from retrieval.search import Searcher
+
+    try:
+        index = open_index(settings.index)
+    except IndexNotFoundError as exc:
+        raise _fail(str(exc), code=1) from exc
+    cfg = settings.embedding
+    embedder = get_embedder(cfg.model, device=cfg.device, batch_size=cfg.batch_size)
+    r = settings.retrieval
+    return Searcher(
+        index,
+        embedder,
+        fusion=r.fusion,
+        rrf_k=r.rrf_k,
+        dense_weight=r.dense_weight,
+        candidates=r.candidates,
+    )
+
+
+def _citation_line(passage) -> str:
+    c = passage.citation
+    where = c.path
+    if c.section:
+        where += " › " + " › ".join(c.section)
+    if c.pages:
+        where += f" (p. {', '.join(str(p) for p in c.pages)})"
+    return f"{c.title} — {where} [chars {c.char_start}–{c.char_end}]"
+
+
+def _print_passages(passages) -> None:
+    if not passages:
+        out.print("[dim]no passages this user may read match the query[/]")
+    for rank, p in enumerate(passages, 1):
+        out.print(f"[bold cyan][{rank}][/] {_citation_line(p)}  [dim]score {p.score:.4f}[/]")
+        text = " ".join(p.text.split())
+        out.print(f"    {text[:400]}{'…' if len(text) > 400 else ''}", highlight=False)
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="What to look for.")],
+    user: Annotated[str, typer.Option("--user", "-u", help="Search as this user.")],
+    groups: Annotated[str | None, typer.Option("--groups", "-g", help="Comma-separated.")] = None,
+    tenant: Annotated[str | None, typer.Option("--tenant", "-t")] = None,
+    k: Annotated[int, typer.Option("-k", min=1, max=100, help="Passages to return.")] = 10,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Search as a user: only passages that user may read, each with a citation."""
+    settings, _ = _settings(config)
+    principal = _principal(user, groups, tenant)
+    if not query.strip():
+        raise _fail("the query is empty")
+    searcher = _open_searcher(settings)
+    passages = searcher.search(query, principal, k=k)
+    if as_json:
+        out.print_json(data={"results": [p.to_dict() for p in passages]})
+    else:
+        _print_passages(passages)
+
+
+@app.command("eval")
+def evaluate_cmd(
+    queries: Annotated[Path, typer.Option("--queries", "-q", help="Golden queries (JSONL).")],
+    k: Annotated[int, typer.Option("-k", min=1, max=100)] = 10,
+    mode: Annotated[
+        str, typer.Option(help="hybrid, lexical or dense (to compare retrievers).")
+    ] = "hybrid",
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Measure retrieval quality, citation hits and permission leaks on golden queries."""
+    from retrieval.evaluate import EvalError, evaluate, load_queries
+
+    settings, _ = _settings(config)
+    try:
+        golden = load_queries(queries)
+    except (EvalError, OSError) as exc:
+        raise _fail(str(exc)) from exc
+    if mode not in ("hybrid", "lexical", "dense"):
+        raise _fail(f"unknown mode {mode!r} (valid: hybrid, lexical, dense)")
+    searcher = _open_searcher(settings)
+    index = searcher.index
+
+    def principal_of(q) -> Principal:
+        return Principal.of(q.user, q.groups, q.tenant)
+
+    def run(q):
+        return searcher.search(q.query, principal_of(q), k=k, mode=mode)
+
+    def may_read(q, passage) -> bool:
+        # Judged from the ACL stored in the index, independently of the search path.
+        records = index.get_chunks([passage.chunk_id])
+        return bool(records) and records[0].acl.permits(principal_of(q))
+
+    report = evaluate(golden, run, k=k, may_read=may_read).to_dict()
+    report["mode"] = mode
+    if as_json:
+        out.print_json(data=report)
+        return
+    out.print(
+        f"{report['queries']} queries ({mode}, k={k}): recall@{k} {report['recall@k']:.3f}  "
+        f"MRR@10 {report['mrr@10']:.3f}  nDCG@10 {report['ndcg@10']:.3f}  "
+        f"citation hits {report['citation_hit_rate']}  leaks {report['leaks']}  "
+        f"p50 {report['latency_ms']['p50']:.1f} ms  p95 {report['latency_ms']['p95']:.1f} ms"
+    )
+
+
+@app.command()
+def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Per source: last sync, documents, chunks and failures; and the index size."""
+    from pipelines.store import StagingStore
+    from retrieval.index.base import IndexNotFoundError
+    from retrieval.index.factory import open_index
+
+    settings, _ = _settings(config)
+    report: dict[str, Any] = {"sources": {}, "index": None}
+    for source in settings.sources:
+        store = StagingStore.for_source(settings.state.path, source.name)
+        try:
+            manifest = store.manifest()
+            last = store.last_run()
+            report["sources"][source.name] = {
+                "last_sync": last["finished_at"] if last else None,
+                "documents": sum(1 for e in manifest.values() if e.state == "indexed"),
+                "chunks": sum(len(e.chunk_ids) for e in manifest.values()),
+                "failures": [{"path": f["path"], "reason": f["reason"]} for f in store.failures()],
+            }
+        finally:
+            store.close()
+    try:
+        index = open_index(settings.index)
+        stats = index.stats()
+        report["index"] = {
+            "backend": settings.index.backend,
+            "path": str(settings.index.path),
+            "chunks": stats.chunks,
+            "documents": stats.documents,
+            "size_bytes": stats.size_bytes,
+            "generation": stats.generation,
+        }
+        index.close()
+    except IndexNotFoundError:
+        report["index"] = None
+    if as_json:
+        out.print_json(data=report)
+        return
+    for name, s in report["sources"].items():
+        out.print(
+            f"[bold]{name}[/]: last sync {s['last_sync'] or 'never'}, {s['documents']} documents, "
+            f"{s['chunks']} chunks, {len(s['failures'])} failures"
+        )
+    if report["index"]:
+        i = report["index"]
+        out.print(f"index ({i['backend']}): {i['chunks']} chunks, {i['documents']} documents")
+    else:
+        out.print("index: not built yet (run `trove ingest`)")
+
+
+@app.command()
+def demo(
+    keep: Annotated[
+        Path | None, typer.Option(help="Build the demo in this folder and keep it.")
+    ] = None,
+) -> None:
+    """Ingest the bundled sample corpus and answer one question for two users."""
+    from trove import demo as demo_data
+
+    workdir = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="trove-demo-"))
+    try:
+        config_path = demo_data.prepare(workdir)
+        out.print(f"[bold]Ingesting the demo corpus[/] into {workdir} …")
+        summary = _ingest(config_path, show_progress=sys.stderr.isatty())["sources"]
+        for name, s in summary.items():
+            out.print(
+                f"  {name}: {s['documents_seen']} documents, {s['chunks_written']} chunks, "
+                f"{len(s['documents_failed'])} failed"
+            )
+        settings = load_settings(config_path)
+        searcher = _open_searcher(settings)
+        out.print(f'\n[bold]Question:[/] "{demo_data.DEMO_QUESTION}"')
+        for user in demo_data.DEMO_USERS:
+            principal = Principal.of(user.user, user.groups)
+            groups = ", ".join(user.groups)
+            out.print(f"\n[bold green]As {user.user}[/] ({user.description}; groups: {groups})")
+            _print_passages(searcher.search(demo_data.DEMO_QUESTION, principal, k=3))
+    finally:
+        if keep is None:
+            shutil.rmtree(workdir, ignore_errors=True)
