@@ -18,6 +18,13 @@ Title, first found: the title the document declares (Markdown front matter
 ``title``, HTML ``<title>``, e-mail subject); the first element when it is a
 ``Title``; the caller's ``title``; the file name without its extension.
 
+Per format: Markdown loses its YAML front matter and Jekyll/Liquid block tags on
+lines of their own (``{% alert %}``); text formats are decoded by
+:func:`decode_text_bytes`. E-mails (eml/msg) give the body text, preceded by a
+``Title`` element with the subject and an ``EmailHeader`` element (our category,
+not unstructured's) with From/To/Date read from the message; attachments are not
+processed, and encrypted messages are refused.
+
 Usage::
 
     from pipelines.parse import parse_file
@@ -179,19 +186,7 @@ def parse_file(
     if fmt.input == "path":
         call_kwargs["filename"] = str(path)
     else:
-        text = _decode_text(path, fmt)
-        had_front_matter = False
-        if kind in ("md", "markdown"):
-            had_front_matter = _FRONT_MATTER_RE.match(text) is not None
-            text, declared_title = _split_front_matter(text)
-            text = _LIQUID_LINE_RE.sub("", text)
-        elif kind in ("html", "htm"):
-            declared_title = _html_title(text)
-        if not text.strip():
-            where = " after its front matter" if had_front_matter else ""
-            raise ParseError(
-                f"{fmt.label} file {path.name!r} has no content{where}", path=str(path)
-            )
+        text, declared_title = _prepare_text(path, kind, fmt)
         if fmt.input == "text":
             call_kwargs["text"] = text
         else:
@@ -212,6 +207,23 @@ def parse_file(
     return ParsedDocument(
         doc_id=doc_id, version=version, title=chosen, text=joined, elements=parsed_elements
     )
+
+
+def _prepare_text(path: Path, kind: str, fmt: _Format) -> tuple[str, str | None]:
+    """Decoded, normalised text for a text format, and the title it declares (if any)."""
+    text = _decode_text(path, fmt)
+    declared_title: str | None = None
+    had_front_matter = False
+    if kind in ("md", "markdown"):
+        had_front_matter = _FRONT_MATTER_RE.match(text) is not None
+        text, declared_title = _split_front_matter(text)
+        text = _LIQUID_LINE_RE.sub("", text)
+    elif kind in ("html", "htm"):
+        declared_title = _html_title(text)
+    if not text.strip():
+        where = " after its front matter" if had_front_matter else ""
+        raise ParseError(f"{fmt.label} file {path.name!r} has no content{where}", path=str(path))
+    return text, declared_title
 
 
 # ---------------------------------------------------------------- checks before parsing
@@ -499,11 +511,15 @@ def _partitioner(fmt: _Format) -> Callable[..., list[Any]]:
 
 
 def _partition(path: Path, fmt: _Format, kwargs: dict[str, Any]) -> list[Any]:
-    func = _partitioner(fmt)
     try:
-        return list(func(**kwargs))
+        return list(_partitioner(fmt)(**kwargs))
     except ParseError:
         raise
+    except ImportError as exc:  # an optional extra (pandoc, openpyxl...) is not installed
+        raise ParseError(
+            f"cannot parse {fmt.label} file {path.name!r}: missing dependency ({exc})",
+            path=str(path),
+        ) from exc
     except Exception as exc:  # the library's many error types all mean "malformed" here
         detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
         reason = f"malformed {fmt.label} file {path.name!r}: {type(exc).__name__}"

@@ -11,6 +11,11 @@
 * **Upsert by document.** Upserting chunks of a document replaces *all* that
   document's previous chunks (no stale or duplicate chunks after a re-sync).
 * **Fail closed.** A chunk whose ACL grants nobody is stored but never returned.
+* **Filters** (:class:`~retrieval.models.SearchFilters`) only narrow: an empty
+  ``sources`` / ``doc_types`` set means no filter; ``path_prefixes`` match the
+  start of the relative path; ``modified_after`` is inclusive and
+  ``modified_before`` exclusive; a chunk without ``modified_at`` never passes a
+  time filter; naive datetimes are UTC.
 """
 
 from __future__ import annotations
@@ -36,6 +41,10 @@ class IndexNotFoundError(IndexError_):
 
 class IndexCorruptError(IndexError_):
     """The index files are unreadable or inconsistent."""
+
+
+class InvalidBatchError(IndexError_, ValueError):
+    """A write batch is malformed; nothing was written."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,10 @@ class WriteBatch:
     Order of application: ``delete_docs``, then ``upserts`` (grouped by
     ``doc_id``; each group replaces every earlier chunk of that document), then
     ``acl_updates`` (new ACL for every chunk of a document, nothing re-embedded).
+    A document both deleted and upserted in one batch is therefore present.
+    An invalid batch (a missing or wrong-size vector, a chunk id repeated or
+    owned by another live document) raises :class:`InvalidBatchError` and
+    changes nothing.
     """
 
     delete_docs: set[str] = field(default_factory=set)

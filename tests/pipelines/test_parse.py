@@ -142,6 +142,44 @@ def test_csv_becomes_a_table(tmp_path: Path) -> None:
     assert "Flyers" in doc.text and "PHI" in doc.text
 
 
+def test_tsv_becomes_a_table(tmp_path: Path) -> None:
+    path = tmp_path / "staff.tsv"
+    path.write_text("Name\tTeam\nAda\tPlatform\nGrace\tSearch\n", encoding="utf-8")
+    doc = parse(path)
+    assert [e.category for e in doc.elements] == ["Table"]
+    assert "Grace" in doc.text
+
+
+def test_xml_text_content(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.xml"
+    path.write_text(
+        '<?xml version="1.0"?><catalog><book><title>Sea Stories</title>'
+        "<summary>The crew sailed north and found an island.</summary></book></catalog>",
+        encoding="utf-8",
+    )
+    doc = parse(path)
+    assert [e.text for e in doc.elements] == [
+        "Sea Stories",
+        "The crew sailed north and found an island.",
+    ]
+
+
+def test_epub_chapters_and_heading_levels(tmp_path: Path) -> None:
+    import pypandoc
+
+    path = tmp_path / "book.epub"
+    pypandoc.convert_text(
+        f"# Chapter One\n\n{NARRATIVE_1}\n\n## Landing\n\n{NARRATIVE_2}\n",
+        "epub",
+        format="md",
+        outputfile=str(path),
+        extra_args=["--metadata", "title=Sea Book"],
+    )
+    doc = parse(path)
+    assert titles(doc) == [("Chapter One", 1), ("Landing", 2)]
+    assert categories_of(doc, "Managers approve leave") == {"NarrativeText"}
+
+
 def test_docx_headings_levels_and_page_break(tmp_path: Path) -> None:
     doc = parse(write_docx(tmp_path / "guide.docx"))
     assert titles(doc) == [("Onboarding guide", 1), ("First week", 2), ("Second page heading", 1)]

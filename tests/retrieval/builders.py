@@ -60,12 +60,51 @@ def doc_records(
     return [record(doc_id, i, t, acl, rng=rng, **kwargs) for i, t in enumerate(texts)]
 
 
-WORDS = (
-    "travel leave policy hotel per diem expense receipt manager approval security laptop "
-    "password hiring interview onboarding benefit payroll holiday remote office badge "
-    "contract vendor budget report meeting training review promotion salary team project "
-    "deadline invoice audit compliance privacy incident access account network printer"
-).split()
+WORDS = [
+    "travel",
+    "leave",
+    "policy",
+    "hotel",
+    "per",
+    "diem",
+    "expense",
+    "receipt",
+    "manager",
+    "approval",
+    "security",
+    "laptop",
+    "password",
+    "hiring",
+    "interview",
+    "onboarding",
+    "benefit",
+    "payroll",
+    "holiday",
+    "remote",
+    "office",
+    "badge",
+    "contract",
+    "vendor",
+    "budget",
+    "report",
+    "meeting",
+    "training",
+    "review",
+    "promotion",
+    "salary",
+    "team",
+    "project",
+    "deadline",
+    "invoice",
+    "audit",
+    "compliance",
+    "privacy",
+    "incident",
+    "access",
+    "account",
+    "network",
+    "printer",
+]
 
 
 def random_text(rng: np.random.Generator, n_words: int | None = None) -> str:

@@ -111,9 +111,7 @@ def test_handbook_paragraphs_match_rank_bm25(tmp_path, shared_corpora):
     paragraphs = handbook_paragraphs(shared_corpora / "18f-handbook")
     assert len(paragraphs) > 1000
     rng = np.random.default_rng(4)
-    records = [
-        record(f"p{i:05d}", 0, text, EVERYONE, rng=rng) for i, text in enumerate(paragraphs)
-    ]
+    records = [record(f"p{i:05d}", 0, text, EVERYONE, rng=rng) for i, text in enumerate(paragraphs)]
     # Queries: fixed ones, plus words drawn from random paragraphs.
     queries = ["travel per diem", "security clearance laptop", "parental leave", "code review"]
     for i in rng.choice(len(paragraphs), size=40, replace=False):

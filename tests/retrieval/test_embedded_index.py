@@ -65,7 +65,9 @@ def test_upsert_then_search_and_read_back(index, rng):
 
 
 def test_reupsert_replaces_every_chunk_of_the_document(index, rng):
-    index.apply(WriteBatch(upserts=doc_records("d1", ["a travel", "b travel", "c travel"], STAFF, rng)))
+    index.apply(
+        WriteBatch(upserts=doc_records("d1", ["a travel", "b travel", "c travel"], STAFF, rng))
+    )
     index.apply(WriteBatch(upserts=doc_records("d1", ["new travel text"], STAFF, rng)))
     assert [r.text for r in index.document_chunks("d1")] == ["new travel text"]
     assert ids(index.search_lexical("travel", ALICE, 10)) == ["d1#0"]
@@ -120,7 +122,11 @@ def test_reopen_from_disk_gives_the_same_answers(tmp_path, rng):
         ix.apply(WriteBatch(upserts=doc_records("d1", ["travel policy", "hotel"], STAFF, rng)))
         ix.apply(WriteBatch(upserts=doc_records("d2", ["travel"], STAFF, rng)))
         q = unit(rng)
-        lex, dense, stats = ix.search_lexical("travel", ALICE, 5), ix.search_dense(q, ALICE, 5), ix.stats()
+        lex, dense, stats = (
+            ix.search_lexical("travel", ALICE, 5),
+            ix.search_dense(q, ALICE, 5),
+            ix.stats(),
+        )
     with EmbeddedIndex.open(path) as again:
         assert again.search_lexical("travel", ALICE, 5) == lex
         assert again.search_dense(q, ALICE, 5) == dense
@@ -134,7 +140,9 @@ def test_refresh_sees_new_generation_while_old_reader_keeps_its_own(tmp_path, rn
     reader = EmbeddedIndex.open(path)
     for n in range(2, 6):  # several commits: the reader's generation's files get collected
         writer.apply(
-            WriteBatch(delete_docs={f"d{n - 1}"}, upserts=doc_records(f"d{n}", ["travel"], STAFF, rng))
+            WriteBatch(
+                delete_docs={f"d{n - 1}"}, upserts=doc_records(f"d{n}", ["travel"], STAFF, rng)
+            )
         )
     assert ids(reader.search_lexical("travel", ALICE, 5)) == ["d1#0"]
     assert reader.get_chunks(["d1#0"])[0].text == "travel"

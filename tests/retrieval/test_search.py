@@ -49,15 +49,21 @@ def setup(tmp_path):
 
 def test_hybrid_fuses_both_retrievers_with_citations(setup):
     ix, encoder = setup
-    searcher = Searcher(ix, encoder, candidates=10)
-    passages, ranked = searcher.search_ranked("per diem travel", ALICE, k=3)
+    searcher = Searcher(ix, encoder, candidates=2)
+    passages, ranked = searcher.search_ranked("per diem travel", ALICE, k=2)
+    assert [h.chunk_id for h in ranked.lexical] == ["lex#0", "both#0"]
+    assert [h.chunk_id for h in ranked.dense] == ["vec#0", "both#0"]
     fused = reciprocal_rank_fusion([ranked.lexical, ranked.dense], [0.5, 0.5])
-    assert [p.chunk_id for p in passages] == [h.chunk_id for h in fused][:3]
-    assert passages[0].chunk_id == "both#0"  # in both lists
-    assert {p.chunk_id for p in passages} == {"both#0", "lex#0", "vec#0"}
+    assert [p.chunk_id for p in passages] == [h.chunk_id for h in fused][:2]
+    # Second in both lists beats first in one; ties keep the lexical list's order.
+    assert [p.chunk_id for p in passages] == ["both#0", "lex#0"]
+    assert passages[0].score == pytest.approx(2 * 0.5 / 62)
     cite = passages[0].citation
     assert (cite.doc_id, cite.path, cite.section, cite.pages) == (
-        "both", "hr/both.md", ("Intro", "Part 0"), (1,)
+        "both",
+        "hr/both.md",
+        ("Intro", "Part 0"),
+        (1,),
     )
     assert cite.uri == "file:///corpus/both" and cite.doc_version == "v1"
     assert cite.char_end - cite.char_start == len(passages[0].text)

@@ -44,6 +44,7 @@ from retrieval.index.base import (
     IndexError_,
     IndexNotFoundError,
     IndexStats,
+    InvalidBatchError,
     WriteBatch,
 )
 from retrieval.index.embedded.acl_table import AclTable
@@ -357,18 +358,20 @@ class EmbeddedIndex:
             if not isinstance(r, ChunkRecord):
                 raise TypeError(f"upserts must be ChunkRecords, got {type(r).__name__}")
             if not r.chunk_id or not r.doc_id:
-                raise ValueError(f"chunk {r.chunk_id!r} needs a non-empty chunk_id and doc_id")
+                raise InvalidBatchError(f"chunk {r.chunk_id!r} needs a chunk_id and a doc_id")
+                    f"chunk {r.chunk_id!r} needs a non-empty chunk_id and doc_id"
+                )
             if r.chunk_id in seen:
-                raise ValueError(f"chunk id {r.chunk_id!r} appears twice in one batch")
+                raise InvalidBatchError(f"chunk id {r.chunk_id!r} appears twice in one batch")
             seen.add(r.chunk_id)
             if r.vector is None:
-                raise ValueError(f"chunk {r.chunk_id!r} has no vector; embed before writing")
+                raise InvalidBatchError(f"chunk {r.chunk_id!r} has no vector; embed before writing")
             vector = np.asarray(r.vector)
             if vector.ndim != 1 or not np.all(np.isfinite(vector)):
-                raise ValueError(f"chunk {r.chunk_id!r}: vector must be 1-D and finite")
+                raise InvalidBatchError(f"chunk {r.chunk_id!r}: vector must be 1-D and finite")
             dims = dims or vector.shape[0]
             if vector.shape[0] != dims:
-                raise ValueError(
+                raise InvalidBatchError(
                     f"chunk {r.chunk_id!r}: vector has {vector.shape[0]} dimensions, "
                     f"the index {dims}"
                 )
@@ -376,7 +379,7 @@ class EmbeddedIndex:
                 for row in view.segment.find_row(r.chunk_id):
                     owner = view.segment.doc_ids[int(view.segment.row_doc[row])]
                     if view.live[row] and owner not in replaced:
-                        raise ValueError(
+                        raise InvalidBatchError(
                             f"chunk id {r.chunk_id!r} (document {r.doc_id!r}) is already used "
                             f"by document {owner!r}"
                         )
