@@ -359,8 +359,6 @@ class EmbeddedIndex:
                 raise TypeError(f"upserts must be ChunkRecords, got {type(r).__name__}")
             if not r.chunk_id or not r.doc_id:
                 raise InvalidBatchError(f"chunk {r.chunk_id!r} needs a chunk_id and a doc_id")
-                    f"chunk {r.chunk_id!r} needs a non-empty chunk_id and doc_id"
-                )
             if r.chunk_id in seen:
                 raise InvalidBatchError(f"chunk id {r.chunk_id!r} appears twice in one batch")
             seen.add(r.chunk_id)
