@@ -22,7 +22,6 @@ def build_definitions(settings: Settings, config_path: str) -> dg.Definitions:
     ingest_job = dg.define_asset_job(
         INGEST_JOB,
         selection=dg.AssetSelection.groups(GROUP),
-        partitions_def=assets[0].partitions_def,
         description="Sync one source: scan, parse, chunk, tag, embed, index.",
     )
     return dg.Definitions(

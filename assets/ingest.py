@@ -6,7 +6,7 @@ staging store on disk, never through pickled outputs, so every asset returns a
 ``MaterializeResult`` and downstream assets declare ``deps``.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: Dagster inspects the real annotation types.
 
 from collections.abc import Sequence
 

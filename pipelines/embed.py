@@ -70,22 +70,40 @@ _threads_lock = threading.Lock()
 _threads_configured = False
 
 
-def _configure_torch_threads() -> None:
-    """Cap torch's intra-op threads at the cores this process may use.
+def default_torch_threads() -> int:
+    """One thread fewer than the cores this process may use (at least one).
 
-    torch sizes its pool from the host's core count, which oversubscribes a
-    container or CPU-pinned process. Done once per process: the setting is global.
+    Measured on 2 cores with one other busy process: two torch threads took a
+    single query from 15 ms to 150-500 ms and halved batch throughput, because
+    each op waits for a thread the OS has parked. Leaving a core free keeps the
+    tokenizer, the API and the rest of the pipeline responsive.
+    """
+    return max(1, _available_cores() - 1)
+
+
+def set_torch_threads(threads: int | None = None) -> int:
+    """Set torch's intra-op threads for this process (a process-wide setting).
+
+    ``None`` picks :func:`default_torch_threads`; any value is capped at the
+    cores this process may use, so torch never oversubscribes them. Returns the
+    number set. Call it at an edge (CLI, Dagster resource) to override the
+    default that the first ``warm_up()`` applies.
     """
     global _threads_configured
-    with _threads_lock:
-        if _threads_configured:
-            return
-        import torch
+    import torch
 
-        cores = _available_cores()
-        if torch.get_num_threads() > cores:
-            torch.set_num_threads(cores)
+    if threads is not None and threads < 1:
+        raise EmbeddingError(f"torch threads must be >= 1, got {threads}")
+    wanted = min(threads or default_torch_threads(), _available_cores())
+    with _threads_lock:
+        torch.set_num_threads(wanted)
         _threads_configured = True
+    return wanted
+
+
+def _configure_torch_threads() -> None:
+    if not _threads_configured:
+        set_torch_threads()
 
 
 class Embedder:
@@ -242,4 +260,12 @@ def get_embedder(model: str = DEFAULT_MODEL, device: str = "cpu", batch_size: in
         return embedder
 
 
-__all__ = ["DEFAULT_MODEL", "Embedder", "EmbeddingError", "get_embedder", "resolve_model_path"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "Embedder",
+    "EmbeddingError",
+    "default_torch_threads",
+    "get_embedder",
+    "resolve_model_path",
+    "set_torch_threads",
+]

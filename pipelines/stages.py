@@ -315,7 +315,6 @@ def write_pending(
         "documents_deleted": len(deleted),
         "acl_updates": len(acl_only),
     }
-    summary = run_summary(store, counts)
     with store.transaction() as conn:
         for row, chunk_ids in indexed:
             store.record_indexed(
@@ -332,7 +331,8 @@ def write_pending(
             store.record_deleted(conn, row.doc_id)
         store.record_seen(conn, [r.doc_id for r in store.pending(UNCHANGED, FAILED_BEFORE)])
         store.clear_stage_data(conn)
-        store.add_run(conn, summary)
+        # Inside the transaction, so failures cleared by this run are not reported.
+        store.add_run(conn, run_summary(store, counts))
     return StageResult(counts=counts, seconds=time.perf_counter() - started)
 
 
