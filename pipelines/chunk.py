@@ -36,6 +36,11 @@ Rules, in the order they apply:
    the first piece also fits after any headings carried into its chunk.
 6. **Tiny chunks** (``< min_tokens``) join the previous chunk when it has the
    same section and the result still fits.
+7. **Passages outside any heading** (before the first heading, or in a
+   document with none: a table, a plain essay) take the document title as
+   their section, since the title is the outermost heading of any document.
+   Every chunk of a titled document so has a section to cite. The context
+   line is unaffected (it already starts with the title).
 
 The context line is ``"<title> > <section> > ... > <section>"``, at most
 :data:`CONTEXT_MAX_TOKENS` tokens (less for small ``max_seq_length``). A first
@@ -48,7 +53,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pipelines.models import Chunk, ParsedDocument, chunk_id_for
 from pipelines.tokens import HFTokenCounter, TokenCounter, TokenizerError
@@ -124,7 +129,9 @@ def _units(parsed: ParsedDocument) -> Iterator[_Unit]:
                 level = (known[-1] if known else 0) + 1
             while stack and stack[-1][1] >= level:
                 stack.pop()
-            stack.append((_normalise_heading(element.text), level, element.heading_level is not None))
+            stack.append(
+                (_normalise_heading(element.text), level, element.heading_level is not None)
+            )
         yield _Unit(
             start=start,
             end=end,
@@ -378,7 +385,11 @@ def chunk_document(
         chunker.add(unit)
     chunker.flush()
     chunker.merge_tiny()
-    return chunker.chunks()
+    chunks = chunker.chunks()
+    title = parsed.title.strip()
+    if title:
+        chunks = [c if c.section else replace(c, section=(title,)) for c in chunks]
+    return chunks
 
 
 __all__ = [

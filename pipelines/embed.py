@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -66,44 +67,40 @@ def _available_cores() -> int:
         return os.cpu_count() or 1
 
 
-_threads_lock = threading.Lock()
-_threads_configured = False
-
-
-def default_torch_threads() -> int:
-    """One thread fewer than the cores this process may use (at least one).
-
-    Measured on 2 cores with one other busy process: two torch threads took a
-    single query from 15 ms to 150-500 ms and halved batch throughput, because
-    each op waits for a thread the OS has parked. Leaving a core free keeps the
-    tokenizer, the API and the rest of the pipeline responsive.
-    """
-    return max(1, _available_cores() - 1)
+# Threads for one batch of documents; None until set, then capped at the cores.
+_batch_threads: int | None = None
+# Serialises model calls: on a few cores, concurrent forward passes only fight
+# over them, and it makes the per-call thread setting below safe.
+_torch_lock = threading.RLock()
 
 
 def set_torch_threads(threads: int | None = None) -> int:
-    """Set torch's intra-op threads for this process (a process-wide setting).
+    """Threads torch may use for a batch of documents (process-wide); returns the value.
 
-    ``None`` picks :func:`default_torch_threads`; any value is capped at the
-    cores this process may use, so torch never oversubscribes them. Returns the
-    number set. Call it at an edge (CLI, Dagster resource) to override the
-    default that the first ``warm_up()`` applies.
+    ``None`` means every core this process may use; any value is capped there,
+    so torch never oversubscribes the machine. Queries always run on one thread
+    (see :meth:`Embedder.encode_query`).
     """
-    global _threads_configured
-    import torch
-
+    global _batch_threads
     if threads is not None and threads < 1:
         raise EmbeddingError(f"torch threads must be >= 1, got {threads}")
-    wanted = min(threads or default_torch_threads(), _available_cores())
-    with _threads_lock:
-        torch.set_num_threads(wanted)
-        _threads_configured = True
-    return wanted
+    _batch_threads = min(threads or _available_cores(), _available_cores())
+    return _batch_threads
 
 
-def _configure_torch_threads() -> None:
-    if not _threads_configured:
-        set_torch_threads()
+@contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
+    import torch
+
+    with _torch_lock:
+        previous = torch.get_num_threads()
+        if previous != threads:
+            torch.set_num_threads(threads)
+        try:
+            yield
+        finally:
+            if previous != threads:
+                torch.set_num_threads(previous)
 
 
 class Embedder:
@@ -157,7 +154,6 @@ class Embedder:
         with self._lock:
             if self._model is not None:
                 return
-            _configure_torch_threads()
             from sentence_transformers import SentenceTransformer
 
             try:
@@ -217,16 +213,25 @@ class Embedder:
         # little; the rows go back to the caller's order at the end.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
         out = np.empty((len(texts), self.dimensions), dtype=np.float32)
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            out[idx] = self._encode_batch(model, [texts[i] for i in idx])
+        with _torch_threads(_batch_threads or set_torch_threads()):
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                out[idx] = self._encode_batch(model, [texts[i] for i in idx])
         return out
 
     def encode_query(self, text: str) -> np.ndarray:
-        """Embed one query: float32, shape ``(dimensions,)``, unit length."""
+        """Embed one query: float32, shape ``(dimensions,)``, unit length.
+
+        Runs on one torch thread. A short query gains nothing from a second
+        thread (14 ms either way on 2 idle cores), and loses badly when the
+        cores are busy: with one other busy process, 2 threads took 150-500 ms
+        against 15 ms for 1, each op waiting for a thread the OS had parked.
+        """
         if not isinstance(text, str):
             raise EmbeddingError(f"encode_query takes one str, got {type(text).__name__}")
-        return self._encode_batch(self._loaded(), [text])[0]
+        model = self._loaded()
+        with _torch_threads(1):
+            return self._encode_batch(model, [text])[0]
 
     def _encode_batch(self, model: Any, batch: list[str]) -> np.ndarray:
         vectors = model.encode(
@@ -264,7 +269,6 @@ __all__ = [
     "DEFAULT_MODEL",
     "Embedder",
     "EmbeddingError",
-    "default_torch_threads",
     "get_embedder",
     "resolve_model_path",
     "set_torch_threads",

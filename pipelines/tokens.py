@@ -69,7 +69,8 @@ class HFTokenCounter:
             backend = getattr(tokenizer, "backend_tokenizer", None)
         if not isinstance(backend, Tokenizer):
             raise TokenizerError(
-                f"HFTokenCounter needs a fast (Rust-backed) tokenizer, got {type(tokenizer).__name__}"
+                "HFTokenCounter needs a fast (Rust-backed) tokenizer, "
+                f"got {type(tokenizer).__name__}"
             )
         self._tok = Tokenizer.from_str(backend.to_str())
         self._tok.no_truncation()
@@ -86,21 +87,31 @@ class HFTokenCounter:
                 f"max_tokens={max_tokens} leaves no room for content next to "
                 f"{self.special_tokens} special tokens"
             )
-        offsets = [
-            span
-            for span in self._tok.encode(text, add_special_tokens=False).offsets
-            if span[1] > span[0]
-        ]
-        if not offsets:
-            start, end = _strip_span(text, 0, len(text))
-            return [(start, end)] if end > start else []
-        if self.count(text) <= max_tokens:
-            return [_strip_span(text, 0, len(text))]
-        return self._split_offsets(text, offsets, budget, max_tokens)
+        pieces: list[tuple[int, int]] = []
+        base = 0
+        while True:
+            rest = text[base:]
+            offsets = [
+                span
+                for span in self._tok.encode(rest, add_special_tokens=False).offsets
+                if span[1] > span[0]
+            ]
+            start, end = _strip_span(rest, 0, len(rest))
+            if not offsets or self.count(rest[start:end]) <= max_tokens:
+                if end > start:
+                    pieces.append((base + start, base + end))
+                return pieces
+            found, resume = self._split_offsets(rest, offsets, budget, max_tokens)
+            pieces += [(base + s, base + e) for s, e in found]
+            if resume is None:
+                return pieces
+            base += resume
 
     def _split_offsets(
         self, text: str, offsets: list[tuple[int, int]], budget: int, max_tokens: int
-    ) -> list[tuple[int, int]]:
+    ) -> tuple[list[tuple[int, int]], int | None]:
+        """Pieces of ``text`` cut at token boundaries, and where to re-tokenise and
+        resume (``None`` when done) after a piece had to be cut inside a token."""
         n = len(offsets)
         # Balanced target: 210 tokens at a budget of 200 become ~105 + ~105, not
         # 200 + 10, so no piece is a scrap too small to mean anything.
@@ -110,27 +121,42 @@ class HFTokenCounter:
         piece_start = 0  # character where the current piece begins
         while first < n:
             if n - first <= budget:
-                cut_char = len(text)
-                cut = n
+                cut, cut_char = n, len(text)
             else:
                 cut = self._choose_cut(text, offsets, first, target, budget)
                 cut_char = offsets[cut][0]
             span = _strip_span(text, piece_start, cut_char)
-            # A cut inside a word can re-tokenise differently on its own; shrink
-            # until the piece really fits rather than trust the estimate.
+            # A cut inside a word re-tokenises differently on its own ("vable"
+            # is not "##vable"); shrink until the piece really fits.
             while self.count(text[span[0] : span[1]]) > max_tokens and cut - first > 1:
                 cut -= 1
                 cut_char = offsets[cut][0]
                 span = _strip_span(text, piece_start, cut_char)
             if self.count(text[span[0] : span[1]]) > max_tokens:
-                raise TokenizerError(
-                    f"cannot cut {text[span[0] : span[1]]!r} to {max_tokens} tokens"
-                )
+                # Even one token's worth re-tokenises too long: cut by characters.
+                end = self._longest_fitting_prefix(text, span[0], span[1], max_tokens)
+                pieces.append((span[0], end))
+                return pieces, end
             if span[1] > span[0]:
                 pieces.append(span)
             first = cut
             piece_start = cut_char
-        return pieces
+        return pieces, None
+
+    def _longest_fitting_prefix(self, text: str, start: int, end: int, max_tokens: int) -> int:
+        lo, hi = start + 1, end  # text[start:lo] (one character) is tried last
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.count(text[start:mid]) <= max_tokens:
+                lo = mid
+            else:
+                hi = mid - 1
+        if self.count(text[start:lo]) > max_tokens:
+            raise TokenizerError(
+                f"cannot cut {text[start:end]!r} to {max_tokens} tokens: "
+                f"{text[start:lo]!r} alone is longer"
+            )
+        return lo
 
     @staticmethod
     def _choose_cut(

@@ -58,9 +58,10 @@ def test_constructor_is_cheap_and_checks_batch_size():
 
 
 def test_both_minilm_names_share_one_model_id():
-    assert Embedder("all-MiniLM-L6-v2").model_id == Embedder(
-        "sentence-transformers/all-MiniLM-L6-v2"
-    ).model_id
+    assert (
+        Embedder("all-MiniLM-L6-v2").model_id
+        == Embedder("sentence-transformers/all-MiniLM-L6-v2").model_id
+    )
     other = Embedder("all-MiniLM-L6-v2").model_id
     assert Embedder("/nonexistent/other-model").model_id != other
 
@@ -183,8 +184,32 @@ def test_warm_up_loads_once_across_threads(monkeypatch):
     assert loads == [emb.path]
 
 
+def test_set_torch_threads_is_capped_at_available_cores(monkeypatch):
+    monkeypatch.setattr(embed_module, "_batch_threads", None)
+    cores = embed_module._available_cores()
+    assert embed_module.set_torch_threads(10_000) == cores
+    assert embed_module.set_torch_threads(None) == cores
+    assert embed_module.set_torch_threads(1) == 1
+    with pytest.raises(EmbeddingError, match="-2"):
+        embed_module.set_torch_threads(-2)
+
+
 @pytest.mark.model
-def test_torch_threads_do_not_exceed_available_cores(embedder):
+def test_torch_threads_per_call_stay_within_cores(embedder):
     import torch
 
-    assert torch.get_num_threads() <= embed_module._available_cores()
+    seen: list[int] = []
+    handle = embedder._model[0].register_forward_hook(
+        lambda *_: seen.append(torch.get_num_threads())
+    )
+    before = torch.get_num_threads()
+    try:
+        embedder.encode_documents(["one text", "another text"])
+        embedder.encode_query("a query")
+    finally:
+        handle.remove()
+    cores = embed_module._available_cores()
+    assert len(seen) == 2
+    assert 1 <= seen[0] <= cores  # documents: up to every core
+    assert seen[1] == 1  # queries: one thread
+    assert torch.get_num_threads() == before  # the process setting is restored
