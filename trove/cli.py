@@ -321,3 +321,12 @@ def demo(
     finally:
         if keep is None:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _register_command_modules() -> None:
+    from trove.commands import register_all
+
+    register_all(app)
+
+
+_register_command_modules()

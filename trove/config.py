@@ -13,11 +13,20 @@ environment.
 from __future__ import annotations
 
 import os
+import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from trove.acl import Acl
@@ -79,6 +88,24 @@ class SourceAclConfig(_Strict):
     rules: list[AclRule] = Field(default_factory=list)
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
+_DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(value: Any) -> timedelta | None:
+    """``"90s"``, ``"15m"``, ``"2h"``, ``"1d"``, ``"1w"``, a number of seconds, or a timedelta."""
+    if value is None or isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float):
+        return timedelta(seconds=value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(
+            f"not a duration: {value!r} (use a number and a unit: 90s, 15m, 2h, 1d, 1w)"
+        )
+    return timedelta(**{_DURATION_UNITS[match.group(2)]: float(match.group(1))})
+
+
 class SourceConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     type: Literal["filesystem"] = "filesystem"
@@ -86,15 +113,56 @@ class SourceConfig(_Strict):
     include: list[str] = Field(default_factory=lambda: ["**/*"])
     exclude: list[str] = Field(default_factory=list)
     acl: SourceAclConfig = Field(default_factory=SourceAclConfig)
+    # Freshness: a cron schedule for re-syncs, and how stale the source may get
+    # before Dagster and `trove status` report it.
+    schedule: str | None = None
+    freshness_sla: timedelta | None = None
+
+    @field_validator("freshness_sla", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> timedelta | None:
+        return parse_duration(value)
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None and len(value.split()) != 5:
+            raise ValueError(f"schedule must be a 5-field cron expression, got {value!r}")
+        return value
+
+
+class OpenSearchAuthConfig(_Strict):
+    """Basic auth (``username``/``password``) or AWS SigV4 (``aws_region``); never logged."""
+
+    username: str | None = None
+    password: SecretStr | None = None  # prefer TROVE_INDEX__AUTH__PASSWORD
+    aws_region: str | None = None
+    aws_service: Literal["es", "aoss"] = "es"
 
 
 class IndexConfig(_Strict):
-    backend: Literal["embedded"] = "embedded"
+    backend: Literal["embedded", "opensearch"] = "embedded"
+    # embedded backend
     path: Path = Path(".trove/index")
+    # opensearch backend
+    hosts: list[str] = Field(default_factory=lambda: ["http://localhost:9200"])
+    index_prefix: str = Field(default="trove", pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    auth: OpenSearchAuthConfig = Field(default_factory=OpenSearchAuthConfig)
+    verify_certs: bool = True
+    ca_certs: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    timeout_s: float = Field(default=30.0, gt=0)
+    knn_engine: Literal["lucene", "faiss"] = "lucene"
+    hybrid_combination: Literal["normalization", "rrf"] = "normalization"
+    pagination_depth: int = Field(default=100, ge=1, le=10000)
 
 
 class EmbeddingConfig(_Strict):
     model: str = "all-MiniLM-L6-v2"
+    # "torch": sentence-transformers as shipped; "onnx-int8": the same model
+    # exported to ONNX with dynamic int8 quantisation (faster on CPU).
+    backend: Literal["torch", "onnx-int8"] = "torch"
     batch_size: int = Field(default=32, ge=1, le=1024)
     device: str = "cpu"
 
@@ -114,6 +182,29 @@ class RetrievalConfig(_Strict):
     dense_weight: float = Field(default=0.5, ge=0.0, le=1.0)
     # How many candidates each retriever contributes before fusion.
     candidates: int = Field(default=50, ge=1, le=1000)
+    # Rerank after fusion: a sentence-transformers CrossEncoder (local path or
+    # name) when set, otherwise a default that needs no extra model weights.
+    reranker: str | None = None
+    rerank: bool = True
+    max_passages_per_document: int = Field(default=3, ge=1)
+    merge_adjacent: bool = True
+    # Below this best score a search is flagged `low_confidence`.
+    low_confidence_threshold: float | None = None
+
+
+class ApiConfig(_Strict):
+    """The HTTP API and MCP server: JWT verification, limits, audit log."""
+
+    jwt_secret: SecretStr | None = None  # HS256; also TROVE_API__JWT_SECRET
+    jwt_public_key_file: Path | None = None  # RS256 PEM
+    jwks_file: Path | None = None  # RS256 JWKS (keys chosen by `kid`)
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    max_body_bytes: int = Field(default=65_536, ge=1024)
+    max_query_chars: int = Field(default=2_000, ge=1)
+    rate_limit_per_minute: int = Field(default=120, ge=1)
+    audit_log: Path | None = Path(".trove/audit.jsonl")
+    audit_log_queries: bool = False  # raw query text in the audit log (off: a hash only)
 
 
 class StateConfig(_Strict):
@@ -132,6 +223,7 @@ class Settings(BaseSettings):
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     state: StateConfig = Field(default_factory=StateConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
     sources: list[SourceConfig] = Field(default_factory=list)
 
     @classmethod
@@ -171,6 +263,13 @@ class Settings(BaseSettings):
         data = self.model_copy(deep=True)
         data.index.path = fix(data.index.path)
         data.state.path = fix(data.state.path)
+        for section, names in (
+            (data.index, ("ca_certs", "client_cert", "client_key")),
+            (data.api, ("jwt_public_key_file", "jwks_file", "audit_log")),
+        ):
+            for name in names:
+                if getattr(section, name) is not None:
+                    setattr(section, name, fix(getattr(section, name)))
         for source in data.sources:
             source.path = fix(source.path)
         return data

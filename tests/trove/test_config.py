@@ -77,3 +77,29 @@ def test_unknown_source_lists_the_known_ones(tmp_path):
     settings = load_settings(write(tmp_path, CONTRACT_YAML))
     with pytest.raises(ConfigError, match="known: handbook"):
         settings.source("wiki")
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90s", 90), ("15m", 900), ("2h", 7200), ("1d", 86400), ("1.5h", 5400)]
+)
+def test_freshness_sla_durations(tmp_path, text, seconds):
+    yaml_text = f"sources: [{{name: a, path: x, freshness_sla: '{text}', schedule: '0 * * * *'}}]"
+    source = load_settings(write(tmp_path, yaml_text)).sources[0]
+    assert source.freshness_sla.total_seconds() == seconds
+    assert source.schedule == "0 * * * *"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [("freshness_sla", "'two hours'", "not a duration"), ("schedule", "'daily'", "cron")],
+)
+def test_bad_freshness_settings_say_why(tmp_path, field, value, message):
+    with pytest.raises(ConfigError, match=message):
+        load_settings(write(tmp_path, f"sources: [{{name: a, path: x, {field}: {value}}}]"))
+
+
+def test_secrets_are_not_printed(tmp_path, monkeypatch):
+    monkeypatch.setenv("TROVE_API__JWT_SECRET", "s3cret-value")
+    settings = load_settings(write(tmp_path, CONTRACT_YAML))
+    assert settings.api.jwt_secret.get_secret_value() == "s3cret-value"
+    assert "s3cret-value" not in repr(settings)
