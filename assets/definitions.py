@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from assets.freshness import build_change_sensor, build_schedules, freshness_policy
 from assets.ingest import GROUP, build_ingest_assets
 from assets.resources import TroveResource
 from trove.config import Settings, find_config, load_settings
@@ -17,16 +18,28 @@ from trove.runtime import configure_offline_environment
 INGEST_JOB = "ingest"
 
 
+# Transient failures (a file locked mid-write, a busy disk) get a second and third
+# chance, spaced out; a deterministic failure costs at most a few seconds more.
+RUN_RETRY_POLICY = dg.RetryPolicy(
+    max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
+
+
 def build_definitions(settings: Settings, config_path: str) -> dg.Definitions:
-    assets = build_ingest_assets([s.name for s in settings.sources])
+    assets = build_ingest_assets(
+        [s.name for s in settings.sources], freshness_policy=freshness_policy(settings.sources)
+    )
     ingest_job = dg.define_asset_job(
         INGEST_JOB,
         selection=dg.AssetSelection.groups(GROUP),
         description="Sync one source: scan, parse, chunk, tag, embed, index.",
+        op_retry_policy=RUN_RETRY_POLICY,
     )
     return dg.Definitions(
         assets=assets,
         jobs=[ingest_job],
+        schedules=build_schedules(settings.sources, ingest_job),
+        sensors=[build_change_sensor(settings, ingest_job)],
         resources={"trove": TroveResource(config_path=config_path)},
     )
 

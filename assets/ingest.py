@@ -8,10 +8,12 @@ staging store on disk, never through pickled outputs, so every asset returns a
 
 # No `from __future__ import annotations`: Dagster inspects the real annotation types.
 
+import functools
 from collections.abc import Sequence
 
 import dagster as dg
 
+from assets.freshness import FAILED_SLA_CHECK, failed_documents_check
 from assets.resources import TroveResource
 from pipelines.secure import AclPolicy
 from pipelines.stages import (
@@ -42,7 +44,9 @@ def _metadata(result: StageResult) -> dict[str, dg.MetadataValue | int | float]:
     return metadata
 
 
-def build_ingest_assets(source_names: Sequence[str]) -> list[dg.AssetsDefinition]:
+def build_ingest_assets(
+    source_names: Sequence[str], freshness_policy: dg.FreshnessPolicy | None = None
+) -> list[dg.AssetsDefinition]:
     """The stage assets for the configured sources (one partition per source)."""
     partitions = dg.StaticPartitionsDefinition(list(source_names))
 
@@ -96,12 +100,16 @@ def build_ingest_assets(source_names: Sequence[str]) -> list[dg.AssetsDefinition
 
         settings = trove.settings()
         embedder = trove.embedder()
-        counter = HFTokenCounter(embedder.tokenizer)
+
+        @functools.cache
+        def counter() -> HFTokenCounter:
+            # Loaded on first use only: an unchanged re-sync never pays for the tokenizer.
+            return HFTokenCounter(embedder.tokenizer)
 
         def chunk(parsed):
             return chunk_document(
                 parsed,
-                counter,
+                counter(),
                 max_tokens=settings.chunking.max_tokens,
                 max_seq_length=embedder.max_seq_length,
                 min_tokens=settings.chunking.min_tokens,
@@ -150,7 +158,9 @@ def build_ingest_assets(source_names: Sequence[str]) -> list[dg.AssetsDefinition
         check_specs=[
             dg.AssetCheckSpec(ACL_COVERAGE_CHECK, asset="search_index", blocking=True),
             dg.AssetCheckSpec(MANIFEST_CHECK, asset="search_index"),
+            dg.AssetCheckSpec(FAILED_SLA_CHECK, asset="search_index"),
         ],
+        freshness_policy=freshness_policy,
         description="The hybrid (BM25 + vector) index: the change set applied atomically, "
         "then the manifest committed.",
     )
@@ -161,12 +171,14 @@ def build_ingest_assets(source_names: Sequence[str]) -> list[dg.AssetsDefinition
 
         source = context.partition_key
         store = trove.store(source)
+        sla = trove.settings().source(source).freshness_sla
         index = trove.index(create=True)
         try:
             result = write_pending(store, index, trove.embedding_cache(), trove.embedder().model_id)
             checks = [
                 acl_coverage(index, store, source),
                 index_matches_manifest(index, store, source),
+                failed_documents_check(store.failures(), sla),
             ]
             stats = index.stats()
         finally:

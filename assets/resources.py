@@ -6,7 +6,7 @@ import dagster as dg
 
 from pipelines.embed import Embedder, get_embedder
 from pipelines.store import EmbeddingCache, StagingStore
-from retrieval.index.base import IndexBackend
+from retrieval.index.base import IndexBackend, IndexNotFoundError
 from retrieval.index.factory import open_index
 from trove.config import Settings, load_settings
 
@@ -34,5 +34,12 @@ class TroveResource(dg.ConfigurableResource):
         return get_embedder(cfg.model, device=cfg.device, batch_size=cfg.batch_size)
 
     def index(self, *, create: bool = False) -> IndexBackend:
-        dims = self.embedder().dimensions if create else None
-        return open_index(self.settings().index, create=create, dimensions=dims)
+        config = self.settings().index
+        try:
+            return open_index(config)
+        except IndexNotFoundError:
+            if not create:
+                raise
+        # Only a brand-new index needs the model's dimensions (loading the model);
+        # an unchanged re-sync never does.
+        return open_index(config, create=True, dimensions=self.embedder().dimensions)

@@ -87,6 +87,27 @@ class FilesystemConnector:
                 rel = full.relative_to(self.root).as_posix()
                 yield rel, full
 
+    def fingerprint(self) -> str:
+        """A cheap digest of the included files' paths, sizes and modification times.
+
+        It changes whenever a file is added, removed, renamed or rewritten, without
+        reading any file body: what the change sensor polls.
+        """
+        if not self.root.is_dir():
+            raise ConnectorError(
+                f"source {self.config.name!r}: folder not found or not a directory: {self.root}"
+            )
+        digest = hashlib.sha256()
+        for rel, full in self._walk():
+            if not matches(rel, self.config.include) or matches(rel, self.config.exclude):
+                continue
+            try:
+                st = full.stat()
+            except OSError:
+                continue
+            digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return digest.hexdigest()[:32]
+
     def scan(self, known: Mapping[str, FileStat] | None = None) -> ScanResult:
         """Every included document under the root, with its version stamp.
 

@@ -56,7 +56,8 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
-def _canonical_name(name: str) -> str:
+def canonical_model_name(name: str) -> str:
+    """One name per model: the MiniLM aliases become ``sentence-transformers/all-MiniLM-L6-v2``."""
     return _MINILM_CANONICAL if name in _MINILM_NAMES else name
 
 
@@ -71,7 +72,8 @@ def _available_cores() -> int:
 _batch_threads: int | None = None
 # Serialises model calls: on a few cores, concurrent forward passes only fight
 # over them, and it makes the per-call thread setting below safe.
-_torch_lock = threading.RLock()
+# Shared by every backend (torch, ONNX Runtime).
+model_call_lock = threading.RLock()
 
 
 def set_torch_threads(threads: int | None = None) -> int:
@@ -88,11 +90,16 @@ def set_torch_threads(threads: int | None = None) -> int:
     return _batch_threads
 
 
+def batch_threads() -> int:
+    """Threads one batch of documents may use, in any backend (see :func:`set_torch_threads`)."""
+    return _batch_threads or set_torch_threads()
+
+
 @contextmanager
 def _torch_threads(threads: int) -> Iterator[None]:
     import torch
 
-    with _torch_lock:
+    with model_call_lock:
         previous = torch.get_num_threads()
         if previous != threads:
             torch.set_num_threads(threads)
@@ -145,7 +152,7 @@ class Embedder:
 
         Known without loading the model, so a cache can be consulted first.
         """
-        return f"{_canonical_name(self.name)}@{self.path}"
+        return f"{canonical_model_name(self.name)}@{self.path}"
 
     def warm_up(self) -> None:
         """Load the model (once; safe to call from several threads)."""
@@ -213,7 +220,7 @@ class Embedder:
         # little; the rows go back to the caller's order at the end.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
         out = np.empty((len(texts), self.dimensions), dtype=np.float32)
-        with _torch_threads(_batch_threads or set_torch_threads()):
+        with _torch_threads(batch_threads()):
             for start in range(0, len(order), self.batch_size):
                 idx = order[start : start + self.batch_size]
                 out[idx] = self._encode_batch(model, [texts[i] for i in idx])
@@ -246,30 +253,73 @@ class Embedder:
         return np.asarray(vectors, dtype=np.float32)
 
 
-_embedders: dict[tuple[str, str, int], Embedder] = {}
+BACKENDS = ("torch", "onnx-int8", "onnx")
+# Everything that has Embedder's API: ``Embedder`` or ``pipelines.embed_onnx.OnnxEmbedder``.
+AnyEmbedder = Any
+
+_embedders: dict[tuple[str, str, int, str, str], Any] = {}
 _embedders_lock = threading.Lock()
 
 
-def get_embedder(model: str = DEFAULT_MODEL, device: str = "cpu", batch_size: int = 32) -> Embedder:
-    """The process-wide :class:`Embedder` for this configuration (created unloaded).
+def get_embedder(
+    model: str = DEFAULT_MODEL,
+    device: str = "cpu",
+    batch_size: int = 32,
+    backend: str = "torch",
+    cache_dir: Path | None = None,
+) -> AnyEmbedder:
+    """The process-wide embedder for this configuration (created unloaded).
 
-    Names that resolve to the same model (``all-MiniLM-L6-v2`` and
-    ``sentence-transformers/all-MiniLM-L6-v2``) share one instance.
+    ``backend`` is ``embedding.backend`` from the config: ``"torch"``
+    (sentence-transformers) or ``"onnx-int8"`` (ONNX Runtime, int8 weights; see
+    :mod:`pipelines.embed_onnx`); ``"onnx"`` (fp32) exists for comparisons.
+    ``cache_dir`` is where ONNX builds are kept. Names that resolve to the same
+    model (``all-MiniLM-L6-v2`` and ``sentence-transformers/all-MiniLM-L6-v2``)
+    share one instance.
+
+    :raises EmbeddingError: an unknown backend, or an ONNX backend on a GPU device.
     """
-    key = (f"{_canonical_name(model)}@{resolve_model_path(model)}", device, batch_size)
+    if backend not in BACKENDS:
+        raise EmbeddingError(
+            f"unknown embedding backend {backend!r} (valid: {', '.join(BACKENDS)})"
+        )
+    if backend != "torch" and device != "cpu":
+        raise EmbeddingError(f"the {backend} backend runs on the CPU only, got device {device!r}")
+    key = (
+        f"{canonical_model_name(model)}@{resolve_model_path(model)}",
+        device,
+        batch_size,
+        backend,
+        str(cache_dir or ""),
+    )
     with _embedders_lock:
         embedder = _embedders.get(key)
         if embedder is None:
-            embedder = Embedder(model, batch_size=batch_size, device=device)
+            if backend == "torch":
+                embedder = Embedder(model, batch_size=batch_size, device=device)
+            else:
+                from pipelines.embed_onnx import OnnxEmbedder
+
+                embedder = OnnxEmbedder(
+                    model,
+                    quantize=backend == "onnx-int8",
+                    batch_size=batch_size,
+                    cache_dir=cache_dir,
+                )
             _embedders[key] = embedder
         return embedder
 
 
 __all__ = [
+    "BACKENDS",
     "DEFAULT_MODEL",
+    "AnyEmbedder",
     "Embedder",
     "EmbeddingError",
+    "batch_threads",
+    "canonical_model_name",
     "get_embedder",
+    "model_call_lock",
     "resolve_model_path",
     "set_torch_threads",
 ]

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from connectors.filesystem import FileStat, FilesystemConnector
+from connectors.filesystem import FileStat, FilesystemConnector, ScanResult
 from connectors.models import SourceDocument
 from pipelines import progress
 from pipelines.models import Chunk, ParsedDocument
@@ -101,9 +101,10 @@ def classify(doc_version: str, acl_fp: str, entry: Any) -> str:
     return ADDED if entry.version is None else CHANGED
 
 
-def scan_source(config: SourceConfig, store: StagingStore, policy: AclPolicy) -> StageResult:
-    """List the source, assign ACLs, and compute the change set against the manifest."""
-    started = time.perf_counter()
+def compute_change_set(
+    config: SourceConfig, store: StagingStore, policy: AclPolicy
+) -> tuple[list[PendingDocument], ScanResult]:
+    """Classify every document of the source against the manifest; writes nothing."""
     known = {
         path: FileStat(*values) for path, values in (store.counter("file_stats") or {}).items()
     }
@@ -118,15 +119,27 @@ def scan_source(config: SourceConfig, store: StagingStore, policy: AclPolicy) ->
     for doc_id, entry in manifest.items():
         if doc_id not in seen:
             rows.append(PendingDocument(doc_id, DELETED, {"doc_id": doc_id, "path": entry.path}))
+    return rows, scan
+
+
+def count_changes(rows: list[PendingDocument]) -> dict[str, int]:
+    counts = {c: 0 for c in (ADDED, CHANGED, UNCHANGED, DELETED, ACL_ONLY, FAILED_BEFORE)}
+    for row in rows:
+        counts[row.change] += 1
+    return counts
+
+
+def scan_source(config: SourceConfig, store: StagingStore, policy: AclPolicy) -> StageResult:
+    """List the source, assign ACLs, and record the change set against the manifest."""
+    started = time.perf_counter()
+    rows, scan = compute_change_set(config, store, policy)
     for failure in scan.failures:
         store.record_failure(failure.doc_id, failure.path, None, "read", failure.reason)
     store.replace_pending(rows)
     store.set_counter(
         "file_stats", {p: [s.size, s.mtime_ns, s.version] for p, s in scan.stats.items()}
     )
-    counts = {c: 0 for c in (ADDED, CHANGED, UNCHANGED, DELETED, ACL_ONLY, FAILED_BEFORE)}
-    for row in rows:
-        counts[row.change] += 1
+    counts = count_changes(rows)
     counts["documents_seen"] = len(scan.documents) + len(scan.failures)
     result = StageResult(
         counts=counts,

@@ -87,12 +87,12 @@ def _progress_bars(enabled: bool):
         progress_hooks.set_sink(None)
 
 
-def _ingest(config_path: Path, show_progress: bool) -> dict[str, Any]:
+def _ingest(config_path: Path, show_progress: bool, verbose: bool = False) -> dict[str, Any]:
     from trove.ingest import IngestError, run_ingest
 
     try:
-        with _progress_bars(show_progress):
-            return run_ingest(config_path)
+        with _progress_bars(show_progress and not verbose):
+            return run_ingest(config_path, log_level="DEBUG" if verbose else "WARNING")
     except (IngestError, ConfigError) as exc:
         raise _fail(str(exc), code=1) from exc
 
@@ -103,10 +103,16 @@ def _main() -> None:
 
 
 @app.command()
-def ingest(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+def ingest(
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show Dagster's event log on stderr.")
+    ] = False,
+) -> None:
     """Sync every configured source into the index (incremental: unchanged files are skipped)."""
     _, path = _settings(config)
-    summary = _ingest(path, show_progress=sys.stderr.isatty())
+    summary = _ingest(path, show_progress=sys.stderr.isatty(), verbose=verbose)
     if as_json:
         out.print_json(data=summary)
         return
@@ -242,48 +248,30 @@ def evaluate_cmd(
 
 @app.command()
 def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
-    """Per source: last sync, documents, chunks and failures; and the index size."""
-    from pipelines.store import StagingStore
-    from retrieval.index.base import IndexNotFoundError
-    from retrieval.index.factory import open_index
+    """Per source: last sync, documents, chunks, pending changes, failures, staleness vs SLA."""
+    from trove.status import status as compute_status
 
     settings, _ = _settings(config)
-    report: dict[str, Any] = {"sources": {}, "index": None}
-    for source in settings.sources:
-        store = StagingStore.for_source(settings.state.path, source.name)
-        try:
-            manifest = store.manifest()
-            last = store.last_run()
-            report["sources"][source.name] = {
-                "last_sync": last["finished_at"] if last else None,
-                "documents": sum(1 for e in manifest.values() if e.state == "indexed"),
-                "chunks": sum(len(e.chunk_ids) for e in manifest.values()),
-                "failures": [{"path": f["path"], "reason": f["reason"]} for f in store.failures()],
-            }
-        finally:
-            store.close()
-    try:
-        index = open_index(settings.index)
-        stats = index.stats()
-        report["index"] = {
-            "backend": settings.index.backend,
-            "path": str(settings.index.path),
-            "chunks": stats.chunks,
-            "documents": stats.documents,
-            "size_bytes": stats.size_bytes,
-            "generation": stats.generation,
-        }
-        index.close()
-    except IndexNotFoundError:
-        report["index"] = None
+    report = compute_status(settings)
     if as_json:
         out.print_json(data=report)
         return
     for name, s in report["sources"].items():
-        out.print(
-            f"[bold]{name}[/]: last sync {s['last_sync'] or 'never'}, {s['documents']} documents, "
-            f"{s['chunks']} chunks, {len(s['failures'])} failures"
+        fresh = s["freshness"]
+        age = f"{fresh['age_seconds'] / 60:.0f} min ago" if fresh["age_seconds"] is not None else ""
+        pending = s["pending"]
+        pending_text = (
+            pending["error"]
+            if "error" in pending
+            else ", ".join(f"{v} {k}" for k, v in pending.items() if v) or "none"
         )
+        out.print(
+            f"[bold]{name}[/]: last sync {s['last_sync'] or 'never'} {age} "
+            f"({fresh['state'].replace('_', ' ')}), {s['documents']} documents, {s['chunks']} chunks, "
+            f"pending: {pending_text}, {len(s['failures'])} failed"
+        )
+        for failure in s["failures"]:
+            out.print(f"  [yellow]failed[/] {failure['path']}: {failure['reason']}")
     if report["index"]:
         i = report["index"]
         out.print(f"index ({i['backend']}): {i['chunks']} chunks, {i['documents']} documents")

@@ -156,6 +156,8 @@ class IndexConfig(_Strict):
     knn_engine: Literal["lucene", "faiss"] = "lucene"
     hybrid_combination: Literal["normalization", "rrf"] = "normalization"
     pagination_depth: int = Field(default=100, ge=1, le=10000)
+    number_of_shards: int = Field(default=1, ge=1, le=1024)
+    number_of_replicas: int = Field(default=1, ge=0, le=32)  # 0 on a single-node cluster
 
 
 class EmbeddingConfig(_Strict):

@@ -43,8 +43,13 @@ def run_ingest(
     config_path: str | Path,
     sources: Sequence[str] | None = None,
     settings: Settings | None = None,
+    log_level: str = "WARNING",
 ) -> dict[str, Any]:
-    """Ingest the named sources (all by default); returns the per-source summary."""
+    """Ingest the named sources (all by default); returns the per-source summary.
+
+    ``log_level`` applies to Dagster's event log on stderr (``DEBUG`` shows
+    every step starting and finishing).
+    """
     config_path = str(Path(config_path).resolve())
     settings = settings or load_settings(config_path)
     names = list(sources) if sources else [s.name for s in settings.sources]
@@ -56,7 +61,10 @@ def run_ingest(
     with _instance() as instance:
         for name in names:
             result = job.execute_in_process(
-                partition_key=name, instance=instance, raise_on_error=False
+                partition_key=name,
+                instance=instance,
+                raise_on_error=False,
+                run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
             )
             if not result.success:
                 raise IngestError(f"source {name!r}: {_failure_message(result)}")

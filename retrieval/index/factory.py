@@ -14,4 +14,8 @@ def open_index(
         from retrieval.index.embedded import EmbeddedIndex
 
         return EmbeddedIndex.open(config.path, create=create, dimensions=dimensions)
-    raise ValueError(f"unknown index backend {config.backend!r} (valid: embedded)")
+    if config.backend == "opensearch":
+        from retrieval.index.opensearch.index import OpenSearchIndex
+
+        return OpenSearchIndex.open(config, create=create, dimensions=dimensions)
+    raise ValueError(f"unknown index backend {config.backend!r} (valid: embedded, opensearch)")

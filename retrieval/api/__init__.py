@@ -1,0 +1,1 @@
+"""The HTTP API: a thin FastAPI shell over :class:`retrieval.service.RetrievalService`."""

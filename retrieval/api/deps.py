@@ -1,0 +1,53 @@
+"""Request dependencies behind ``Annotated`` aliases: a route's signature shows who calls.
+
+* :data:`ServiceDep` — the app's :class:`~retrieval.service.RetrievalService`.
+* :data:`CurrentPrincipal` — the caller, from the verified bearer token only; an
+  ``X-Trove-Tenant`` header asking for another tenant is refused (403); one
+  request is counted against the caller's rate limit.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from retrieval.api.metrics import ApiMetrics
+from retrieval.service import RetrievalService
+from trove.acl import Principal
+
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearerAuth",
+    description="A JWT with `sub`, `groups`, optional `tenant` and `exp` (`trove token`).",
+)
+
+
+def get_service(request: Request) -> RetrievalService:
+    return request.app.state.service
+
+
+def get_metrics(request: Request) -> ApiMetrics:
+    return request.app.state.metrics
+
+
+ServiceDep = Annotated[RetrievalService, Depends(get_service)]
+MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
+
+
+def get_principal(
+    service: ServiceDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    x_trove_tenant: Annotated[
+        str | None,
+        Header(max_length=256, description="Optional; must equal the token's tenant."),
+    ] = None,
+) -> Principal:
+    token = credentials.credentials if credentials is not None else None
+    principal = service.authenticate(token, requested_tenant=x_trove_tenant)
+    service.check_rate(principal)
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]

@@ -1,0 +1,1 @@
+"""One router per resource, assembled in :func:`retrieval.api.app.create_app`."""

@@ -1,0 +1,164 @@
+"""A chunk as an OpenSearch document: ``_id``, ``_source`` and back.
+
+Pure functions, no client. Field names match the mapping in ``queries.index_body``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from retrieval.index.base import ChunkRecord
+from trove.acl import Acl
+
+# The largest `_id` OpenSearch accepts (bytes, UTF-8).
+MAX_ID_BYTES = 512
+# Ids that are hashed carry this prefix; a chunk id that itself starts with it is
+# hashed too, so a passed-through id can never equal a hashed one.
+HASHED_ID_PREFIX = "~sha256~"
+
+VECTOR_FIELD = "embedding"
+TEXT_FIELD = "chunk_text"
+ACL_FIELDS = (
+    "tenant_id",
+    "acl_public",
+    "acl_allow_users",
+    "acl_allow_groups",
+    "acl_deny_users",
+    "acl_deny_groups",
+    "acl_fingerprint",
+)
+# Everything a search or `get_chunks` needs back; never the vector.
+RECORD_FIELDS = (
+    "chunk_id",
+    "doc_id",
+    "source_id",
+    "chunk_ord",
+    TEXT_FIELD,
+    "title",
+    "url",
+    "path",
+    "section",
+    "pages",
+    "char_start",
+    "char_end",
+    "doc_version",
+    "doc_type",
+    "modified_at",
+    *ACL_FIELDS,
+)
+
+
+def os_id(chunk_id: str) -> str:
+    """The deterministic OpenSearch ``_id`` of a chunk.
+
+    Chunk ids (``source:path#ord``) pass through when they fit in 512 UTF-8
+    bytes and have no control characters; longer or odd ones become a SHA-256
+    of the id. The original id is always stored in the ``chunk_id`` field.
+    """
+    if not chunk_id:
+        raise ValueError("a chunk id must be a non-empty string")
+    raw = chunk_id.encode("utf-8")
+    if (
+        len(raw) <= MAX_ID_BYTES
+        and not chunk_id.startswith(HASHED_ID_PREFIX)
+        and chunk_id.isprintable()
+    ):
+        return chunk_id
+    return HASHED_ID_PREFIX + hashlib.sha256(raw).hexdigest()
+
+
+def format_datetime(value: datetime) -> str:
+    """ISO 8601 in UTC; naive datetimes are UTC (the index contract)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat()
+
+
+def parse_datetime(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def acl_fields(acl: Acl) -> dict[str, Any]:
+    """The ACL as indexed fields: what an ACL-only update rewrites (nothing else)."""
+    fields: dict[str, Any] = {
+        "tenant_id": acl.tenant,
+        "acl_public": bool(acl.public),
+        "acl_allow_users": sorted(acl.allow_users),
+        "acl_allow_groups": sorted(acl.allow_groups),
+        "acl_deny_users": sorted(acl.deny_users),
+        "acl_deny_groups": sorted(acl.deny_groups),
+        "acl_fingerprint": acl.fingerprint(),
+    }
+    return fields
+
+
+def acl_from_source(src: Mapping[str, Any]) -> Acl:
+    return Acl(
+        allow_users=frozenset(src.get("acl_allow_users") or ()),
+        allow_groups=frozenset(src.get("acl_allow_groups") or ()),
+        deny_users=frozenset(src.get("acl_deny_users") or ()),
+        deny_groups=frozenset(src.get("acl_deny_groups") or ()),
+        tenant=src.get("tenant_id") or None,
+        public=bool(src.get("acl_public", False)),
+    )
+
+
+def to_source(record: ChunkRecord, *, updated_at: datetime | None = None) -> dict[str, Any]:
+    """The ``_source`` of a chunk, vector included (``tenant_id`` null when no tenant:
+    a null field does not exist for queries, which the ACL filter relies on)."""
+    if record.vector is None:
+        raise ValueError(f"chunk {record.chunk_id!r} has no vector")
+    vector = np.asarray(record.vector, dtype=np.float32).reshape(-1)
+    return {
+        "chunk_id": record.chunk_id,
+        "doc_id": record.doc_id,
+        "source_id": record.source,
+        "chunk_ord": int(record.ord),
+        TEXT_FIELD: record.text,
+        "title": record.title,
+        "url": record.uri,
+        "path": record.path,
+        "section": list(record.section),
+        "pages": [int(p) for p in record.pages],
+        "char_start": int(record.char_start),
+        "char_end": int(record.char_end),
+        "doc_version": record.doc_version,
+        "doc_type": record.doc_type,
+        "modified_at": format_datetime(record.modified_at) if record.modified_at else None,
+        "content_hash": hashlib.sha256(record.text.encode("utf-8")).hexdigest(),
+        "updated_at": format_datetime(updated_at or datetime.now(UTC)),
+        **acl_fields(record.acl),
+        VECTOR_FIELD: [float(x) for x in vector],
+    }
+
+
+def from_source(src: Mapping[str, Any]) -> ChunkRecord:
+    """The record stored in ``_source`` (the vector only when asked for and present)."""
+    vector = src.get(VECTOR_FIELD)
+    return ChunkRecord(
+        chunk_id=src["chunk_id"],
+        doc_id=src["doc_id"],
+        source=src["source_id"],
+        ord=int(src["chunk_ord"]),
+        text=src.get(TEXT_FIELD) or "",
+        title=src.get("title") or "",
+        uri=src.get("url") or "",
+        path=src.get("path") or "",
+        section=tuple(src.get("section") or ()),
+        pages=tuple(int(p) for p in src.get("pages") or ()),
+        char_start=int(src.get("char_start") or 0),
+        char_end=int(src.get("char_end") or 0),
+        doc_version=src.get("doc_version") or "",
+        doc_type=src.get("doc_type") or "",
+        modified_at=parse_datetime(src.get("modified_at")),
+        acl=acl_from_source(src),
+        vector=None if vector is None else np.asarray(vector, dtype=np.float32),
+    )

@@ -1,0 +1,80 @@
+"""`trove status`: freshness and health per source, and the index's size."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from connectors.errors import ConnectorError
+from pipelines.secure import AclPolicy
+from pipelines.stages import ACL_ONLY, ADDED, CHANGED, DELETED, compute_change_set, count_changes
+from pipelines.store import StagingStore
+from retrieval.index.base import IndexNotFoundError
+from retrieval.index.factory import open_index
+from trove.config import Settings, SourceConfig
+
+
+def _freshness(source: SourceConfig, last_sync: str | None, now: datetime) -> dict[str, Any]:
+    age = (now - datetime.fromisoformat(last_sync)).total_seconds() if last_sync else None
+    sla = source.freshness_sla.total_seconds() if source.freshness_sla else None
+    if sla is None:
+        state = "no_sla"
+    elif age is None:
+        state = "never_synced"
+    else:
+        state = "stale" if age > sla else "fresh"
+    return {"sla_seconds": sla, "age_seconds": age, "state": state}
+
+
+def source_status(settings: Settings, source: SourceConfig, now: datetime) -> dict[str, Any]:
+    store = StagingStore.for_source(settings.state.path, source.name)
+    try:
+        manifest = store.manifest()
+        last = store.last_run()
+        try:
+            rows, _ = compute_change_set(source, store, AclPolicy.from_config(source.acl))
+            counts = count_changes(rows)
+            pending: dict[str, Any] = {k: counts[k] for k in (ADDED, CHANGED, DELETED, ACL_ONLY)}
+        except ConnectorError as exc:
+            pending = {"error": str(exc)}
+        last_sync = last["finished_at"] if last else None
+        return {
+            "last_sync": last_sync,
+            "documents": sum(1 for e in manifest.values() if e.state == "indexed"),
+            "chunks": sum(len(e.chunk_ids) for e in manifest.values()),
+            "pending": pending,
+            "failures": [
+                {"path": f["path"], "reason": f["reason"], "since": f["first_seen"]}
+                for f in store.failures()
+            ],
+            "freshness": _freshness(source, last_sync, now),
+            "schedule": source.schedule,
+        }
+    finally:
+        store.close()
+
+
+def index_status(settings: Settings) -> dict[str, Any] | None:
+    try:
+        index = open_index(settings.index)
+    except IndexNotFoundError:
+        return None
+    try:
+        stats = index.stats()
+    finally:
+        index.close()
+    return {
+        "backend": settings.index.backend,
+        "chunks": stats.chunks,
+        "documents": stats.documents,
+        "size_bytes": stats.size_bytes,
+        "generation": stats.generation,
+    }
+
+
+def status(settings: Settings, now: datetime | None = None) -> dict[str, Any]:
+    now = now or datetime.now(UTC)
+    return {
+        "sources": {s.name: source_status(settings, s, now) for s in settings.sources},
+        "index": index_status(settings),
+    }
