@@ -50,7 +50,7 @@ MAX_DOC_ID_CHARS = 1_024
 # Chosen by measurement on the demo corpus (docs/benchmarks.md, "low_confidence
 # threshold"): the evidence score of the best passage for answerable golden queries
 # against off-topic queries.
-DEFAULT_LOW_CONFIDENCE_THRESHOLD = 0.40
+DEFAULT_LOW_CONFIDENCE_THRESHOLD = 0.30
 PDF_TYPES = frozenset({"pdf"})
 HEADING_TYPES = frozenset({"md", "markdown", "html", "htm"})
 

@@ -267,16 +267,17 @@ def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
         )
         out.print(
             f"[bold]{name}[/]: last sync {s['last_sync'] or 'never'} {age} "
-            f"({fresh['state'].replace('_', ' ')}), {s['documents']} documents, {s['chunks']} chunks, "
+            f"({fresh['state'].replace('_', ' ')}), {s['documents']} documents, "
+            f"{s['chunks']} chunks, "
             f"pending: {pending_text}, {len(s['failures'])} failed"
         )
         for failure in s["failures"]:
             out.print(f"  [yellow]failed[/] {failure['path']}: {failure['reason']}")
-    if report["index"]:
-        i = report["index"]
+    i = report["index"]
+    if i["ready"]:
         out.print(f"index ({i['backend']}): {i['chunks']} chunks, {i['documents']} documents")
     else:
-        out.print("index: not built yet (run `trove ingest`)")
+        out.print(f"index ({i['backend']}): not ready: {i['error']}")
 
 
 @app.command()

@@ -9,8 +9,6 @@ from connectors.errors import ConnectorError
 from pipelines.secure import AclPolicy
 from pipelines.stages import ACL_ONLY, ADDED, CHANGED, DELETED, compute_change_set, count_changes
 from pipelines.store import StagingStore
-from retrieval.index.base import IndexNotFoundError
-from retrieval.index.factory import open_index
 from trove.config import Settings, SourceConfig
 
 
@@ -54,22 +52,11 @@ def source_status(settings: Settings, source: SourceConfig, now: datetime) -> di
         store.close()
 
 
-def index_status(settings: Settings) -> dict[str, Any] | None:
-    try:
-        index = open_index(settings.index)
-    except IndexNotFoundError:
-        return None
-    try:
-        stats = index.stats()
-    finally:
-        index.close()
-    return {
-        "backend": settings.index.backend,
-        "chunks": stats.chunks,
-        "documents": stats.documents,
-        "size_bytes": stats.size_bytes,
-        "generation": stats.generation,
-    }
+def index_status(settings: Settings) -> dict[str, Any]:
+    """Size and health of the configured index (``ready`` false with an ``error`` if absent)."""
+    from trove.commands.index import status_of
+
+    return status_of(settings)
 
 
 def status(settings: Settings, now: datetime | None = None) -> dict[str, Any]:

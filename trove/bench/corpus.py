@@ -42,11 +42,19 @@ VECTOR_NOISE = 0.017
 
 # The principal of the headline numbers reads ~45% of the chunks; the selective one ~1%.
 MAIN_PRINCIPAL = Principal.of("bench-user", ["all-staff", "contractors"], tenant="acme")
-SELECTIVE_PRINCIPAL = Principal.of("auditor-7", ["auditors"], tenant="acme")
+SELECTIVE_PRINCIPAL = Principal.of("auditor-7", ["auditors"], tenant="audit")
 
 
 class CorpusUnavailableError(RuntimeError):
     """The 18F handbook is not beside the checkout (``../shared/corpora``)."""
+
+
+@dataclass(frozen=True)
+class BaseCorpus:
+    chunks: list[BaseChunk]
+    vectors: np.ndarray  # (len(chunks), 384) float32, unit rows
+    pages: int
+    skipped: list[str]  # pages the parser refused (e.g. front matter only), with the reason
 
 
 @dataclass(frozen=True)
@@ -77,19 +85,37 @@ def _corpus_key(root: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def base_corpus(cache_dir: Path) -> tuple[list[BaseChunk], np.ndarray]:
-    """The handbook's chunks and their real MiniLM vectors, computed once per cache dir."""
-    from pipelines.embed import get_embedder
+def base_corpus(cache_dir: Path, max_chunks: int | None = None) -> BaseCorpus:
+    """The handbook's chunks and their real MiniLM vectors, computed once per cache dir.
 
+    :param max_chunks: stop after the page that reaches this many chunks (a small
+        benchmark then embeds only what it uses); None: every page.
+    """
     root = handbook_dir()
     key = _corpus_key(root)
-    meta_path = cache_dir / f"base-{key}.json"
-    vec_path = cache_dir / f"base-{key}.npy"
-    if meta_path.exists() and vec_path.exists():
-        raw = json.loads(meta_path.read_text())
-        chunks = [BaseChunk(**{**c, "section": tuple(c["section"])}) for c in raw]
-        return chunks, np.load(vec_path)
+    for name in (key, f"{key}-first{max_chunks}"):
+        meta_path, vec_path = cache_dir / f"base-{name}.json", cache_dir / f"base-{name}.npy"
+        if meta_path.exists() and vec_path.exists():
+            raw = json.loads(meta_path.read_text())
+            chunks = [BaseChunk(**{**c, "section": tuple(c["section"])}) for c in raw["chunks"]]
+            return BaseCorpus(chunks, np.load(vec_path), raw["pages"], raw["skipped"])
+    base, complete = _embed_pages(root, max_chunks)
+    name = key if complete else f"{key}-first{max_chunks}"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    np.save(cache_dir / f"base-{name}.npy", base.vectors)
+    meta = {
+        "pages": base.pages,
+        "skipped": base.skipped,
+        "chunks": [{**c.__dict__, "section": list(c.section)} for c in base.chunks],
+    }
+    (cache_dir / f"base-{name}.json").write_text(json.dumps(meta))
+    return base
+
+
+def _embed_pages(root: Path, max_chunks: int | None) -> tuple[BaseCorpus, bool]:
     from pipelines.chunk import chunk_document
+    from pipelines.embed import get_embedder
+    from pipelines.errors import ParseError
     from pipelines.parse import parse_file
     from pipelines.tokens import HFTokenCounter
 
@@ -97,19 +123,26 @@ def base_corpus(cache_dir: Path) -> tuple[list[BaseChunk], np.ndarray]:
     counter = HFTokenCounter(embedder.tokenizer)
     chunks: list[BaseChunk] = []
     texts: list[str] = []
-    for path in sorted(root.rglob("*.md")):
+    skipped: list[str] = []
+    paths = sorted(root.rglob("*.md"))
+    complete = True
+    for path in paths:
+        if max_chunks is not None and len(chunks) >= max_chunks:
+            complete = False
+            break
         rel = str(path.relative_to(root))
-        parsed = parse_file(path, doc_id=rel, version="18f")
+        try:
+            parsed = parse_file(path, doc_id=rel, version="18f")
+        except ParseError as exc:  # e.g. a page of front matter only: reported, not indexed
+            skipped.append(f"{rel}: {exc}")
+            continue
         for c in chunk_document(parsed, counter):
             chunks.append(
                 BaseChunk(rel, parsed.title, c.ord, c.text, c.section, c.char_start, c.char_end)
             )
             texts.append(c.embedding_text)
     vectors = embedder.encode_documents(texts).astype(np.float32)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    np.save(vec_path, vectors)
-    meta_path.write_text(json.dumps([{**c.__dict__, "section": list(c.section)} for c in chunks]))
-    return chunks, vectors
+    return BaseCorpus(chunks, vectors, len(paths), skipped), complete
 
 
 def bench_acl(rng: np.random.Generator) -> Acl:
@@ -131,11 +164,9 @@ def bench_acl(rng: np.random.Generator) -> Acl:
         return Acl(allow_groups=frozenset({"operations"}), tenant="acme")
     if r < 0.78:
         return Acl(public=True, tenant="acme")
-    if r < 0.83:
-        return Acl(public=True)
-    if r < 0.84:
-        return Acl(allow_groups=frozenset({"auditors", "all-staff"}), tenant="acme")
-    if r < 0.86:
+    if r < 0.79:
+        return Acl(allow_groups=frozenset({"auditors"}), tenant="audit")
+    if r < 0.81:
         return Acl(allow_users=frozenset({"bench-user"}), tenant="acme")
     return Acl(public=True, tenant="globex")
 

@@ -11,7 +11,11 @@ import importlib
 
 import typer
 
-COMMAND_MODULES: tuple[str, ...] = ("trove.commands.bench",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "trove.commands.bench",
+    "trove.commands.index",
+    "trove.commands.serve",
+)
 
 
 def register_all(app: typer.Typer) -> None:

@@ -23,9 +23,9 @@ from retrieval.index.embedded.bm25 import (
 from retrieval.index.embedded.snapshot import Snapshot
 from retrieval.models import ScoredId
 
-# Below this fraction of readable rows, gather the readable vectors instead of
-# scoring every row and masking.
-_GATHER_FRACTION = 0.3
+# Below this fraction of readable rows, gather the readable vectors in float32
+# instead of scanning every row (exact, and cheaper than any full scan).
+_GATHER_FRACTION = 0.08
 # Accumulate into a dense per-row array once postings exceed 1/16 of the rows.
 _DENSE_ACCUMULATE = 16
 
@@ -138,19 +138,84 @@ def lexical_top_k(
 def dense_top_k(
     snapshot: Snapshot, query: np.ndarray, masks: Sequence[np.ndarray], k: int
 ) -> list[ScoredId]:
-    """Exact cosine (vectors and query are unit length) over readable rows."""
+    """Exact cosine (vectors and query are unit length) over readable rows.
+
+    Per segment, the cheapest of three exact strategies: float32 over the
+    readable rows when they are few (or the segment is small), else an int8
+    first pass whose candidates are rescored in float32 (see quantized.py).
+    """
     hits = []
     for seg_ix, (view, mask) in enumerate(zip(snapshot.views, masks, strict=True)):
         allowed = int(np.count_nonzero(mask))
         if allowed == 0:
             continue
-        vectors = view.segment.vectors
-        if allowed < _GATHER_FRACTION * len(mask):
-            rows = np.flatnonzero(mask)
-            scores = vectors[rows] @ query
+        seg = view.segment
+        if seg.rows < QUANTIZED_MIN_ROWS or allowed < _GATHER_FRACTION * seg.rows:
+            rows, scores = _dense_exact(seg.vectors, query, mask, allowed)
         else:
-            rows = np.flatnonzero(mask)
-            scores = (vectors @ query)[rows]
+            found = _dense_quantized(seg, query, mask, allowed, k)
+            rows, scores = found if found is not None else _dense_exact_scan(seg, query, mask)
         best = _top(scores, k)
         hits.append((seg_ix, rows[best].astype(np.int64), scores[best].astype(np.float64)))
     return _merge(snapshot, hits, k)
+
+
+# Segments smaller than this are scanned in float32 (a few ms at most).
+QUANTIZED_MIN_ROWS = 32_768
+# First-pass candidates rescored before the bound is applied: a multiple of k.
+_OVERSAMPLE = 4
+_MIN_CANDIDATES = 64
+# Counts first passes abandoned because a rescored row broke the error bound (never
+# seen; kept so a test or an operator can tell).
+quantized_fallbacks = 0
+
+
+def _dense_exact(
+    vectors: np.ndarray, query: np.ndarray, mask: np.ndarray, allowed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    rows = np.flatnonzero(mask)
+    if allowed < _GATHER_FRACTION * len(mask):
+        return rows, vectors[rows] @ query
+    return rows, (vectors @ query)[rows]
+
+
+def _dense_exact_scan(seg, query: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    rows = np.flatnonzero(mask)
+    return rows, (seg.vectors @ query)[rows]
+
+
+def _dense_quantized(
+    seg, query: np.ndarray, mask: np.ndarray, allowed: int, k: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Rows and exact float32 scores of a superset of the segment's readable top-k.
+
+    None when a rescored row breaks the first pass's error bound (the caller then
+    scans in float32).
+    """
+    global quantized_fallbacks
+    qv = seg.quantized()
+    approx, q_err = qv.approximate_scores(query)
+    approx[~mask] = -np.inf
+    n_cand = max(_OVERSAMPLE * k, _MIN_CANDIDATES)
+    if n_cand >= allowed:
+        return _dense_exact(seg.vectors, query, mask, allowed)
+    cand = np.sort(np.argpartition(approx, len(approx) - n_cand)[-n_cand:])
+    exact = np.asarray(seg.vectors[cand] @ query, dtype=np.float32)
+    tau = float(np.partition(exact, len(exact) - k)[len(exact) - k])
+    # Rows whose first-pass score plus its error bound reaches tau may still beat the
+    # k-th candidate: a cheap global bound first, then each row's own.
+    # |approx| <= 1 + bound for any row; candidates hold the largest approx values.
+    loose = qv.max_error_bound(max(float(np.abs(approx[cand]).max()), 1.1), q_err)
+    wide = np.flatnonzero(approx >= tau - loose)
+    bounds = qv.error_bounds(approx[wide], wide, q_err)
+    extra = np.setdiff1d(wide[approx[wide] + bounds >= tau], cand, assume_unique=True)
+    if len(extra):
+        rows = np.concatenate([cand, extra])
+        scores = np.concatenate([exact, np.asarray(seg.vectors[extra] @ query, np.float32)])
+    else:
+        rows, scores = cand, exact
+    checked = qv.error_bounds(approx[rows], rows, q_err)
+    if np.any(np.abs(scores.astype(np.float64) - approx[rows]) > checked):
+        quantized_fallbacks += 1
+        return None
+    return rows, scores

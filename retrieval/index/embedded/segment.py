@@ -4,6 +4,9 @@ A segment directory holds, for ``n`` rows grouped by document (rows of a
 document are contiguous, in chunk order):
 
 * ``vectors.npy``            float32 (n, dim), unit length, memory-mapped
+* ``q8_codes.npy``, ``q8_scale.npy``, ``q8_residual.npy`` — an int8 copy of the
+  vectors (per-row scale, residual norm) for the dense first pass (see
+  quantized.py); optional: segments written without them get one in memory
 * ``tf_indptr.npy``, ``tf_rows.npy``, ``tf_vals.npy`` — term frequencies in CSC
   layout (by term), so a query reads only its own terms' postings
 * ``vocab.json``             the segment's terms, in column order
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -43,6 +47,8 @@ from retrieval.index.embedded.files import (
     write_blob,
     write_json,
 )
+from retrieval.index.embedded.quantized import KIND as QUANTIZED_KIND
+from retrieval.index.embedded.quantized import QuantizedVectors, quantize
 from trove.acl import Acl
 
 SEGMENT_FORMAT = 1
@@ -224,6 +230,10 @@ def build_from_records(
 def write_segment(directory: Path, data: SegmentData, *, analyzer: str) -> None:
     directory.mkdir(parents=True, exist_ok=False)
     save_npy(directory / "vectors.npy", data.vectors.astype(np.float32))
+    codes, scale, residual = quantize(data.vectors)
+    save_npy(directory / "q8_codes.npy", codes)
+    save_npy(directory / "q8_scale.npy", scale)
+    save_npy(directory / "q8_residual.npy", residual)
     save_npy(directory / "tf_indptr.npy", data.tf_indptr.astype(np.int64))
     save_npy(directory / "tf_rows.npy", data.tf_rows.astype(np.int32))
     save_npy(directory / "tf_vals.npy", data.tf_vals.astype(np.float32))
@@ -251,6 +261,7 @@ def write_segment(directory: Path, data: SegmentData, *, analyzer: str) -> None:
             "analyzer": analyzer,
             "sources": data.sources,
             "doc_types": data.doc_types,
+            "quantized": QUANTIZED_KIND,
         },
     )
     fsync_dir(directory)
@@ -271,6 +282,7 @@ class Segment:
             self.analyzer: str = header["analyzer"]
             self.sources: list[str] = header["sources"]
             self.doc_types: list[str] = header["doc_types"]
+            self._quantized_kind: str | None = header.get("quantized")
             self.vectors = load_npy(directory / "vectors.npy")
             self.tf_indptr = load_npy(directory / "tf_indptr.npy")
             self.tf_rows = load_npy(directory / "tf_rows.npy")
@@ -300,6 +312,36 @@ class Segment:
         self.row_doc = np.repeat(
             np.arange(len(self.doc_ids), dtype=np.int32), np.diff(self.doc_start)
         )
+        self._quantized: QuantizedVectors | None = None
+        self._quantized_lock = threading.Lock()
+
+    def quantized(self) -> QuantizedVectors:
+        """The int8 copy of the vectors: memory-mapped, or built in memory for old segments."""
+        if self._quantized is None:
+            with self._quantized_lock:
+                if self._quantized is None:
+                    self._quantized = self._load_quantized()
+        return self._quantized
+
+    def _load_quantized(self) -> QuantizedVectors:
+        d = self.directory
+        if self._quantized_kind == QUANTIZED_KIND:
+            try:
+                qv = QuantizedVectors(
+                    load_npy(d / "q8_codes.npy"),
+                    load_npy(d / "q8_scale.npy"),
+                    load_npy(d / "q8_residual.npy"),
+                )
+            except FileNotFoundError as exc:
+                raise IndexCorruptError(f"segment {d} is incomplete: {exc}") from exc
+            if (
+                qv.codes.shape != self.vectors.shape
+                or len(qv.scale) != self.rows
+                or len(qv.residual) != self.rows
+            ):
+                raise IndexCorruptError(f"segment {d}: the int8 vectors disagree with vectors.npy")
+            return qv
+        return QuantizedVectors(*quantize(np.asarray(self.vectors)))
 
     def _check(self) -> None:
         n = self.rows

@@ -62,7 +62,12 @@ def test_bad_tokens_are_401_on_both_endpoints(http, kind):
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"Authorization": "Basic YWxpY2U6eA=="}, {"Authorization": "Bearer"}, {"Authorization": ""}],
+    [
+        {},
+        {"Authorization": "Basic YWxpY2U6eA=="},
+        {"Authorization": "Bearer"},
+        {"Authorization": ""},
+    ],
 )
 def test_missing_credentials_are_401(http, headers):
     response = http.post("/v1/search", json=QUERY, headers=headers)
@@ -123,7 +128,9 @@ SPOOF_HEADERS = {
 
 def test_identity_fields_in_body_or_headers_are_ignored(http):
     alice = auth(token("alice", ("staff",)))
-    honest = _docs(http.post("/v1/search", json={"query": "salary bands board secret runbook"}, headers=alice))
+    honest = _docs(
+        http.post("/v1/search", json={"query": "salary bands board secret runbook"}, headers=alice)
+    )
     spoofed = _docs(
         http.post(
             "/v1/search",

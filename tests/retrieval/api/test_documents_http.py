@@ -49,14 +49,14 @@ def test_absent_and_forbidden_are_the_same_404(http):
     # Denied users stay denied even with the allowed group.
     mallory = auth(token("mallory", ("hr",)))
     assert http.get("/v1/documents/hr:salary.md", headers=mallory).status_code == 404
-    assert http.get("/v1/documents/hr:salary.md", headers=auth(token("h", ("hr",)))).status_code == 200
+    assert (
+        http.get("/v1/documents/hr:salary.md", headers=auth(token("h", ("hr",)))).status_code == 200
+    )
 
 
 def test_around_must_be_a_readable_chunk_of_that_document(http):
     for around in ("hr:salary.md#0", "hb:travel.md#0", "hb:leave.md#99"):
-        response = http.get(
-            "/v1/documents/hb:leave.md", params={"around": around}, headers=ALICE
-        )
+        response = http.get("/v1/documents/hb:leave.md", params={"around": around}, headers=ALICE)
         assert response.status_code == 404, around
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.retrieval.api.helpers import auth, token
+from tests.retrieval.api.helpers import DOCS, auth, records, token
 
 
 def test_health_and_ready(http):
@@ -13,7 +13,7 @@ def test_health_and_ready(http):
 
 
 def test_not_ready_when_the_index_is_closed(tmp_path):
-    import httpx
+    from fastapi.testclient import TestClient
 
     from retrieval.api.app import create_app
     from tests.retrieval.api.helpers import make_service, make_settings
@@ -21,7 +21,8 @@ def test_not_ready_when_the_index_is_closed(tmp_path):
     service = make_service(tmp_path)
     app = create_app(make_settings(tmp_path), service=service)
     service.index.close()
-    with httpx.Client(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+    client = TestClient(app, raise_server_exceptions=False)
+    if True:
         ready = client.get("/readyz")
         assert ready.status_code == 503 and ready.json()["checks"]["index"] is False
         search = client.post(
@@ -32,7 +33,9 @@ def test_not_ready_when_the_index_is_closed(tmp_path):
 
 
 def _metric(text: str, prefix: str) -> float:
-    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix)]
+    values = [
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix)
+    ]
     assert values, prefix
     return sum(values)
 
@@ -47,14 +50,14 @@ def test_metrics_count_requests_results_and_index_size(http):
     text = after.text
     ok = 'trove_http_requests_total{method="POST",route="/v1/search",status="200"}'
     denied = 'trove_http_requests_total{method="POST",route="/v1/search",status="401"}'
-    assert _metric(text, ok) == _metric(before, ok) + 1 if ok in before else _metric(text, ok) >= 1
+    assert _metric(text, ok) == (_metric(before, ok) if ok in before else 0) + 1
     assert _metric(text, denied) >= 1
     assert 'trove_http_request_duration_seconds_bucket{le="0.005",method="POST"' in text
     returned = _metric(text, "trove_search_results_returned_total")
     assert returned >= len(body["results"]) >= 1
     assert 'trove_search_filtered_out_total{reason="per_document_cap"}' in text
-    assert _metric(text, "trove_index_chunks ") == 13
-    assert _metric(text, "trove_index_documents ") == 8
+    assert _metric(text, "trove_index_chunks ") == len(records())
+    assert _metric(text, "trove_index_documents ") == len(DOCS)
     assert _metric(text, "trove_index_size_bytes ") > 0
     # Unknown paths share one label: no cardinality explosion.
     http.get("/no/such/path/12345")

@@ -1,0 +1,141 @@
+"""The int8 first pass (quantized.py) never changes a dense answer: top-k equals float32
+brute force over the readable rows, also for near-duplicate vectors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from retrieval.index.base import WriteBatch
+from retrieval.index.embedded import EmbeddedIndex, ranking
+from retrieval.index.embedded.quantized import QuantizedVectors, quantize
+from tests.retrieval.builders import assert_same_ranking, record
+from trove.acl import Acl, Principal
+
+DIM = 384
+K = 10
+READER = Principal.of("reader", ["staff"])
+
+
+def _clustered(rng: np.random.Generator, n: int, centres: int, noise: float) -> np.ndarray:
+    """Groups of near-duplicates (like replicated chunks): the hard case for a first pass."""
+    base = rng.normal(size=(centres, DIM)).astype(np.float32)
+    x = base[rng.integers(0, centres, n)] + rng.normal(scale=noise, size=(n, DIM)).astype(
+        np.float32
+    )
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_first_pass_error_stays_within_its_bound():
+    rng = np.random.default_rng(3)
+    x = _clustered(rng, 4000, 40, 0.05)
+    qv = QuantizedVectors(*quantize(x))
+    assert qv.codes.dtype == np.int8 and np.all(np.abs(qv.codes) <= 127)
+    rows = np.arange(len(x))
+    for i in range(20):
+        q = x[i * 97] + rng.normal(scale=0.1, size=DIM).astype(np.float32)
+        q /= np.linalg.norm(q)
+        approx, q_err = qv.approximate_scores(q)
+        exact = x.astype(np.float64) @ q.astype(np.float64)
+        bound = qv.error_bounds(approx, rows, q_err)
+        assert np.all(np.abs(exact - approx) <= bound)
+        # The bound is useful: far below the spread of the scores.
+        assert float(np.median(bound)) < 0.05
+
+
+def test_residual_is_the_true_quantisation_error():
+    rng = np.random.default_rng(4)
+    x = _clustered(rng, 500, 5, 0.2)
+    codes, scale, residual = quantize(x)
+    recon = codes.astype(np.float64) * scale[:, None].astype(np.float64)
+    true = np.linalg.norm(x.astype(np.float64) - recon, axis=1)
+    assert np.all(residual >= true)
+    np.testing.assert_allclose(residual, true, rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory):
+    rng = np.random.default_rng(7)
+    n_docs, per_doc = 1500, 4
+    vectors = _clustered(rng, n_docs * per_doc, 60, 0.02)
+    records = []
+    for d in range(n_docs):
+        r = rng.random()
+        acl = (
+            Acl(allow_groups=frozenset({"staff"}))
+            if r < 0.45
+            else Acl(allow_groups=frozenset({"staff"}), deny_users=frozenset({"reader"}))
+            if r < 0.5
+            else Acl(allow_groups=frozenset({"other"}))
+        )
+        for c in range(per_doc):
+            records.append(record(f"d{d:05d}", c, "text", acl, vector=vectors[len(records)]))
+    ix = EmbeddedIndex.open(tmp_path_factory.mktemp("q8") / "ix", create=True, dimensions=DIM)
+    half = len(records) // 2
+    ix.apply(WriteBatch(upserts=records[:half]))
+    ix.apply(WriteBatch(upserts=records[half:], delete_docs={"d00003", "d00010"}))
+    live = [r for r in records if r.doc_id not in {"d00003", "d00010"}]
+    yield ix, live
+    ix.close()
+
+
+@pytest.fixture
+def quantized_everywhere(monkeypatch):
+    """Take the int8 path on small segments too, and count that it ran."""
+    monkeypatch.setattr(ranking, "QUANTIZED_MIN_ROWS", 0)
+    calls = []
+    original = QuantizedVectors.approximate_scores
+
+    def spy(self, query):
+        calls.append(self.rows)
+        return original(self, query)
+
+    monkeypatch.setattr(QuantizedVectors, "approximate_scores", spy)
+    return calls
+
+
+@pytest.mark.parametrize("k", [1, K, 50])
+def test_quantized_dense_top_k_equals_brute_force(index, quantized_everywhere, k):
+    ix, live = index
+    readable = [r for r in live if r.acl.permits(READER)]
+    assert 0.35 * len(live) < len(readable) < 0.55 * len(live)
+    mat = np.stack([r.vector for r in readable]).astype(np.float32)
+    mat /= np.linalg.norm(mat, axis=1, keepdims=True)
+    rng = np.random.default_rng(k)
+    fallbacks = ranking.quantized_fallbacks
+    for i in range(15):
+        # Queries near a cluster: dozens of near-ties at the top.
+        q = mat[i * 131] + rng.normal(scale=0.05, size=DIM).astype(np.float32)
+        q /= np.linalg.norm(q)
+        scores = mat @ q
+        order = np.argsort(-scores, kind="stable")[:k]
+        got = ix.search_dense(q, READER, k)
+        score_of = {r.chunk_id: float(s) for r, s in zip(readable, scores, strict=True)}
+        assert_same_ranking(got, [readable[j].chunk_id for j in order], scores[order], score_of)
+    assert len(quantized_everywhere) >= 15  # the int8 pass really ran
+    assert ranking.quantized_fallbacks == fallbacks
+
+
+def test_segments_without_int8_files_are_quantised_in_memory(tmp_path, quantized_everywhere):
+    """Indexes written before the int8 copy existed keep working, with the same answers."""
+    rng = np.random.default_rng(9)
+    vectors = _clustered(rng, 800, 10, 0.05)
+    acl = Acl(allow_groups=frozenset({"staff"}))
+    records = [record(f"d{i}", 0, "t", acl, vector=v) for i, v in enumerate(vectors)]
+    path = tmp_path / "ix"
+    with EmbeddedIndex.open(path, create=True, dimensions=DIM) as ix:
+        ix.apply(WriteBatch(upserts=records))
+    (seg_dir,) = (path / "segments").iterdir()
+    for name in ("q8_codes.npy", "q8_scale.npy", "q8_residual.npy"):
+        (seg_dir / name).unlink()
+    header = json.loads((seg_dir / "header.json").read_text())
+    del header["quantized"]
+    (seg_dir / "header.json").write_text(json.dumps(header))
+    q = vectors[5]
+    with EmbeddedIndex.open(path) as ix:
+        got = ix.search_dense(q, READER, 5)
+    expected = np.argsort(-(vectors @ q), kind="stable")[:5]
+    assert [h.chunk_id for h in got] == [f"d{i}#0" for i in expected]
+    assert quantized_everywhere == [800]

@@ -1,0 +1,5 @@
+"""`python -m trove` is the `trove` command."""
+
+from trove.cli import app
+
+app()
