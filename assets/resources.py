@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from pipelines.embed import Embedder, get_embedder
+from pipelines.embed import AnyEmbedder, get_embedder
 from pipelines.store import EmbeddingCache, StagingStore
 from retrieval.index.base import IndexBackend, IndexNotFoundError
 from retrieval.index.factory import open_index
@@ -29,9 +29,11 @@ class TroveResource(dg.ConfigurableResource):
     def embedding_cache(self) -> EmbeddingCache:
         return EmbeddingCache.in_state_dir(self.settings().state.path)
 
-    def embedder(self) -> Embedder:
+    def embedder(self) -> AnyEmbedder:
         cfg = self.settings().embedding
-        return get_embedder(cfg.model, device=cfg.device, batch_size=cfg.batch_size)
+        return get_embedder(
+            cfg.model, device=cfg.device, batch_size=cfg.batch_size, backend=cfg.backend
+        )
 
     def index(self, *, create: bool = False) -> IndexBackend:
         config = self.settings().index

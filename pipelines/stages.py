@@ -251,7 +251,10 @@ def embed_pending(
     for key, chunk in zip(keys, chunks, strict=True):
         if key not in cached and key not in missing:
             missing[key] = chunk.embedding_text
-    todo = list(missing.items())
+    # Longest first across the whole change set, not just within one call: each
+    # batch then holds texts of similar length and pads little (the encoders
+    # sort only inside the slice they are given).
+    todo = sorted(missing.items(), key=lambda item: len(item[1]), reverse=True)
     with progress.task("embed", len(todo)) as advance:
         for start in range(0, len(todo), batch_size):
             part = todo[start : start + batch_size]

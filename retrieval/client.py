@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 import httpx
-from urllib.parse import quote
 
 from retrieval.api.schemas import DocumentOut, FiltersIn, SearchResponse
 
@@ -141,9 +141,7 @@ class TroveClient:
         return SearchResponse.model_validate(response.json())
 
     def document(self, doc_id: str, *, around: str | None = None, window: int = 1) -> DocumentOut:
-        response = self._http.get(
-            _document_path(doc_id), params=_document_params(around, window)
-        )
+        response = self._http.get(_document_path(doc_id), params=_document_params(around, window))
         _raise_for(response)
         return DocumentOut.model_validate(response.json())
 

@@ -168,14 +168,10 @@ class ServiceTokenVerifier:
             principal = self.service.authenticate(token)
         except ServiceError:
             return None
-        return AccessToken(
-            token=token, client_id=principal.user, scopes=[], subject=principal.user
-        )
+        return AccessToken(token=token, client_id=principal.user, scopes=[], subject=principal.user)
 
 
-def mcp_http_app(
-    service: RetrievalService, *, host: str = "127.0.0.1", path: str = "/mcp"
-) -> Any:
+def mcp_http_app(service: RetrievalService, *, host: str = "127.0.0.1", path: str = "/mcp") -> Any:
     """A Starlette app serving the tools over streamable HTTP (stateless, JSON responses)."""
     from mcp.server.auth.settings import AuthSettings
 

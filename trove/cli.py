@@ -145,7 +145,9 @@ def _open_searcher(settings: Settings):
     except IndexNotFoundError as exc:
         raise _fail(str(exc), code=1) from exc
     cfg = settings.embedding
-    embedder = get_embedder(cfg.model, device=cfg.device, batch_size=cfg.batch_size)
+    embedder = get_embedder(
+        cfg.model, device=cfg.device, batch_size=cfg.batch_size, backend=cfg.backend
+    )
     r = settings.retrieval
     return Searcher(
         index,

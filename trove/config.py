@@ -208,6 +208,12 @@ class ApiConfig(_Strict):
     audit_log: Path | None = Path(".trove/audit.jsonl")
     audit_log_queries: bool = False  # raw query text in the audit log (off: a hash only)
 
+    @field_validator("audit_log", "jwt_public_key_file", "jwks_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        # `TROVE_API__AUDIT_LOG=` (empty) means "no audit log", not "the config folder".
+        return None if isinstance(value, str) and not value.strip() else value
+
 
 class StateConfig(_Strict):
     # Durable staging storage for the pipeline stages (manifest, parsed text,

@@ -83,10 +83,7 @@ async def _run(url: str, probes: Sequence[Probe], clients: int, duration_s: floa
         started = time.perf_counter()
         deadline = started + duration_s
         await asyncio.gather(
-            *(
-                _worker(client, probes, n * 7, deadline, latencies, statuses)
-                for n in range(clients)
-            )
+            *(_worker(client, probes, n * 7, deadline, latencies, statuses) for n in range(clients))
         )
         elapsed = time.perf_counter() - started
     requests = sum(statuses.values())

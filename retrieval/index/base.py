@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -68,6 +68,9 @@ class ChunkRecord:
     modified_at: datetime | None
     acl: Acl
     vector: np.ndarray | None = field(default=None, compare=False, repr=False)
+    # Open-ended chunk annotations, e.g. {"risk": [{"type": "prompt_injection",
+    # "score": 0.93}]}; returned with search results.
+    metadata: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass

@@ -46,5 +46,24 @@ def bench_ingest(
     typer.echo(json.dumps(result, indent=None if as_json else 2))
 
 
+@bench_app.command("resync")
+def bench_resync(
+    corpus: Annotated[
+        Path | None,
+        typer.Option(help="Folder to ingest (default: ../shared/corpora/18f-handbook)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """First ingest vs an unchanged re-sync of the same corpus."""
+    from trove.bench.resync import BenchmarkError, run
+
+    try:
+        result = run(corpus)
+    except BenchmarkError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(json.dumps(result, indent=None if as_json else 2))
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(bench_app, name="bench")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -39,6 +40,8 @@ def _settings(config: str | None):
 
 
 def _service(settings):
+    from pipelines.embed import EmbeddingError
+    from retrieval.audit import AuditError
     from retrieval.auth import AuthError
     from retrieval.index.base import IndexError_
     from retrieval.rerank import RerankError
@@ -46,7 +49,7 @@ def _service(settings):
 
     try:
         return RetrievalService.from_settings(settings)
-    except (AuthError, IndexError_, RerankError) as exc:
+    except (AuthError, AuditError, EmbeddingError, IndexError_, RerankError) as exc:
         raise _fail(str(exc), code=1) from exc
 
 
@@ -258,7 +261,7 @@ STAGES = {
 def best_threshold(positives: list[float], negatives: list[float]) -> dict[str, float]:
     """The cut (midpoint between observed scores) with the best balanced accuracy."""
     values = sorted(set(positives) | set(negatives))
-    cuts = [(a + b) / 2 for a, b in zip(values, values[1:], strict=False)] or values
+    cuts = [(a + b) / 2 for a, b in pairwise(values)] or values
     best = {"threshold": 0.0, "balanced_accuracy": 0.0}
     for cut in cuts:
         tpr = sum(p >= cut for p in positives) / len(positives)  # answerable, kept confident

@@ -20,7 +20,9 @@ from retrieval.index.embedded.bm25 import (
     idf_okapi,
     term_saturation,
 )
+from retrieval.index.embedded.quantized import torch_or_none
 from retrieval.index.embedded.snapshot import Snapshot
+from retrieval.index.embedded.threads import one_thread
 from retrieval.models import ScoredId
 
 # Below this fraction of readable rows, gather the readable vectors in float32
@@ -145,18 +147,20 @@ def dense_top_k(
     first pass whose candidates are rescored in float32 (see quantized.py).
     """
     hits = []
-    for seg_ix, (view, mask) in enumerate(zip(snapshot.views, masks, strict=True)):
-        allowed = int(np.count_nonzero(mask))
-        if allowed == 0:
-            continue
-        seg = view.segment
-        if seg.rows < QUANTIZED_MIN_ROWS or allowed < _GATHER_FRACTION * seg.rows:
-            rows, scores = _dense_exact(seg.vectors, query, mask, allowed)
-        else:
-            found = _dense_quantized(seg, query, mask, allowed, k)
-            rows, scores = found if found is not None else _dense_exact_scan(seg, query, mask)
-        best = _top(scores, k)
-        hits.append((seg_ix, rows[best].astype(np.int64), scores[best].astype(np.float64)))
+    large = any(v.segment.rows >= QUANTIZED_MIN_ROWS for v in snapshot.views)
+    with one_thread(torch_or_none() if large else None):
+        for seg_ix, (view, mask) in enumerate(zip(snapshot.views, masks, strict=True)):
+            allowed = int(np.count_nonzero(mask))
+            if allowed == 0:
+                continue
+            seg = view.segment
+            if seg.rows < QUANTIZED_MIN_ROWS or allowed < _GATHER_FRACTION * seg.rows:
+                rows, scores = _dense_exact(seg.vectors, query, mask, allowed)
+            else:
+                found = _dense_quantized(seg, query, mask, allowed, k)
+                rows, scores = found if found is not None else _dense_exact_scan(seg, query, mask)
+            best = _top(scores, k)
+            hits.append((seg_ix, rows[best].astype(np.int64), scores[best].astype(np.float64)))
     return _merge(snapshot, hits, k)
 
 

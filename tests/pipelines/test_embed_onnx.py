@@ -1,0 +1,202 @@
+"""The ONNX Runtime embedding backend: selection, layout checks, vectors close to torch, build.
+
+Unit tests need no build. Tests marked ``model`` use the real MiniLM, built once
+into the default model cache (``~/.cache/trove/models``, as in production);
+the build itself and the throughput bar are ``slow``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from pipelines.embed import Embedder, EmbeddingError, get_embedder, resolve_model_path
+from pipelines.embed_onnx import OnnxEmbedder, build_dir_for, build_onnx_model, default_cache_dir
+
+TEXTS = [
+    "Annual leave can be carried over up to 240 hours into the next leave year.",
+    "Report a suspected security incident to the IT service desk; do not turn off the laptop.",
+    "Travel > Reimbursement\n\nCreate a voucher in Concur within five days of returning.",
+    "short",
+    "The supervisor signs and submits the mid-year evaluation in HR Links. " * 12,
+    "Paid parental leave gives twelve weeks of paid time off after a birth or adoption.",
+]
+
+
+# --- selection and construction (no model build) ---------------------------------------
+
+
+def test_get_embedder_honours_the_backend(tmp_path):
+    torch_emb = get_embedder("all-MiniLM-L6-v2")
+    onnx_emb = get_embedder("all-MiniLM-L6-v2", backend="onnx-int8", cache_dir=tmp_path)
+    assert isinstance(torch_emb, Embedder)
+    assert isinstance(onnx_emb, OnnxEmbedder)
+    assert onnx_emb.backend == "onnx-int8"
+    assert get_embedder("all-MiniLM-L6-v2", backend="onnx-int8", cache_dir=tmp_path) is onnx_emb
+    fp32 = get_embedder("all-MiniLM-L6-v2", backend="onnx", cache_dir=tmp_path)
+    assert fp32.backend == "onnx" and fp32 is not onnx_emb
+
+
+def test_model_ids_differ_between_backends_because_they_key_the_embedding_cache(tmp_path):
+    ids = {
+        Embedder("all-MiniLM-L6-v2").model_id,
+        OnnxEmbedder("all-MiniLM-L6-v2", quantize=True, cache_dir=tmp_path).model_id,
+        OnnxEmbedder("all-MiniLM-L6-v2", quantize=False, cache_dir=tmp_path).model_id,
+    }
+    assert len(ids) == 3
+    # Aliases of one model still share one id within a backend.
+    assert (
+        OnnxEmbedder("all-MiniLM-L6-v2", cache_dir=tmp_path).model_id
+        == OnnxEmbedder("sentence-transformers/all-MiniLM-L6-v2", cache_dir=tmp_path).model_id
+    )
+
+
+def test_unknown_backend_and_gpu_device_are_refused():
+    with pytest.raises(EmbeddingError, match="unknown embedding backend 'tensorrt'"):
+        get_embedder(backend="tensorrt")
+    with pytest.raises(EmbeddingError, match="CPU only.*'cuda'"):
+        get_embedder(backend="onnx-int8", device="cuda")
+    with pytest.raises(EmbeddingError, match="batch_size must be >= 1, got 0"):
+        OnnxEmbedder(batch_size=0)
+
+
+def test_length_size_and_tokenizer_are_known_without_building(tmp_path):
+    emb = OnnxEmbedder("all-MiniLM-L6-v2", cache_dir=tmp_path / "cache")
+    assert emb.max_seq_length == 256
+    assert emb.dimensions == 384
+    assert emb.tokenizer("hello world")["input_ids"][0] == emb.tokenizer.cls_token_id
+    assert not (tmp_path / "cache").exists()  # nothing was built
+
+
+def _fake_model(folder, pooling: dict, modules: list[str]) -> str:
+    folder.mkdir()
+    (folder / "1_Pooling").mkdir()
+    entries = [
+        {"idx": i, "name": str(i), "path": "" if i == 0 else f"{i}_{kind}", "type": kind}
+        for i, kind in enumerate(f"sentence_transformers.models.{m}" for m in modules)
+    ]
+    entries[1]["path"] = "1_Pooling"
+    (folder / "modules.json").write_text(json.dumps(entries))
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
+    (folder / "config.json").write_text(json.dumps({"hidden_size": 8}))
+    return str(folder)
+
+
+def test_models_numpy_pooling_cannot_reproduce_are_refused(tmp_path):
+    cls_pooled = _fake_model(
+        tmp_path / "cls", {"pooling_mode_cls_token": True}, ["Transformer", "Pooling"]
+    )
+    with pytest.raises(EmbeddingError, match="mean pooling only.*pooling_mode_cls_token"):
+        OnnxEmbedder(cls_pooled, cache_dir=tmp_path).max_seq_length
+    dense_head = _fake_model(
+        tmp_path / "dense",
+        {"pooling_mode_mean_tokens": True},
+        ["Transformer", "Pooling", "Dense"],
+    )
+    with pytest.raises(EmbeddingError, match=r"Transformer \+ Pooling.*'Dense'"):
+        build_onnx_model(dense_head, "onnx-int8", tmp_path)
+
+
+def test_build_refuses_unknown_backends_and_non_folders(tmp_path):
+    with pytest.raises(EmbeddingError, match="unknown onnx backend 'int4'"):
+        build_onnx_model("all-MiniLM-L6-v2", "int4", tmp_path)
+    with pytest.raises(EmbeddingError, match="not a folder"):
+        build_onnx_model("some-org/not-downloaded", "onnx-int8", tmp_path)
+
+
+def test_build_folder_is_keyed_by_model_backend_and_format(tmp_path):
+    a = build_dir_for("all-MiniLM-L6-v2", "onnx-int8", tmp_path)
+    assert a == build_dir_for("sentence-transformers/all-MiniLM-L6-v2", "onnx-int8", tmp_path)
+    assert a != build_dir_for("all-MiniLM-L6-v2", "onnx", tmp_path)
+    assert a.parent == tmp_path
+    assert "all-MiniLM-L6-v2-onnx-int8-v1-" in a.name
+
+
+def test_a_failed_export_is_an_embedding_error_and_leaves_no_build(tmp_path, monkeypatch):
+    import pipelines.embed_onnx as onnx_module
+
+    def broken_export(model_dir, target):
+        raise RuntimeError("exporter exploded")
+
+    monkeypatch.setattr(onnx_module, "_export", broken_export)
+    with pytest.raises(EmbeddingError, match="cannot build the onnx-int8 model.*exploded"):
+        build_onnx_model("all-MiniLM-L6-v2", "onnx-int8", tmp_path)
+    assert list(tmp_path.iterdir()) == []  # the temporary build folder is gone
+
+
+# --- the real model ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def int8() -> OnnxEmbedder:
+    emb = OnnxEmbedder("all-MiniLM-L6-v2", quantize=True)
+    emb.warm_up()
+    return emb
+
+
+@pytest.mark.model
+def test_int8_vectors_are_unit_length_in_input_order_and_close_to_torch(int8, embedder):
+    got = int8.encode_documents(TEXTS)
+    want = embedder.encode_documents(TEXTS)
+    assert got.shape == (len(TEXTS), 384) and got.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    cosine = (got * want).sum(axis=1)
+    assert cosine.min() >= 0.97, cosine  # a one-word text is the most sensitive (0.98)
+    assert cosine.mean() >= 0.99, cosine
+    # Input order is kept although batches run longest first.
+    single = np.stack([int8.encode_documents([t])[0] for t in TEXTS])
+    np.testing.assert_allclose(got, single, atol=1e-4)
+
+
+@pytest.mark.model
+def test_query_and_document_encodings_agree_and_are_counted(int8):
+    before = int8.texts_encoded
+    query = int8.encode_query("how many leave hours can I carry over?")
+    doc = int8.encode_documents(["how many leave hours can I carry over?"])[0]
+    assert query.shape == (384,)
+    np.testing.assert_allclose(query, doc, atol=1e-5)
+    assert int8.texts_encoded == before + 2
+    assert int8.encode_documents([]).shape == (0, 384)
+    with pytest.raises(EmbeddingError, match="not one str"):
+        int8.encode_documents("one string")
+    with pytest.raises(EmbeddingError, match="one str, got list"):
+        int8.encode_query(["a"])
+
+
+@pytest.mark.model
+def test_second_embedder_loads_the_cached_build(int8):
+    again = OnnxEmbedder("all-MiniLM-L6-v2", quantize=True, cache_dir=default_cache_dir())
+    again.warm_up()
+    assert again.build_seconds == 0.0
+    assert again.onnx_path == int8.onnx_path
+
+
+@pytest.mark.slow
+@pytest.mark.model
+def test_build_from_packaged_weights_is_atomic_and_cached(tmp_path):
+    path, seconds = build_onnx_model("all-MiniLM-L6-v2", "onnx-int8", tmp_path)
+    assert seconds > 0 and path.is_file()
+    assert path.parent == build_dir_for("all-MiniLM-L6-v2", "onnx-int8", tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [path.parent.name]  # no temporary leftovers
+    assert json.loads((path.parent / "build.json").read_text())["backend"] == "onnx-int8"
+    assert build_onnx_model("all-MiniLM-L6-v2", "onnx-int8", tmp_path) == (path, 0.0)
+    # The weights came from the packaged model, not a download.
+    assert resolve_model_path("all-MiniLM-L6-v2").endswith("model")
+    shutil.rmtree(path.parent)
+
+
+@pytest.mark.slow
+@pytest.mark.model
+@pytest.mark.corpus
+def test_int8_is_at_least_2_5x_torch_with_cosine_0_99_on_real_chunks(shared_corpora):
+    from trove.bench.embed import compare, sample_chunks
+
+    texts = sample_chunks(256, shared_corpora / "18f-handbook")
+    assert len(texts) == 256
+    result = compare(texts, backends=("torch", "onnx-int8"), repeats=3)["backends"]
+    print(json.dumps(result))
+    assert result["onnx-int8"]["cosine_mean"] >= 0.99
+    assert result["onnx-int8"]["speedup_vs_torch"] >= 2.5
