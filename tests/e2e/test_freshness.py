@@ -141,3 +141,33 @@ def test_manifest_and_index_agree_after_resync(resynced):
     finally:
         store.close()
     assert set(resynced["index"].all_acls()) == expected
+
+
+def test_status_shows_pending_changes_failures_and_staleness(resynced, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from trove.cli import app
+
+    settings = resynced["settings"]
+    corpus = settings.sources[0].path
+    (corpus / "handbook" / "new-policy.md").write_text("# Parking\n\nParking is free.")
+    (corpus / "handbook" / "broken.pdf").write_bytes(b"not a pdf at all")
+    config = tmp_path / "trove.yaml"
+    raw = settings.model_dump(mode="json", exclude_none=True)
+    raw["sources"][0]["freshness_sla"] = 1  # one second: stale by the time we look
+    config.write_text(yaml.safe_dump(raw))
+    import time
+
+    time.sleep(1.1)
+    result = CliRunner().invoke(app, ["status", "--config", str(config), "--json"])
+    assert result.exit_code == 0, result.output
+    demo_status = json.loads(result.stdout)["sources"]["demo"]
+    assert demo_status["pending"]["added"] == 2
+    assert demo_status["pending"]["changed"] == 0
+    assert demo_status["documents"] == resynced["index"].stats().documents
+    assert demo_status["freshness"]["state"] == "stale"
+    assert demo_status["last_sync"] is not None
+    index_status = json.loads(result.stdout)["index"]
+    assert index_status["ready"] and index_status["chunks"] == resynced["index"].stats().chunks

@@ -79,9 +79,17 @@ def idf_okapi(n_docs: int, df: np.ndarray, average_idf: float, epsilon: float) -
     return np.where(raw < 0, epsilon * average_idf, raw)
 
 
+def length_norm(doc_len: np.ndarray, avgdl: float, k1: float, b: float) -> np.ndarray:
+    """``k1 * (1 - b + b * dl / avgdl)`` per row: the part of saturation fixed per generation."""
+    return k1 * (1.0 - b + b * np.asarray(doc_len, dtype=np.float64) / avgdl)
+
+
+def saturation(tf: np.ndarray, norm: np.ndarray, k1: float) -> np.ndarray:
+    tf = np.asarray(tf, dtype=np.float64)
+    return tf * (k1 + 1.0) / (tf + norm)
+
+
 def term_saturation(
     tf: np.ndarray, doc_len: np.ndarray, avgdl: float, k1: float, b: float
 ) -> np.ndarray:
-    tf = np.asarray(tf, dtype=np.float64)
-    norm = k1 * (1.0 - b + b * np.asarray(doc_len, dtype=np.float64) / avgdl)
-    return tf * (k1 + 1.0) / (tf + norm)
+    return saturation(tf, length_norm(doc_len, avgdl, k1, b), k1)

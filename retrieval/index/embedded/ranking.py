@@ -18,7 +18,7 @@ from retrieval.index.embedded.bm25 import (
     Bm25Variant,
     idf_lucene,
     idf_okapi,
-    term_saturation,
+    saturation,
 )
 from retrieval.index.embedded.quantized import torch_or_none
 from retrieval.index.embedded.snapshot import Snapshot
@@ -67,11 +67,15 @@ def _accumulate(
     total = sum(len(r) for r in rows_parts)
     if total * _DENSE_ACCUMULATE > n_rows:
         acc = np.zeros(n_rows, dtype=np.float64)
-        present = np.zeros(n_rows, dtype=bool)
         for rows, scores in zip(rows_parts, score_parts, strict=True):
             acc[rows] += scores  # rows are unique within one term's postings
-            present[rows] = True
-        cand = np.flatnonzero(present)
+        if all(bool(np.all(s > 0)) for s in score_parts):
+            cand = np.flatnonzero(acc)  # positive scores: a row was hit iff its sum is > 0
+        else:
+            present = np.zeros(n_rows, dtype=bool)
+            for rows in rows_parts:
+                present[rows] = True
+            cand = np.flatnonzero(present)
         return cand, acc[cand]
     cand, inverse = np.unique(np.concatenate(rows_parts), return_inverse=True)
     return cand, np.bincount(inverse, weights=np.concatenate(score_parts), minlength=len(cand))
@@ -112,10 +116,12 @@ def lexical_top_k(
     else:
         idf_arr = idf_lucene(n, df_arr)
     weight = {t: float(idf_arr[i]) * query[t] for i, t in enumerate(query) if df[t] > 0}
-    avgdl = snapshot.avgdl
+    norms = snapshot.length_norms(params.k1, params.b)
 
     hits = []
-    for seg_ix, (view, found, mask) in enumerate(zip(snapshot.views, postings, masks, strict=True)):
+    for seg_ix, (view, found, mask, norm) in enumerate(
+        zip(snapshot.views, postings, masks, norms, strict=True)
+    ):
         if not found:
             continue
         rows_parts, score_parts = [], []
@@ -126,7 +132,7 @@ def lexical_top_k(
             rows = rows[keep]
             if len(rows) == 0:
                 continue
-            sat = term_saturation(tfs[keep], view.segment.doc_len[rows], avgdl, params.k1, params.b)
+            sat = saturation(tfs[keep], norm[rows], params.k1)
             rows_parts.append(rows)
             score_parts.append(weight[term] * sat)
         if not rows_parts:

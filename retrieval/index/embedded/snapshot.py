@@ -100,6 +100,7 @@ class Snapshot:
         self._lock = threading.Lock()
         self._masks: OrderedDict[tuple[Principal, SearchFilters], list[np.ndarray]] = OrderedDict()
         self._okapi_average_idf: float | None = None
+        self._length_norms: dict[tuple[float, float], list[np.ndarray]] = {}
         self._doc_ids: frozenset[str] | None = None
 
     @property
@@ -126,6 +127,23 @@ class Snapshot:
             while len(self._masks) > MASK_CACHE_SIZE:
                 self._masks.popitem(last=False)
         return masks
+
+    def length_norms(self, k1: float, b: float) -> list[np.ndarray]:
+        """Per segment, BM25's length normalisation of every row for this generation's avgdl.
+
+        Computed once per generation and parameters (8 bytes a row), so a query's
+        per-posting work is a gather and three float operations.
+        """
+        key = (k1, b)
+        norms = self._length_norms.get(key)
+        if norms is None:
+            from retrieval.index.embedded.bm25 import length_norm
+
+            avgdl = self.avgdl or 1.0
+            norms = [length_norm(v.segment.doc_len, avgdl, k1, b) for v in self.views]
+            with self._lock:
+                self._length_norms[key] = norms
+        return norms
 
     def doc_ids(self) -> frozenset[str]:
         if self._doc_ids is None:
