@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -32,7 +32,13 @@ from connectors.models import SourceDocument
 from pipelines import progress
 from pipelines.models import Chunk, ParsedDocument
 from pipelines.secure import AclPolicy
-from pipelines.store import EmbeddingCache, PendingDocument, StagingStore, text_hash
+from pipelines.store import (
+    EmbeddingCache,
+    ManifestEntry,
+    PendingDocument,
+    StagingStore,
+    text_hash,
+)
 from retrieval.index.base import ChunkRecord, IndexBackend, WriteBatch
 from trove.acl import Acl
 from trove.config import SourceConfig
@@ -91,7 +97,7 @@ def source_document_of(pending: PendingDocument) -> SourceDocument:
     )
 
 
-def classify(doc_version: str, acl_fp: str, entry: Any) -> str:
+def classify(doc_version: str, acl_fp: str, entry: ManifestEntry | None) -> str:
     if entry is None:
         return ADDED
     if entry.version == doc_version:
@@ -231,7 +237,7 @@ def tag_pending(store: StagingStore) -> StageResult:
     return result
 
 
-class Encoder:
+class Encoder(Protocol):
     """What the embed stage needs from an embedder (see :class:`pipelines.embed.Embedder`)."""
 
     model_id: str

@@ -15,11 +15,12 @@ from trove.bench.query import run
 CONTRACT = {"chunks", "p50_ms", "p95_ms", "qps", "rss_mb", "open_first_query_s", "peers", "lexical"}
 
 
+@pytest.mark.slow  # embeds the 2,364 base chunks once per machine (~2 min on 2 cores)
 @pytest.mark.model
 @pytest.mark.corpus
 def test_run_prints_the_contract_with_peers(shared_corpora, tmp_path):
     result = run(300, queries=10, peers=True, workdir=tmp_path)
-    assert CONTRACT <= result.keys()
+    assert result.keys() >= CONTRACT
     assert result["chunks"] == 300
     assert result["details"]["indexed_chunks"] == 300
     for key in ("p50_ms", "p95_ms", "qps", "rss_mb", "open_first_query_s"):

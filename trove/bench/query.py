@@ -21,10 +21,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from itertools import islice
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from retrieval.index.base import ChunkRecord
 from trove.acl import Principal
 from trove.bench import corpus as bench_corpus
 
@@ -58,11 +59,15 @@ def build_index(base: bench_corpus.BaseCorpus, chunks: int, path: Path) -> dict[
     readable = {"main": 0, "selective": 0}
     records = bench_corpus.replicate(base.chunks, base.vectors, chunks)
     with EmbeddedIndex.open(path, create=True, dimensions=base.vectors.shape[1]) as index:
-        while batch := list(islice(records, BUILD_BATCH)):
+        # Batches end at a document boundary: an upsert replaces every chunk of its document.
+        for batch in _document_batches(records, BUILD_BATCH):
             for r in batch:
                 readable["main"] += r.acl.permits(bench_corpus.MAIN_PRINCIPAL)
                 readable["selective"] += r.acl.permits(bench_corpus.SELECTIVE_PRINCIPAL)
             index.apply(WriteBatch(upserts=batch))
+        indexed = index.stats().chunks
+    if indexed != chunks:
+        raise BenchError(f"the generated index holds {indexed} chunks, expected {chunks}")
     facts = {
         "build_s": round(time.perf_counter() - t0, 1),
         "readable_share": round(readable["main"] / chunks, 4),
@@ -70,6 +75,17 @@ def build_index(base: bench_corpus.BaseCorpus, chunks: int, path: Path) -> dict[
     }
     marker.write_text(json.dumps(facts))
     return facts
+
+
+def _document_batches(records: Iterator[ChunkRecord], size: int) -> Iterator[list[ChunkRecord]]:
+    batch: list[ChunkRecord] = []
+    for r in records:
+        if len(batch) >= size and r.doc_id != batch[-1].doc_id:
+            yield batch
+            batch = []
+        batch.append(r)
+    if batch:
+        yield batch
 
 
 def _serve(index_path: Path, queries: list[str]) -> dict[str, Any]:

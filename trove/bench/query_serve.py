@@ -98,8 +98,10 @@ def serve(
     recall = float(np.mean([len(set(fast[q]) & set(exact[q])) / 10 for q in sample]))
     same_order = sum(fast[q] == exact[q] for q in sample)
 
+    onnx = _onnx_hybrid(index, queries, main)
     stats = index.stats()
     return {
+        "hybrid_onnx_int8_encoder": onnx,
         "hybrid": {**percentiles(hybrid), "qps": round(len(hybrid) / sum(hybrid), 1)},
         "lexical": percentiles(lexical),
         "dense_index": percentiles(dense),
@@ -118,6 +120,27 @@ def serve(
         "segments": len(index._snap().views),
         "index_bytes": stats.size_bytes,
         "indexed_chunks": stats.chunks,
+    }
+
+
+def _onnx_hybrid(index: Any, queries: list[str], main: Principal) -> dict[str, Any]:
+    """Hybrid latency with the ``onnx-int8`` query encoder (``embedding.backend``)."""
+    from pipelines.embed import EmbeddingError, get_embedder
+    from retrieval.search import Searcher
+
+    try:
+        encoder = get_embedder(backend="onnx-int8")
+        encoder.warm_up()
+    except EmbeddingError as exc:
+        return {"skipped": str(exc)}
+    searcher = Searcher(index, encoder)
+    searcher.search(queries[0], main, k=10)
+    times = timed(lambda q: searcher.search(q, main, k=10), queries)
+    embed = timed(encoder.encode_query, queries[: min(len(queries), 50)])
+    return {
+        **percentiles(times),
+        "qps": round(len(times) / sum(times), 1),
+        "query_embedding": percentiles(embed),
     }
 
 

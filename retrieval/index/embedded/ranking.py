@@ -20,6 +20,7 @@ from retrieval.index.embedded.bm25 import (
     idf_okapi,
     saturation,
 )
+from retrieval.index.embedded.files import release_pages
 from retrieval.index.embedded.quantized import torch_or_none
 from retrieval.index.embedded.snapshot import Snapshot
 from retrieval.index.embedded.threads import one_thread
@@ -30,6 +31,11 @@ from retrieval.models import ScoredId
 _GATHER_FRACTION = 0.08
 # Accumulate into a dense per-row array once postings exceed 1/16 of the rows.
 _DENSE_ACCUMULATE = 16
+# A query term in more than 1/_COMMON_TERM of a segment's rows is "common": its
+# postings are read only when MaxScore pruning cannot rule them out.
+_COMMON_TERM = 20
+# Segment searches answered without reading the common terms' postings (for tests and tuning).
+lexical_pruned_segments = 0
 
 
 def _top(scores: np.ndarray, k: int) -> np.ndarray:
@@ -119,28 +125,85 @@ def lexical_top_k(
     norms = snapshot.length_norms(params.k1, params.b)
 
     hits = []
-    for seg_ix, (view, found, mask, norm) in enumerate(
-        zip(snapshot.views, postings, masks, norms, strict=True)
-    ):
-        if not found:
+    for seg_ix, (found, mask, norm) in enumerate(zip(postings, masks, norms, strict=True)):
+        terms = {t: p for t, p in found.items() if t in weight}
+        if not terms:
             continue
-        rows_parts, score_parts = [], []
-        for term, (rows, tfs) in found.items():
-            if term not in weight:
-                continue
-            keep = mask[rows]
-            rows = rows[keep]
-            if len(rows) == 0:
-                continue
-            sat = saturation(tfs[keep], norm[rows], params.k1)
-            rows_parts.append(rows)
-            score_parts.append(weight[term] * sat)
-        if not rows_parts:
+        scored = _lexical_pruned(terms, weight, mask, norm, k, params.k1)
+        if scored is None:
             continue
-        cand, scores = _accumulate(rows_parts, score_parts, view.segment.rows)
+        cand, scores = scored
         best = _top(scores, k)
         hits.append((seg_ix, cand[best].astype(np.int64), scores[best]))
     return _merge(snapshot, hits, k)
+
+
+def _score_terms(
+    terms: dict[str, tuple[np.ndarray, np.ndarray]],
+    weight: dict[str, float],
+    mask: np.ndarray,
+    norm: np.ndarray,
+    k1: float,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    rows_parts, score_parts = [], []
+    for term, (rows, tfs) in terms.items():
+        keep = mask[rows]
+        rows = rows[keep]
+        if len(rows) == 0:
+            continue
+        rows_parts.append(rows)
+        score_parts.append(weight[term] * saturation(tfs[keep], norm[rows], k1))
+    if not rows_parts:
+        return None
+    return _accumulate(rows_parts, score_parts, len(mask))
+
+
+def _lexical_pruned(
+    terms: dict[str, tuple[np.ndarray, np.ndarray]],
+    weight: dict[str, float],
+    mask: np.ndarray,
+    norm: np.ndarray,
+    k: int,
+    k1: float,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Readable rows with a query term and their BM25 scores: all of them, or a superset
+    of the top-k that skips the common terms' postings (MaxScore, Turtle & Flood 1995).
+
+    A term's contribution is below ``weight * (k1 + 1)``. The rare terms are scored
+    first; their k-th best partial score ``theta`` is a lower bound of the final
+    k-th best. When the common terms' bounds sum to less than ``theta``, a row
+    with none of the rare terms cannot reach the top-k, and neither can a row
+    whose partial score plus that sum stays below ``theta``: only the few rows
+    left look up their common-term frequencies (binary search in the postings,
+    whose rows are sorted). Otherwise every term is scored in full. Either way
+    the top-k is exact. None: no readable row has a query term.
+    """
+    n_rows = len(mask)
+    common = {t: p for t, p in terms.items() if len(p[0]) * _COMMON_TERM > n_rows}
+    rare = {t: p for t, p in terms.items() if t not in common}
+    if not common or not rare or any(weight[t] <= 0 for t in terms):
+        return _score_terms(terms, weight, mask, norm, k1)
+    bound = sum(weight[t] * (k1 + 1.0) for t in common)
+    if bound >= sum(weight[t] * (k1 + 1.0) for t in rare):
+        # theta can never exceed the rare terms' own bound: pruning would fail.
+        return _score_terms(terms, weight, mask, norm, k1)
+    partial = _score_terms(rare, weight, mask, norm, k1)
+    if partial is not None and len(partial[0]) >= k:
+        cand, scores = partial
+        theta = float(np.partition(scores, len(scores) - k)[len(scores) - k])
+        if bound < theta:
+            global lexical_pruned_segments
+            lexical_pruned_segments += 1
+            keep = scores + bound >= theta
+            cand, scores = cand[keep], scores[keep].copy()
+            for term, (rows, tfs) in common.items():
+                pos = np.minimum(np.searchsorted(rows, cand), len(rows) - 1)
+                hit = np.flatnonzero(rows[pos] == cand)
+                scores[hit] += weight[term] * saturation(tfs[pos[hit]], norm[cand[hit]], k1)
+            return cand, scores
+    # Scoring everything again repeats only the rare terms' short postings, and is
+    # cheaper than merging two accumulations (each a pass over the segment's rows).
+    return _score_terms(terms, weight, mask, norm, k1)
 
 
 def dense_top_k(
@@ -160,11 +223,16 @@ def dense_top_k(
             if allowed == 0:
                 continue
             seg = view.segment
-            if seg.rows < QUANTIZED_MIN_ROWS or allowed < _GATHER_FRACTION * seg.rows:
+            if seg.rows < QUANTIZED_MIN_ROWS:
                 rows, scores = _dense_exact(seg.vectors, query, mask, allowed)
             else:
-                found = _dense_quantized(seg, query, mask, allowed, k)
-                rows, scores = found if found is not None else _dense_exact_scan(seg, query, mask)
+                if allowed < _GATHER_FRACTION * seg.rows:
+                    rows, scores = _dense_exact(seg.vectors, query, mask, allowed)
+                else:
+                    found = _dense_quantized(seg, query, mask, allowed, k)
+                    rows, scores = found or _dense_exact_scan(seg, query, mask)
+                # Rows read at random must not pile up as resident memory (files.py).
+                release_pages(seg.vectors)
             best = _top(scores, k)
             hits.append((seg_ix, rows[best].astype(np.int64), scores[best].astype(np.float64)))
     return _merge(snapshot, hits, k)
@@ -178,6 +246,8 @@ _MIN_CANDIDATES = 64
 # Counts first passes abandoned because a rescored row broke the error bound (never
 # seen; kept so a test or an operator can tell).
 quantized_fallbacks = 0
+# Rows rescored in float32 after the int8 pass, summed over searches (for the benchmark).
+dense_rescored_rows = 0
 
 
 def _dense_exact(
@@ -224,6 +294,8 @@ def _dense_quantized(
         scores = np.concatenate([exact, np.asarray(seg.vectors[extra] @ query, np.float32)])
     else:
         rows, scores = cand, exact
+    global dense_rescored_rows
+    dense_rescored_rows += len(rows)
     checked = qv.error_bounds(approx[rows], rows, q_err)
     if np.any(np.abs(scores.astype(np.float64) - approx[rows]) > checked):
         quantized_fallbacks += 1
