@@ -149,3 +149,35 @@ class IndexBackend(Protocol):
 
 def doc_ids_of(records: Iterable[ChunkRecord]) -> set[str]:
     return {r.doc_id for r in records}
+
+
+def validate_upserts(upserts: Sequence[ChunkRecord], dimensions: int | None) -> int:
+    """Check a batch's upserts as every backend must; return the vector dimensions.
+
+    Raises :class:`InvalidBatchError` (nothing written) for a missing id, a chunk id
+    repeated in the batch, or a vector that is missing, not 1-D, not finite, all
+    zeros (no cosine similarity) or of the wrong size.
+    """
+    dims = dimensions or 0
+    seen: set[str] = set()
+    for r in upserts:
+        if not isinstance(r, ChunkRecord):
+            raise TypeError(f"upserts must be ChunkRecords, got {type(r).__name__}")
+        if not r.chunk_id or not r.doc_id:
+            raise InvalidBatchError(f"chunk {r.chunk_id!r} needs a chunk_id and a doc_id")
+        if r.chunk_id in seen:
+            raise InvalidBatchError(f"chunk id {r.chunk_id!r} appears twice in one batch")
+        seen.add(r.chunk_id)
+        if r.vector is None:
+            raise InvalidBatchError(f"chunk {r.chunk_id!r} has no vector; embed before writing")
+        vector = np.asarray(r.vector)
+        if vector.ndim != 1 or not np.all(np.isfinite(vector)):
+            raise InvalidBatchError(f"chunk {r.chunk_id!r}: vector must be 1-D and finite")
+        if not np.any(vector):
+            raise InvalidBatchError(f"chunk {r.chunk_id!r}: a zero vector has no cosine similarity")
+        dims = dims or vector.shape[0]
+        if vector.shape[0] != dims:
+            raise InvalidBatchError(
+                f"chunk {r.chunk_id!r}: vector has {vector.shape[0]} dimensions, the index {dims}"
+            )
+    return dims

@@ -46,6 +46,7 @@ from retrieval.index.base import (
     IndexStats,
     InvalidBatchError,
     WriteBatch,
+    validate_upserts,
 )
 from retrieval.index.embedded.acl_table import AclTable
 from retrieval.index.embedded.bm25 import Bm25Params
@@ -351,28 +352,11 @@ class EmbeddedIndex:
             self._collect_garbage()
 
     def _check_upserts(self, snap: Snapshot, batch: WriteBatch) -> int:
-        dims = snap.manifest.dimensions or self._expected_dimensions or 0
-        seen: set[str] = set()
+        dims = validate_upserts(
+            batch.upserts, snap.manifest.dimensions or self._expected_dimensions
+        )
         replaced = set(batch.delete_docs) | {r.doc_id for r in batch.upserts}
         for r in batch.upserts:
-            if not isinstance(r, ChunkRecord):
-                raise TypeError(f"upserts must be ChunkRecords, got {type(r).__name__}")
-            if not r.chunk_id or not r.doc_id:
-                raise InvalidBatchError(f"chunk {r.chunk_id!r} needs a chunk_id and a doc_id")
-            if r.chunk_id in seen:
-                raise InvalidBatchError(f"chunk id {r.chunk_id!r} appears twice in one batch")
-            seen.add(r.chunk_id)
-            if r.vector is None:
-                raise InvalidBatchError(f"chunk {r.chunk_id!r} has no vector; embed before writing")
-            vector = np.asarray(r.vector)
-            if vector.ndim != 1 or not np.all(np.isfinite(vector)):
-                raise InvalidBatchError(f"chunk {r.chunk_id!r}: vector must be 1-D and finite")
-            dims = dims or vector.shape[0]
-            if vector.shape[0] != dims:
-                raise InvalidBatchError(
-                    f"chunk {r.chunk_id!r}: vector has {vector.shape[0]} dimensions, "
-                    f"the index {dims}"
-                )
             for view in snap.views:
                 for row in view.segment.find_row(r.chunk_id):
                     owner = view.segment.doc_ids[int(view.segment.row_doc[row])]

@@ -34,6 +34,7 @@ from retrieval.index.base import (
     IndexStats,
     InvalidBatchError,
     WriteBatch,
+    validate_upserts,
 )
 from retrieval.index.opensearch import queries
 from retrieval.index.opensearch.bulk import BulkAction, BulkPolicy, BulkWriter
@@ -422,32 +423,7 @@ class OpenSearchIndex:
             self.client.indices.refresh(index=self.alias)
 
     def _check_upserts(self, batch: WriteBatch) -> int:
-        dims = self._dimensions or 0
-        seen: set[str] = set()
-        for r in batch.upserts:
-            if not isinstance(r, ChunkRecord):
-                raise TypeError(f"upserts must be ChunkRecords, got {type(r).__name__}")
-            if not r.chunk_id or not r.doc_id:
-                raise InvalidBatchError(f"chunk {r.chunk_id!r} needs a chunk_id and a doc_id")
-            if r.chunk_id in seen:
-                raise InvalidBatchError(f"chunk id {r.chunk_id!r} appears twice in one batch")
-            seen.add(r.chunk_id)
-            if r.vector is None:
-                raise InvalidBatchError(f"chunk {r.chunk_id!r} has no vector; embed before writing")
-            vector = np.asarray(r.vector)
-            if vector.ndim != 1 or not np.all(np.isfinite(vector)):
-                raise InvalidBatchError(f"chunk {r.chunk_id!r}: vector must be 1-D and finite")
-            if not np.any(vector):
-                raise InvalidBatchError(
-                    f"chunk {r.chunk_id!r}: a zero vector has no cosine similarity"
-                )
-            dims = dims or vector.shape[0]
-            if vector.shape[0] != dims:
-                raise InvalidBatchError(
-                    f"chunk {r.chunk_id!r}: vector has {vector.shape[0]} dimensions, "
-                    f"the index {dims}"
-                )
-        return dims
+        return validate_upserts(batch.upserts, self._dimensions)
 
     def _check_owners(self, batch: WriteBatch) -> None:
         """Refuse a chunk id that a live document not replaced by this batch owns."""
