@@ -19,6 +19,10 @@ from retrieval.fusion import FusionMethod, fuse
 from retrieval.index.base import ChunkRecord, IndexBackend
 from retrieval.models import NO_FILTERS, Citation, Passage, Ranked, ScoredId, SearchFilters
 from trove.acl import Principal
+from trove.config import RetrievalConfig
+
+# One set of defaults: the configuration's (chosen by measurement, docs/benchmarks.md).
+_DEFAULTS = RetrievalConfig()
 
 
 class QueryEncoder(Protocol):
@@ -58,10 +62,10 @@ class Searcher:
         index: IndexBackend,
         embedder: QueryEncoder | None,
         *,
-        fusion: FusionMethod | str = "rrf",
-        rrf_k: int = 60,
-        dense_weight: float = 0.5,
-        candidates: int = 50,
+        fusion: FusionMethod | str = _DEFAULTS.fusion,
+        rrf_k: int = _DEFAULTS.rrf_k,
+        dense_weight: float = _DEFAULTS.dense_weight,
+        candidates: int = _DEFAULTS.candidates,
     ):
         self.fusion = fusion if isinstance(fusion, FusionMethod) else FusionMethod.from_str(fusion)
         if rrf_k < 1:
@@ -75,6 +79,19 @@ class Searcher:
         self.rrf_k = rrf_k
         self.dense_weight = dense_weight
         self.candidates = candidates
+
+    @classmethod
+    def from_config(
+        cls, index: IndexBackend, embedder: QueryEncoder | None, config: RetrievalConfig
+    ) -> Searcher:
+        return cls(
+            index,
+            embedder,
+            fusion=config.fusion,
+            rrf_k=config.rrf_k,
+            dense_weight=config.dense_weight,
+            candidates=config.candidates,
+        )
 
     def search(
         self,
@@ -117,6 +134,22 @@ class Searcher:
             raise ValueError(f"k must be an integer >= 1, got {k!r}")
         n = max(self.candidates, k)
         ranked = Ranked()
+        hybrid_in_one_request = getattr(self.index, "search_hybrid", None)
+        if mode is SearchMode.HYBRID and hybrid_in_one_request is not None:
+            # A backend that fuses server-side (OpenSearch's hybrid query) gets one
+            # request; the per-retriever lists stay empty in `ranked`.
+            if self.embedder is None:
+                raise ValueError("hybrid search needs an embedder; none was given")
+            hits = hybrid_in_one_request(
+                query,
+                self.embedder.encode_query(query),
+                principal,
+                n,
+                filters,
+                dense_weight=self.dense_weight,
+                rrf_k=self.rrf_k,
+            )
+            return self._passages(hits, principal, k), ranked
         if mode is not SearchMode.DENSE:
             ranked.lexical = self.index.search_lexical(query, principal, n, filters)
         if mode is not SearchMode.LEXICAL:

@@ -281,16 +281,11 @@ class RetrievalService:
         verifier = TokenVerifier.from_config(settings.api)
         index = open_index(settings.index)
         cfg = settings.embedding
-        embedder = get_embedder(cfg.model, device=cfg.device, batch_size=cfg.batch_size)
-        r = settings.retrieval
-        searcher = Searcher(
-            index,
-            embedder,
-            fusion=r.fusion,
-            rrf_k=r.rrf_k,
-            dense_weight=r.dense_weight,
-            candidates=r.candidates,
+        embedder = get_embedder(
+            cfg.model, device=cfg.device, batch_size=cfg.batch_size, backend=cfg.backend
         )
+        r = settings.retrieval
+        searcher = Searcher.from_config(index, embedder, r)
         reranker = build_reranker(r.reranker)
         if warm_up:
             embedder.warm_up()

@@ -148,15 +148,7 @@ def _open_searcher(settings: Settings):
     embedder = get_embedder(
         cfg.model, device=cfg.device, batch_size=cfg.batch_size, backend=cfg.backend
     )
-    r = settings.retrieval
-    return Searcher(
-        index,
-        embedder,
-        fusion=r.fusion,
-        rrf_k=r.rrf_k,
-        dense_weight=r.dense_weight,
-        candidates=r.candidates,
-    )
+    return Searcher.from_config(index, embedder, settings.retrieval)
 
 
 def _citation_line(passage) -> str:

@@ -49,7 +49,7 @@ def setup(tmp_path):
 
 def test_hybrid_fuses_both_retrievers_with_citations(setup):
     ix, encoder = setup
-    searcher = Searcher(ix, encoder, candidates=2)
+    searcher = Searcher(ix, encoder, fusion="rrf", dense_weight=0.5, candidates=2)
     passages, ranked = searcher.search_ranked("per diem travel", ALICE, k=2)
     assert [h.chunk_id for h in ranked.lexical] == ["lex#0", "both#0"]
     assert [h.chunk_id for h in ranked.dense] == ["vec#0", "both#0"]
