@@ -82,7 +82,8 @@ def test_low_confidence_follows_the_best_evidence(service):
 
 def test_stages_and_filtered_out_counts(tmp_path):
     service = make_service(
-        tmp_path, retrieval=RetrievalConfig(max_passages_per_document=1, merge_adjacent=False)
+        tmp_path,
+        retrieval=RetrievalConfig(fusion="rrf", max_passages_per_document=1, merge_adjacent=False),
     )
     try:
         full = service.search(ALICE, "leave days paid parental sick carry", top_k=10)

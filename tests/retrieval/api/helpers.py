@@ -153,10 +153,11 @@ def make_service(
     settings = make_settings(tmp, **api)
     index = index or build_index(tmp / "index")
     cfg: ApiConfig = settings.api
+    retrieval = retrieval or RetrievalConfig()
     return RetrievalService(
         index,
-        Searcher(index, HashEncoder(), candidates=50),
-        retrieval=retrieval or RetrievalConfig(),
+        Searcher.from_config(index, HashEncoder(), retrieval),
+        retrieval=retrieval,
         api=cfg,
         verifier=TokenVerifier.from_config(cfg),
         audit=AuditLog(cfg.audit_log, include_queries=cfg.audit_log_queries),
