@@ -200,12 +200,25 @@ def evaluate_cmd(
     mode: Annotated[
         str, typer.Option(help="hybrid, lexical or dense (to compare retrievers).")
     ] = "hybrid",
+    stages: Annotated[
+        bool,
+        typer.Option(
+            "--stages",
+            help="Compare the ranking stages (fusion, rerank, diversify) through the "
+            "retrieval service: what each adds or costs (JSON; same as `trove eval-stages`).",
+        ),
+    ] = False,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Measure retrieval quality, citation hits and permission leaks on golden queries."""
     from retrieval.evaluate import EvalError, evaluate, load_queries
 
+    if stages:
+        from trove.commands.serve import eval_stages
+
+        eval_stages(config=config, queries=queries, k=k)
+        return
     settings, _ = _settings(config)
     try:
         golden = load_queries(queries)

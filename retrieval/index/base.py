@@ -7,7 +7,10 @@
 * **Atomic batches.** :meth:`IndexBackend.apply` applies a :class:`WriteBatch`
   (deletes, then upserts, then ACL updates) all at once: a reader sees the
   index before or after the batch, never in between; a crash mid-write leaves
-  the previous committed state.
+  the previous committed state. (OpenSearch has no multi-document transactions:
+  there every step is idempotent, a re-synced document is never absent in
+  between, and the manifest — committed after ``apply`` — makes the next run
+  repair an interrupted batch; see docs/opensearch.md.)
 * **Upsert by document.** Upserting chunks of a document replaces *all* that
   document's previous chunks (no stale or duplicate chunks after a re-sync).
 * **Fail closed.** A chunk whose ACL grants nobody is stored but never returned.

@@ -225,6 +225,14 @@ def test_cli_search_and_eval_json_contracts(ingested):
     assert report["leaks"] == 0
     assert set(report["latency_ms"]) == {"p50", "p95"}
 
+    result = runner.invoke(
+        app, ["eval", "--stages", "--queries", str(demo.QUERIES_FILE), "--config", config]
+    )
+    assert result.exit_code == 0, result.output
+    stages = json.loads(result.stdout[result.stdout.index("{") :])
+    assert {"fusion", "fusion+diversify"} <= set(stages)
+    assert all(stages[name]["leaks"] == 0 for name in ("fusion", "fusion+diversify"))
+
 
 def test_cli_reports_bad_input_clearly(ingested, tmp_path):
     runner = CliRunner()
