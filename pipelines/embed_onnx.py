@@ -46,6 +46,7 @@ from pipelines.embed import (
     EmbeddingError,
     batch_threads,
     canonical_model_name,
+    load_model_tokenizer,
     model_call_lock,
     resolve_model_path,
 )
@@ -351,14 +352,7 @@ class OnnxEmbedder:
         """The model's own fast tokenizer (loaded without building the ONNX model)."""
         with self._lock:
             if self._tokenizer is None:
-                from transformers import AutoTokenizer
-
-                try:
-                    self._tokenizer = AutoTokenizer.from_pretrained(self.path)
-                except (OSError, ValueError) as exc:
-                    raise EmbeddingError(
-                        f"cannot load the tokenizer of {self.name!r} from {self.path!r}: {exc}"
-                    ) from exc
+                self._tokenizer = load_model_tokenizer(self.name, self.path)
             return self._tokenizer
 
     def encode_documents(self, texts: Sequence[str]) -> np.ndarray:

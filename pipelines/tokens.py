@@ -190,8 +190,13 @@ def load_tokenizer(path: str) -> Any:
 
     try:
         return AutoTokenizer.from_pretrained(path)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         raise TokenizerError(f"cannot load a tokenizer from {path!r}: {exc}") from exc
 
 
-__all__ = ["HFTokenCounter", "TokenCounter", "TokenizerError", "load_tokenizer"]
+__all__ = [
+    "HFTokenCounter",
+    "TokenCounter",
+    "TokenizerError",
+    "load_tokenizer",
+]
