@@ -106,6 +106,48 @@ def parse_duration(value: Any) -> timedelta | None:
     return timedelta(**{_DURATION_UNITS[match.group(2)]: float(match.group(1))})
 
 
+class LimitsConfig(_Strict):
+    """Per-document limits; a document over any of them is quarantined with the reason."""
+
+    max_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
+    max_pages: int = Field(default=2_000, ge=1)
+    max_chars: int = Field(default=5_000_000, ge=1)  # parsed text
+    max_elements: int = Field(default=100_000, ge=1)
+    max_line_chars: int = Field(default=1_000_000, ge=1)  # longer lines are hard-wrapped
+    timeout_s: float = Field(default=120.0, gt=0)  # wall clock; the parser process is killed
+    # Archives (docx, pptx, xlsx, odt, epub): zip-bomb guards checked before parsing.
+    max_archive_members: int = Field(default=10_000, ge=1)
+    max_archive_uncompressed_bytes: int = Field(default=500 * 1024 * 1024, ge=1)
+    max_compression_ratio: float = Field(default=200.0, gt=1)
+
+
+PII_TYPES = ("email", "phone", "us_ssn", "payment_card", "iban", "api_key", "private_key")
+
+
+class PiiConfig(_Strict):
+    """What to do with personal data and secrets found at ingestion."""
+
+    # tag: keep the text, record findings; redact: typed placeholders before
+    # embedding and storage; drop: skip the chunk.
+    policy: Literal["tag", "redact", "drop"] = "tag"
+    types: list[str] = Field(default_factory=lambda: list(PII_TYPES))
+
+    @field_validator("types")
+    @classmethod
+    def _known_types(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(PII_TYPES))
+        if unknown:
+            raise ValueError(f"unknown PII types {unknown} (valid: {', '.join(PII_TYPES)})")
+        return value
+
+
+class InjectionConfig(_Strict):
+    """Prompt-injection screening: flag suspect chunks (risk in results) or drop them."""
+
+    policy: Literal["flag", "drop"] = "flag"
+    threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+
+
 class SourceConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     type: Literal["filesystem"] = "filesystem"
@@ -117,6 +159,9 @@ class SourceConfig(_Strict):
     # before Dagster and `trove status` report it.
     schedule: str | None = None
     freshness_sla: timedelta | None = None
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    pii: PiiConfig = Field(default_factory=PiiConfig)
+    injection: InjectionConfig = Field(default_factory=InjectionConfig)
 
     @field_validator("freshness_sla", mode="before")
     @classmethod
