@@ -65,7 +65,8 @@ CREATE TABLE IF NOT EXISTS chunks (
     doc_id TEXT NOT NULL,
     ord INTEGER NOT NULL,
     body TEXT NOT NULL,           -- JSON of the Chunk
-    acl TEXT                      -- JSON ACL once tagged
+    acl TEXT,                     -- JSON ACL once tagged
+    annotations TEXT              -- JSON: risk flags, PII counts (never values)
 );
 CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks(doc_id, ord);
 CREATE TABLE IF NOT EXISTS failures (
@@ -74,6 +75,7 @@ CREATE TABLE IF NOT EXISTS failures (
     version TEXT,
     stage TEXT NOT NULL,
     reason TEXT NOT NULL,
+    reason_class TEXT NOT NULL DEFAULT 'malformed',
     first_seen TEXT NOT NULL,
     last_seen TEXT NOT NULL
 );
@@ -170,6 +172,17 @@ class StagingStore:
         self.path = Path(path)
         self._conn = _connect(self.path)
         self._conn.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Add the columns later versions introduced to a staging store made earlier."""
+        for table, column, ddl in (
+            ("failures", "reason_class", "TEXT NOT NULL DEFAULT 'malformed'"),
+            ("chunks", "annotations", "TEXT"),
+        ):
+            columns = {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}
+            if column not in columns:
+                self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}")
 
     @classmethod
     def for_source(cls, state_dir: Path, source: str) -> StagingStore:
@@ -240,17 +253,25 @@ class StagingStore:
         conn.execute("DELETE FROM failures WHERE doc_id = ?", (doc_id,))
 
     def record_failure(
-        self, doc_id: str, path: str, version: str | None, stage: str, reason: str
+        self,
+        doc_id: str,
+        path: str,
+        version: str | None,
+        stage: str,
+        reason: str,
+        reason_class: str = "malformed",
     ) -> None:
-        """A document that failed; it keeps any previously indexed version serving."""
+        """Quarantine a document, with why; any previously indexed version keeps serving."""
         now = utcnow()
         with self.transaction() as conn:
             conn.execute(
-                "INSERT INTO failures (doc_id, path, version, stage, reason, first_seen, last_seen)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(doc_id) DO UPDATE SET"
+                "INSERT INTO failures (doc_id, path, version, stage, reason, reason_class,"
+                " first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(doc_id) DO UPDATE SET"
                 " path=excluded.path, version=excluded.version, stage=excluded.stage,"
-                " reason=excluded.reason, last_seen=excluded.last_seen",
-                (doc_id, path, version, stage, reason, now, now),
+                " reason=excluded.reason, reason_class=excluded.reason_class,"
+                " last_seen=excluded.last_seen",
+                (doc_id, path, version, stage, reason, reason_class, now, now),
             )
             conn.execute(
                 "INSERT INTO manifest (doc_id, path, version, chunk_ids, state, failed_version,"
@@ -262,12 +283,30 @@ class StagingStore:
             )
 
     def failures(self) -> list[dict[str, Any]]:
+        """The quarantine: every document not indexed because it was refused or failed."""
         rows = self._conn.execute(
-            "SELECT doc_id, path, version, stage, reason, first_seen, last_seen FROM failures"
-            " ORDER BY path"
+            "SELECT doc_id, path, version, stage, reason, reason_class, first_seen, last_seen"
+            " FROM failures ORDER BY path"
         ).fetchall()
-        keys = ("doc_id", "path", "version", "stage", "reason", "first_seen", "last_seen")
+        keys = (
+            "doc_id",
+            "path",
+            "version",
+            "stage",
+            "reason",
+            "reason_class",
+            "first_seen",
+            "last_seen",
+        )
         return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def retry_failed(self) -> int:
+        """Make quarantined documents eligible again on the next run (on request)."""
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "UPDATE manifest SET failed_version = NULL WHERE failed_version IS NOT NULL"
+            )
+            return cur.rowcount
 
     # -- pending change set ---------------------------------------------------------
 
@@ -362,6 +401,21 @@ class StagingStore:
             (chunk_from_json(body), Acl.from_dict(json.loads(acl)) if acl else None)
             for body, acl in self._conn.execute(sql, args).fetchall()
         ]
+
+    def set_annotations(self, annotations: dict[str, dict[str, Any]]) -> None:
+        """chunk_id -> annotations (risk flags, PII counts) for staged chunks."""
+        with self.transaction() as conn:
+            conn.executemany(
+                "UPDATE chunks SET annotations = ? WHERE chunk_id = ?",
+                [(json.dumps(a), cid) for cid, a in annotations.items()],
+            )
+
+    def annotations(self, doc_id: str) -> dict[str, dict[str, Any]]:
+        rows = self._conn.execute(
+            "SELECT chunk_id, annotations FROM chunks WHERE doc_id = ? AND annotations IS NOT NULL",
+            (doc_id,),
+        ).fetchall()
+        return {cid: json.loads(a) for cid, a in rows}
 
     def chunk_doc_ids(self) -> list[str]:
         return [

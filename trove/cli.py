@@ -87,12 +87,18 @@ def _progress_bars(enabled: bool):
         progress_hooks.set_sink(None)
 
 
-def _ingest(config_path: Path, show_progress: bool, verbose: bool = False) -> dict[str, Any]:
+def _ingest(
+    config_path: Path, show_progress: bool, verbose: bool = False, retry_failed: bool = False
+) -> dict[str, Any]:
     from trove.ingest import IngestError, run_ingest
 
     try:
         with _progress_bars(show_progress and not verbose):
-            return run_ingest(config_path, log_level="DEBUG" if verbose else "WARNING")
+            return run_ingest(
+                config_path,
+                log_level="DEBUG" if verbose else "WARNING",
+                retry_failed=retry_failed,
+            )
     except (IngestError, ConfigError) as exc:
         raise _fail(str(exc), code=1) from exc
 
@@ -109,10 +115,18 @@ def ingest(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Show Dagster's event log on stderr.")
     ] = False,
+    retry_failed: Annotated[
+        bool,
+        typer.Option(
+            "--retry-failed", help="Retry quarantined documents even if they did not change."
+        ),
+    ] = False,
 ) -> None:
     """Sync every configured source into the index (incremental: unchanged files are skipped)."""
     _, path = _settings(config)
-    summary = _ingest(path, show_progress=sys.stderr.isatty(), verbose=verbose)
+    summary = _ingest(
+        path, show_progress=sys.stderr.isatty(), verbose=verbose, retry_failed=retry_failed
+    )
     if as_json:
         out.print_json(data=summary)
         return
@@ -124,7 +138,11 @@ def ingest(
             f"{s['chunks_embedded']} embedded"
         )
         for failure in s["documents_failed"]:
-            out.print(f"  [yellow]failed[/] {failure['path']}: {failure['reason']}")
+            out.print(
+                f"  [yellow]quarantined[/] {failure['path']} "
+                f"({failure.get('reason_class', 'malformed')}): {failure['reason']}",
+                highlight=False,
+            )
 
 
 def _principal(user: str, groups: str | None, tenant: str | None) -> Principal:

@@ -44,17 +44,26 @@ def run_ingest(
     sources: Sequence[str] | None = None,
     settings: Settings | None = None,
     log_level: str = "WARNING",
+    retry_failed: bool = False,
 ) -> dict[str, Any]:
     """Ingest the named sources (all by default); returns the per-source summary.
 
     ``log_level`` applies to Dagster's event log on stderr (``DEBUG`` shows
-    every step starting and finishing).
+    every step starting and finishing). ``retry_failed`` makes quarantined
+    documents eligible again even though they did not change.
     """
     config_path = str(Path(config_path).resolve())
     settings = settings or load_settings(config_path)
     names = list(sources) if sources else [s.name for s in settings.sources]
     for name in names:
         settings.source(name)  # unknown names fail before any work
+    if retry_failed:
+        for name in names:
+            store = StagingStore.for_source(settings.state.path, name)
+            try:
+                store.retry_failed()
+            finally:
+                store.close()
     defs = build_definitions(settings, config_path)
     job = defs.resolve_job_def("ingest")
     summary: dict[str, Any] = {"sources": {}}

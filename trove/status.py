@@ -42,7 +42,14 @@ def source_status(settings: Settings, source: SourceConfig, now: datetime) -> di
             "chunks": sum(len(e.chunk_ids) for e in manifest.values()),
             "pending": pending,
             "failures": [
-                {"path": f["path"], "reason": f["reason"], "since": f["first_seen"]}
+                {
+                    "path": f["path"],
+                    "reason": f["reason"],
+                    "reason_class": f["reason_class"],
+                    "version": f["version"],
+                    "first_seen": f["first_seen"],
+                    "last_seen": f["last_seen"],
+                }
                 for f in store.failures()
             ],
             "freshness": _freshness(source, last_sync, now),

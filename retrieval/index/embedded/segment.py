@@ -84,6 +84,7 @@ def _meta_json(r: ChunkRecord) -> bytes:
             "doc_version": r.doc_version,
             "doc_type": r.doc_type,
             "modified_at": r.modified_at.isoformat() if r.modified_at else None,
+            "metadata": dict(r.metadata) if r.metadata else None,
         },
         ensure_ascii=False,
         separators=(",", ":"),
@@ -109,6 +110,7 @@ def record_from_meta(raw: bytes, acl: Acl) -> ChunkRecord:
         doc_type=d["doc_type"],
         modified_at=datetime.fromisoformat(d["modified_at"]) if d["modified_at"] else None,
         acl=acl,
+        metadata=d.get("metadata") or {},
     )
 
 

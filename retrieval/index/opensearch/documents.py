@@ -49,6 +49,7 @@ RECORD_FIELDS = (
     "doc_version",
     "doc_type",
     "modified_at",
+    "metadata",
     *ACL_FIELDS,
 )
 
@@ -133,6 +134,7 @@ def to_source(record: ChunkRecord, *, updated_at: datetime | None = None) -> dic
         "doc_version": record.doc_version,
         "doc_type": record.doc_type,
         "modified_at": format_datetime(record.modified_at) if record.modified_at else None,
+        "metadata": dict(record.metadata) if record.metadata else None,
         "content_hash": hashlib.sha256(record.text.encode("utf-8")).hexdigest(),
         "updated_at": format_datetime(updated_at or datetime.now(UTC)),
         **acl_fields(record.acl),
@@ -161,4 +163,5 @@ def from_source(src: Mapping[str, Any]) -> ChunkRecord:
         modified_at=parse_datetime(src.get("modified_at")),
         acl=acl_from_source(src),
         vector=None if vector is None else np.asarray(vector, dtype=np.float32),
+        metadata=src.get("metadata") or {},
     )

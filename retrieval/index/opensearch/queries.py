@@ -108,6 +108,8 @@ def index_body(
                 "content_hash": keyword,
                 "modified_at": {"type": "date"},
                 "updated_at": {"type": "date"},
+                # Chunk annotations (risk flags, PII counts): stored, never searched.
+                "metadata": {"type": "object", "enabled": False},
                 "tenant_id": keyword,
                 "acl_public": {"type": "boolean"},
                 "acl_allow_users": keyword,

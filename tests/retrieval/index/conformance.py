@@ -269,6 +269,10 @@ class IndexConformance:
                     tenant="acme",
                 ),
                 vector=unit(rng),
+                metadata={
+                    "risk": [{"type": "prompt_injection", "score": 0.91}],
+                    "pii": {"email": 2},
+                },
             ),
             dataclasses.replace(
                 record("share:/" + "deep/" * 120 + "file.md", 0, "long id", STAFF, rng=rng),
@@ -281,6 +285,7 @@ class IndexConformance:
         index.apply(WriteBatch(upserts=originals))
         got = index.get_chunks([long_id, "missing", originals[0].chunk_id])
         assert got == [originals[1], originals[0]]  # equality ignores vectors
+        assert got[1].metadata == originals[0].metadata and got[0].metadata == {}
         assert all(r.vector is None for r in got)
         assert index.document_chunks(originals[0].doc_id) == [originals[0]]
         assert index.doc_ids() == {originals[0].doc_id, originals[1].doc_id}
