@@ -71,3 +71,37 @@ def index_matches_manifest(
             "examples": dg.MetadataValue.json((orphans + missing)[:10]),
         },
     )
+
+
+def no_redacted_values(
+    index: IndexBackend, source: str, policy: str, types: list[str]
+) -> dg.AssetCheckResult:
+    """Under a ``redact`` policy, no value of a redacted type may be found in stored text."""
+    from assets.ingest import REDACTION_CHECK
+    from pipelines.pii import assert_no_values
+
+    texts: list[str] = []
+    chunk_ids: list[str] = []
+    if policy == "redact":
+        for doc_id in sorted(index.doc_ids()):
+            if doc_id.startswith(_source_prefix(source)):
+                for record in index.document_chunks(doc_id):
+                    texts.append(record.text)
+                    chunk_ids.append(record.chunk_id)
+    violations = assert_no_values(texts, types) if texts else []
+    by_type: dict[str, int] = {}
+    for _, kind in violations:
+        by_type[kind] = by_type.get(kind, 0) + 1
+    return dg.AssetCheckResult(
+        check_name=REDACTION_CHECK,
+        passed=not violations,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "policy": policy,
+            "chunks_checked": len(texts),
+            "violations_by_type": dg.MetadataValue.json(by_type),
+            "chunks_with_values": dg.MetadataValue.json(
+                sorted({chunk_ids[i] for i, _ in violations})[:20]
+            ),
+        },
+    )

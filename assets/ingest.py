@@ -22,6 +22,7 @@ from pipelines.stages import (
     embed_pending,
     parse_pending,
     scan_source,
+    screen_pending,
     tag_pending,
     write_pending,
 )
@@ -29,6 +30,7 @@ from pipelines.stages import (
 GROUP = "ingest"
 ACL_COVERAGE_CHECK = "every_chunk_has_acl"
 MANIFEST_CHECK = "index_matches_manifest"
+REDACTION_CHECK = "no_redacted_values_in_index"
 
 
 def _metadata(result: StageResult) -> dict[str, dg.MetadataValue | int | float]:
@@ -77,10 +79,14 @@ def build_ingest_assets(
     def parsed_documents(
         context: dg.AssetExecutionContext, trove: TroveResource
     ) -> dg.MaterializeResult:
-        from pipelines.parse import parse_document
+        from pipelines.parse_worker import make_parse_fn
 
-        store = trove.store(context.partition_key)
-        result = parse_pending(store, parse_document)
+        config = trove.settings().source(context.partition_key)
+        store = trove.store(config.name)
+        # Guard checks (size, zip bombs, type mismatch, encryption), then a killable
+        # parser process with the source's timeout and limits.
+        with make_parse_fn(config.limits) as parse:
+            result = parse_pending(store, parse)
         for failure in result.failures:
             context.log.warning(f"could not parse {failure['path']}: {failure['reason']}")
         return dg.MaterializeResult(metadata=_metadata(result))
@@ -123,6 +129,22 @@ def build_ingest_assets(
         group_name=GROUP,
         kinds={"python"},
         deps=[document_chunks],
+        description="Content safety: PII and secrets tagged, redacted or dropped; every chunk "
+        "scored for prompt injection and flagged (or dropped) per the source's policy. "
+        "Counts per type only, never the values.",
+    )
+    def screened_chunks(
+        context: dg.AssetExecutionContext, trove: TroveResource
+    ) -> dg.MaterializeResult:
+        config = trove.settings().source(context.partition_key)
+        result = screen_pending(trove.store(config.name), config.pii, config.injection)
+        return dg.MaterializeResult(metadata=_metadata(result))
+
+    @dg.asset(
+        partitions_def=partitions,
+        group_name=GROUP,
+        kinds={"python"},
+        deps=[screened_chunks],
         description="Every chunk tagged with its document's ACL (fail closed: no rule and "
         "no default means nobody can read it).",
     )
@@ -159,6 +181,7 @@ def build_ingest_assets(
             dg.AssetCheckSpec(ACL_COVERAGE_CHECK, asset="search_index", blocking=True),
             dg.AssetCheckSpec(MANIFEST_CHECK, asset="search_index"),
             dg.AssetCheckSpec(FAILED_SLA_CHECK, asset="search_index"),
+            dg.AssetCheckSpec(REDACTION_CHECK, asset="search_index", blocking=True),
         ],
         freshness_policy=freshness_policy,
         description="The hybrid (BM25 + vector) index: the change set applied atomically, "
@@ -167,11 +190,12 @@ def build_ingest_assets(
     def search_index(
         context: dg.AssetExecutionContext, trove: TroveResource
     ) -> dg.MaterializeResult:
-        from assets.checks import acl_coverage, index_matches_manifest
+        from assets.checks import acl_coverage, index_matches_manifest, no_redacted_values
 
         source = context.partition_key
         store = trove.store(source)
-        sla = trove.settings().source(source).freshness_sla
+        config = trove.settings().source(source)
+        sla = config.freshness_sla
         index = trove.index(create=True)
         try:
             result = write_pending(store, index, trove.embedding_cache(), trove.embedder().model_id)
@@ -179,6 +203,7 @@ def build_ingest_assets(
                 acl_coverage(index, store, source),
                 index_matches_manifest(index, store, source),
                 failed_documents_check(store.failures(), sla),
+                no_redacted_values(index, source, config.pii.policy, config.pii.types),
             ]
             stats = index.stats()
         finally:
@@ -192,6 +217,7 @@ def build_ingest_assets(
         source_documents,
         parsed_documents,
         document_chunks,
+        screened_chunks,
         acl_tagged_chunks,
         chunk_embeddings,
         search_index,

@@ -53,7 +53,14 @@ from typing import Any, Literal
 import yaml
 
 from connectors.models import SourceDocument
-from pipelines.errors import ParseError, UnsupportedFormatError
+from pipelines.errors import (
+    EmptyDocumentError,
+    EncryptedDocumentError,
+    LimitExceededError,
+    ParseError,
+    TypeMismatchError,
+    UnsupportedFormatError,
+)
 from pipelines.models import ELEMENT_SEPARATOR, ParsedDocument, ParsedElement
 from pipelines.offline_nlp import install_offline_nlp
 
@@ -157,14 +164,117 @@ def parse_file(
     version: str,
     doc_type: str | None = None,
     title: str | None = None,
+    max_chars: int | None = None,
+    max_line_chars: int | None = None,
 ) -> ParsedDocument:
     """Parse one file into text and elements.
 
     :param doc_type: the extension to parse as (default: the file's own suffix).
     :param title: a fallback title when the document neither declares one nor opens
         with a heading (the connector's title; the file name otherwise).
+    :param max_chars: plain-text formats (txt, md, csv, tsv) whose decoded text is
+        longer are refused before partitioning, which is slow on huge inputs.
+    :param max_line_chars: lines of txt/md longer than this are hard-wrapped.
     :raises ParseError: unsupported type, unreadable, empty or whitespace-only file,
         encrypted or malformed content, or a parse that produced no text.
+    """
+    path = Path(path)
+    kind = check_file(path, doc_type)
+    fmt = _FORMATS[kind]
+
+    declared_title: str | None = None
+    prefix: list[ParsedElement] = []
+    call_kwargs = dict(fmt.kwargs)
+    if fmt.input == "path":
+        call_kwargs["filename"] = str(path)
+    else:
+        text, declared_title = _prepare_text(path, kind, fmt, max_chars, max_line_chars)
+        if fmt.input == "text":
+            call_kwargs["text"] = text
+        else:
+            call_kwargs["file"] = io.BytesIO(text.encode("utf-8"))
+
+    if kind in ("eml", "msg"):
+        header = _email_header(path, kind)
+        declared_title = header.subject
+        prefix = header.elements()
+
+    raw_elements = _partition(path, fmt, call_kwargs)
+    elements = prefix + [e for e in (_convert(el) for el in raw_elements) if e is not None]
+    if len(elements) == len(prefix):
+        reason, reason_class = _empty_reason(path, kind, fmt)
+        raise ParseError(reason, path=str(path), reason_class=reason_class)
+
+    parsed_elements, joined = _layout(elements)
+    chosen = _choose_title(declared_title, parsed_elements, title, path)
+    return ParsedDocument(
+        doc_id=doc_id, version=version, title=chosen, text=joined, elements=parsed_elements
+    )
+
+
+_PLAIN_KINDS = frozenset({"txt", "text", "md", "markdown", "csv", "tsv"})
+_WRAPPED_KINDS = frozenset({"txt", "text", "md", "markdown"})
+
+
+def _prepare_text(
+    path: Path,
+    kind: str,
+    fmt: _Format,
+    max_chars: int | None = None,
+    max_line_chars: int | None = None,
+) -> tuple[str, str | None]:
+    """Decoded, normalised text for a text format, and the title it declares (if any)."""
+    text = _decode_text(path, fmt)
+    if max_chars is not None and kind in _PLAIN_KINDS and len(text) > max_chars:
+        raise LimitExceededError(
+            f"{fmt.label} file {path.name!r} has {len(text):,} characters, over the limit of "
+            f"{max_chars:,} (limits.max_chars)",
+            path=str(path),
+        )
+    if max_line_chars is not None and kind in _WRAPPED_KINDS:
+        text = _wrap_long_lines(text, max_line_chars)
+    declared_title: str | None = None
+    had_front_matter = False
+    if kind in ("md", "markdown"):
+        had_front_matter = _FRONT_MATTER_RE.match(text) is not None
+        text, declared_title = _split_front_matter(text)
+        text = _LIQUID_LINE_RE.sub("", text)
+    elif kind in ("html", "htm"):
+        declared_title = _html_title(text)
+    if not text.strip():
+        where = " after its front matter" if had_front_matter else ""
+        raise EmptyDocumentError(
+            f"{fmt.label} file {path.name!r} has no content{where}", path=str(path)
+        )
+    return text, declared_title
+
+
+def _wrap_long_lines(text: str, width: int) -> str:
+    """Hard-wrap lines longer than ``width``: unstructured's regexes are slow on them."""
+    lines = text.split("\n")
+    if all(len(line) <= width for line in lines):
+        return text
+    out: list[str] = []
+    for line in lines:
+        if len(line) <= width:
+            out.append(line)
+        else:
+            out.extend(line[i : i + width] for i in range(0, len(line), width))
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------- checks before parsing
+
+
+def check_file(path: Path, doc_type: str | None = None) -> str:
+    """The cheap checks :func:`parse_file` makes before parsing; returns the type parsed as.
+
+    Supported type, readable, not empty or whitespace-only, and a container that
+    matches the extension (a ``%PDF-`` header, a ZIP for OOXML, not an encrypted
+    OLE wrapper). :mod:`pipelines.guard` runs them too, before its own checks.
+
+    :raises ParseError: with the reason class (unsupported, empty, type_mismatch,
+        encrypted, malformed).
     """
     path = Path(path)
     kind = _normalise_type(doc_type if doc_type else path.suffix)
@@ -179,54 +289,7 @@ def parse_file(
     size, head = _read_head(path)
     _check_not_blank(path, size, head)
     _check_container(path, kind, fmt, head)
-
-    declared_title: str | None = None
-    prefix: list[ParsedElement] = []
-    call_kwargs = dict(fmt.kwargs)
-    if fmt.input == "path":
-        call_kwargs["filename"] = str(path)
-    else:
-        text, declared_title = _prepare_text(path, kind, fmt)
-        if fmt.input == "text":
-            call_kwargs["text"] = text
-        else:
-            call_kwargs["file"] = io.BytesIO(text.encode("utf-8"))
-
-    if kind in ("eml", "msg"):
-        header = _email_header(path, kind)
-        declared_title = header.subject
-        prefix = header.elements()
-
-    raw_elements = _partition(path, fmt, call_kwargs)
-    elements = prefix + [e for e in (_convert(el) for el in raw_elements) if e is not None]
-    if len(elements) == len(prefix):
-        raise ParseError(_empty_reason(path, kind, fmt), path=str(path))
-
-    parsed_elements, joined = _layout(elements)
-    chosen = _choose_title(declared_title, parsed_elements, title, path)
-    return ParsedDocument(
-        doc_id=doc_id, version=version, title=chosen, text=joined, elements=parsed_elements
-    )
-
-
-def _prepare_text(path: Path, kind: str, fmt: _Format) -> tuple[str, str | None]:
-    """Decoded, normalised text for a text format, and the title it declares (if any)."""
-    text = _decode_text(path, fmt)
-    declared_title: str | None = None
-    had_front_matter = False
-    if kind in ("md", "markdown"):
-        had_front_matter = _FRONT_MATTER_RE.match(text) is not None
-        text, declared_title = _split_front_matter(text)
-        text = _LIQUID_LINE_RE.sub("", text)
-    elif kind in ("html", "htm"):
-        declared_title = _html_title(text)
-    if not text.strip():
-        where = " after its front matter" if had_front_matter else ""
-        raise ParseError(f"{fmt.label} file {path.name!r} has no content{where}", path=str(path))
-    return text, declared_title
-
-
-# ---------------------------------------------------------------- checks before parsing
+    return kind
 
 
 def _normalise_type(raw: str) -> str:
@@ -249,9 +312,9 @@ def _read_head(path: Path) -> tuple[int, bytes]:
 
 def _check_not_blank(path: Path, size: int, head: bytes) -> None:
     if size == 0:
-        raise ParseError(f"file {path.name!r} is empty (0 bytes)", path=str(path))
+        raise EmptyDocumentError(f"file {path.name!r} is empty (0 bytes)", path=str(path))
     if size <= len(head) and not _without_boms(head).strip():
-        raise ParseError(
+        raise EmptyDocumentError(
             f"file {path.name!r} contains only whitespace ({size} bytes)", path=str(path)
         )
 
@@ -274,21 +337,23 @@ def _check_container(path: Path, kind: str, fmt: _Format, head: bytes) -> None:
     """Cheap signature checks that turn library stack traces into plain reasons."""
     if kind == "pdf":
         if b"%PDF-" not in head[:1024]:
-            raise ParseError(
+            raise TypeMismatchError(
                 f"{path.name!r} is not a PDF (no %PDF- header in the first 1024 bytes)",
                 path=str(path),
             )
         return
     if kind in _OOXML_TYPES and head.startswith(_OLE_MAGIC):
-        raise ParseError(_ole_reason(path, fmt), path=str(path))
+        reason, reason_class = _ole_reason(path, fmt)
+        raise ParseError(reason, path=str(path), reason_class=reason_class)
     if kind in _ZIP_TYPES and not zipfile.is_zipfile(path):
-        raise ParseError(
+        raise TypeMismatchError(
             f"{path.name!r} is not a valid {fmt.label} file (not a ZIP container)",
             path=str(path),
         )
 
 
-def _ole_reason(path: Path, fmt: _Format) -> str:
+def _ole_reason(path: Path, fmt: _Format) -> tuple[str, str]:
+    """Why an OOXML-named file is an OLE compound file, and the reason class."""
     # Office stores password-protected OOXML inside an OLE compound file.
     try:
         import msoffcrypto
@@ -299,10 +364,12 @@ def _ole_reason(path: Path, fmt: _Format) -> str:
         return (
             f"{path.name!r} is an OLE compound file, not {fmt.label}: either password-protected "
             f"or a legacy Office format with the wrong extension ({type(exc).__name__})"
-        )
+        ), "type_mismatch"
     if encrypted:
-        return f"{fmt.label} file {path.name!r} is password-protected (encrypted)"
-    return f"{path.name!r} is a legacy Office (OLE) file named .{fmt.label.lower()}"
+        return f"{fmt.label} file {path.name!r} is password-protected (encrypted)", "encrypted"
+    return f"{path.name!r} is a legacy Office (OLE) file named .{fmt.label.lower()}", (
+        "type_mismatch"
+    )
 
 
 # ---------------------------------------------------------------- text decoding
@@ -450,7 +517,7 @@ def _email_header(path: Path, kind: str) -> _EmailHeader:
             msg = BytesHeaderParser().parse(fh)
         content_type = (msg.get_content_type() or "").lower()
         if content_type == "multipart/encrypted" or "pkcs7-mime" in content_type:
-            raise ParseError(
+            raise EncryptedDocumentError(
                 f"e-mail {path.name!r} is encrypted ({content_type}); its body cannot be read",
                 path=str(path),
             )
@@ -476,7 +543,7 @@ def _email_header(path: Path, kind: str) -> _EmailHeader:
             path=str(path),
         ) from exc
     if "encrypted" in msg.message_headers.get("Content-Type", "").lower():
-        raise ParseError(f"Outlook message {path.name!r} is encrypted", path=str(path))
+        raise EncryptedDocumentError(f"Outlook message {path.name!r} is encrypted", path=str(path))
     recipients = ", ".join(r.email_address for r in msg.recipients if r.email_address)
     return _EmailHeader(
         subject=_clean_title(msg.subject or ""),
@@ -519,6 +586,7 @@ def _partition(path: Path, fmt: _Format, kwargs: dict[str, Any]) -> list[Any]:
         raise ParseError(
             f"cannot parse {fmt.label} file {path.name!r}: missing dependency ({exc})",
             path=str(path),
+            reason_class="unsupported",
         ) from exc
     except Exception as exc:  # the library's many error types all mean "malformed" here
         detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
@@ -526,15 +594,19 @@ def _partition(path: Path, fmt: _Format, kwargs: dict[str, Any]) -> list[Any]:
         raise ParseError(f"{reason}: {detail}" if detail else reason, path=str(path)) from exc
 
 
-def _empty_reason(path: Path, kind: str, fmt: _Format) -> str:
+def _empty_reason(path: Path, kind: str, fmt: _Format) -> tuple[str, str]:
+    """Why a parse gave no text, and the reason class."""
     if kind == "pdf":
         return _pdf_empty_reason(path)
     if kind in ("eml", "msg"):
-        return f"{fmt.label} {path.name!r} has no body text (attachments are not processed)"
-    return f"{fmt.label} file {path.name!r} parsed to no text"
+        return (
+            f"{fmt.label} {path.name!r} has no body text (attachments are not processed)",
+            "empty",
+        )
+    return f"{fmt.label} file {path.name!r} parsed to no text", "empty"
 
 
-def _pdf_empty_reason(path: Path) -> str:
+def _pdf_empty_reason(path: Path) -> tuple[str, str]:
     """Why pdfminer found no text: damage, a password, or pages that are only images."""
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
@@ -542,16 +614,16 @@ def _pdf_empty_reason(path: Path) -> str:
     try:
         reader = PdfReader(str(path))
         if reader.is_encrypted and not reader.decrypt(""):
-            return f"PDF {path.name!r} is password-protected (encrypted)"
+            return f"PDF {path.name!r} is password-protected (encrypted)", "encrypted"
         pages = len(reader.pages)
     except (PdfReadError, ValueError, KeyError, OSError) as exc:
-        return f"malformed PDF {path.name!r}: {type(exc).__name__}: {exc}"
+        return f"malformed PDF {path.name!r}: {type(exc).__name__}: {exc}", "malformed"
     if pages == 0:
-        return f"PDF {path.name!r} has no pages"
+        return f"PDF {path.name!r} has no pages", "empty"
     return (
         f"PDF {path.name!r} has {pages} page(s) but no extractable text "
         "(scanned or image-only pages; OCR is not enabled)"
-    )
+    ), "empty"
 
 
 def _convert(element: Any) -> ParsedElement | None:

@@ -41,7 +41,7 @@ from pipelines.store import (
 )
 from retrieval.index.base import ChunkRecord, IndexBackend, WriteBatch
 from trove.acl import Acl
-from trove.config import SourceConfig
+from trove.config import InjectionConfig, PiiConfig, SourceConfig
 
 ADDED, CHANGED, UNCHANGED, DELETED, ACL_ONLY, FAILED_BEFORE, FAILED = (
     "added",
@@ -140,7 +140,9 @@ def scan_source(config: SourceConfig, store: StagingStore, policy: AclPolicy) ->
     started = time.perf_counter()
     rows, scan = compute_change_set(config, store, policy)
     for failure in scan.failures:
-        store.record_failure(failure.doc_id, failure.path, None, "read", failure.reason)
+        store.record_failure(
+            failure.doc_id, failure.path, None, "read", failure.reason, "unreadable"
+        )
     store.replace_pending(rows)
     store.set_counter(
         "file_stats", {p: [s.size, s.mtime_ns, s.version] for p, s in scan.stats.items()}
@@ -174,16 +176,17 @@ def parse_pending(store: StagingStore, parse: ParseFn) -> StageResult:
             try:
                 result = parse(doc)
             except ParseError as exc:
-                reason = str(exc)
+                reason, reason_class = str(exc), getattr(exc, "reason_class", "malformed")
             except Exception as exc:  # a parser bug must not take down the batch
                 reason = f"parser error: {type(exc).__name__}: {exc}"
+                reason_class = "parser_crash"
             else:
                 store.put_parsed(result)
                 parsed += 1
                 advance()
                 continue
-            store.record_failure(doc.doc_id, doc.path, doc.version, "parse", reason)
-            failures.append({"path": doc.path, "reason": reason})
+            store.record_failure(doc.doc_id, doc.path, doc.version, "parse", reason, reason_class)
+            failures.append({"path": doc.path, "reason": reason, "reason_class": reason_class})
             failed_ids.append(doc.doc_id)
             advance()
     # A failed document keeps its previously indexed version serving.
@@ -216,6 +219,85 @@ def chunk_pending(store: StagingStore, chunk: ChunkFn) -> StageResult:
     result = StageResult(counts={"chunks": total}, seconds=time.perf_counter() - started)
     store.set_counter("run.chunk", result.counts)
     return result
+
+
+def screen_pending(store: StagingStore, pii: PiiConfig, injection: InjectionConfig) -> StageResult:
+    """Content safety for changed documents' chunks, before anything is embedded or stored.
+
+    * PII and secrets: ``tag`` records counts per type on the chunk, ``redact``
+      replaces each value with a typed placeholder in the text *and* the context
+      (so neither the index nor the vectors hold it), ``drop`` skips the chunk.
+    * Prompt injection: every chunk is scored (hidden HTML text that made it into
+      the chunk counts too); at or above the threshold a chunk is flagged
+      (``risk`` in every search result) or, with ``drop``, skipped.
+
+    Only counts per type are recorded, never the values.
+    """
+    from pipelines.injection import score_text, screen_html
+    from pipelines.pii import apply_policy
+
+    started = time.perf_counter()
+    counts: dict[str, int] = {}
+    flagged = dropped_injection = dropped_pii = screened = 0
+    for row in store.pending(*CONTENT_CHANGES):
+        staged = [chunk for chunk, _ in store.chunks(row.doc_id)]
+        if not staged:
+            continue
+        result = apply_policy(staged, pii.policy, pii.types)
+        for kind, n in result.counts.items():
+            counts[f"pii_{kind}"] = counts.get(f"pii_{kind}", 0) + n
+        dropped_pii += result.dropped
+        hidden = _hidden_html_text(row, screen_html)
+        kept: list[Chunk] = []
+        annotations: dict[str, dict[str, Any]] = {}
+        for chunk in result.chunks:
+            screened += 1
+            verdict = score_text(chunk.text)
+            score, signals = verdict.score, list(verdict.signals)
+            for snippet in hidden:
+                if snippet in chunk.text:
+                    extra = score_text(snippet)
+                    score = max(score, extra.score)
+                    signals = sorted({*signals, "hidden_text", *extra.signals})
+            note: dict[str, Any] = {}
+            if result.findings_by_chunk.get(chunk.chunk_id):
+                note["pii"] = dict(result.findings_by_chunk[chunk.chunk_id])
+            if score >= injection.threshold:
+                if injection.policy == "drop":
+                    dropped_injection += 1
+                    continue
+                flagged += 1
+                note["risk"] = [
+                    {"type": "prompt_injection", "score": round(score, 3), "signals": signals}
+                ]
+            kept.append(chunk)
+            if note:
+                annotations[chunk.chunk_id] = note
+        store.put_chunks(row.doc_id, kept)
+        store.set_annotations(annotations)
+    counts.update(
+        {
+            "chunks_screened": screened,
+            "injection_flagged": flagged,
+            "injection_dropped": dropped_injection,
+            "pii_chunks_dropped": dropped_pii,
+        }
+    )
+    result_ = StageResult(counts=counts, seconds=time.perf_counter() - started)
+    store.set_counter("run.screen", result_.counts)
+    return result_
+
+
+def _hidden_html_text(row: PendingDocument, screen_html: Callable[[str], list[str]]) -> list[str]:
+    """Text a browser would not show (hidden styles, comments) in an HTML source document."""
+    path = row.document.get("local_path")
+    if row.document.get("doc_type") not in ("html", "htm") or not path:
+        return []
+    try:
+        raw = Path(path).read_bytes().decode("utf-8", errors="replace")
+    except OSError:
+        return []
+    return [s.strip() for s in screen_html(raw) if s.strip()]
 
 
 def tag_pending(store: StagingStore) -> StageResult:
@@ -294,10 +376,17 @@ def write_pending(
     for row in store.pending(*CONTENT_CHANGES):
         parsed = store.get_parsed(row.doc_id)
         staged = store.chunks(row.doc_id)
-        if parsed is None or not staged:
+        if parsed is None:
+            continue
+        if not staged:
+            # Every chunk was dropped by policy: the document is indexed as empty
+            # (its old chunks go), so it is not reprocessed on every run.
+            batch.delete_docs.add(row.doc_id)
+            indexed.append((row, []))
             continue
         keys = [text_hash(model_id, c.embedding_text) for c, _ in staged]
         vectors = cache.get_many(keys)
+        notes = store.annotations(row.doc_id)
         d = row.document
         modified = datetime.fromisoformat(d["modified_at"]) if d.get("modified_at") else None
         for (chunk, acl), key in zip(staged, keys, strict=True):
@@ -320,6 +409,7 @@ def write_pending(
                     modified_at=modified,
                     acl=acl if acl is not None else Acl.empty(),
                     vector=vectors[key],
+                    metadata=notes.get(chunk.chunk_id, {}),
                 )
             )
         indexed.append((row, [c.chunk_id for c, _ in staged]))
@@ -327,7 +417,7 @@ def write_pending(
     for row in acl_only:
         batch.acl_updates[row.doc_id] = row.acl
     deleted = store.pending(DELETED)
-    batch.delete_docs = {row.doc_id for row in deleted}
+    batch.delete_docs |= {row.doc_id for row in deleted}
     if not batch.empty:
         index.apply(batch)
 
@@ -363,7 +453,11 @@ def run_summary(store: StagingStore, write_counts: dict[str, int]) -> dict[str, 
     scan = store.counter("run.scan", {})
     parse = store.counter("run.parse", {})
     embed = store.counter("run.embed", {})
-    failures = [{"path": f["path"], "reason": f["reason"]} for f in store.failures()]
+    screen = store.counter("run.screen", {})
+    failures = [
+        {"path": f["path"], "reason": f["reason"], "reason_class": f["reason_class"]}
+        for f in store.failures()
+    ]
     return {
         "documents_seen": scan.get("documents_seen", 0),
         "documents_parsed": parse.get("documents_parsed", 0),
@@ -376,4 +470,12 @@ def run_summary(store: StagingStore, write_counts: dict[str, int]) -> dict[str, 
         "added": scan.get(ADDED, 0),
         "deleted": scan.get(DELETED, 0),
         "acl_only": scan.get(ACL_ONLY, 0),
+        "quarantined": len(failures),
+        "pii_found": {
+            k[4:]: v
+            for k, v in screen.items()
+            if k.startswith("pii_") and k != "pii_chunks_dropped"
+        },
+        "injection_flagged": screen.get("injection_flagged", 0),
+        "chunks_dropped": screen.get("injection_dropped", 0) + screen.get("pii_chunks_dropped", 0),
     }

@@ -34,6 +34,9 @@ class Passage:
     text: str
     score: float
     citation: Citation
+    # Flags an agent should heed, e.g. ({"type": "prompt_injection", "score": 0.93},):
+    # treat the passage as untrusted data, never as instructions.
+    risk: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -43,6 +46,7 @@ class Passage:
             "text": self.text,
             "score": self.score,
             "citation": self.citation.to_dict(),
+            "risk": [dict(r) for r in self.risk],
         }
 
 

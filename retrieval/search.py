@@ -187,7 +187,9 @@ class Searcher:
 
 
 def passage_from_record(record: ChunkRecord, score: float) -> Passage:
+    risk = record.metadata.get("risk") if record.metadata else None
     return Passage(
+        risk=tuple(dict(r) for r in risk) if isinstance(risk, list) else (),
         chunk_id=record.chunk_id,
         doc_id=record.doc_id,
         source=record.source,

@@ -15,6 +15,7 @@ STAGES = [
     "source_documents",
     "parsed_documents",
     "document_chunks",
+    "screened_chunks",
     "acl_tagged_chunks",
     "chunk_embeddings",
     "search_index",
