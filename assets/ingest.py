@@ -37,11 +37,12 @@ def _metadata(result: StageResult) -> dict[str, dg.MetadataValue | int | float]:
     metadata: dict[str, dg.MetadataValue | int | float] = dict(result.counts)
     metadata["duration_s"] = round(result.seconds, 3)
     if result.failures:
+        columns = ["path", "reason_class", "reason"]
         metadata["failures"] = dg.MetadataValue.table(
-            records=[dg.TableRecord(f) for f in result.failures],
-            schema=dg.TableSchema(
-                columns=[dg.TableColumn("path", "string"), dg.TableColumn("reason", "string")]
-            ),
+            records=[
+                dg.TableRecord({c: str(f.get(c, "")) for c in columns}) for f in result.failures
+            ],
+            schema=dg.TableSchema(columns=[dg.TableColumn(c, "string") for c in columns]),
         )
     return metadata
 
