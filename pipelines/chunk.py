@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from pipelines.models import Chunk, ParsedDocument, chunk_id_for
 from pipelines.tokens import HFTokenCounter, TokenCounter, TokenizerError
@@ -311,13 +311,19 @@ class _Chunker:
             if (
                 merged
                 and self.count(self.span_text(draft)) < self.min_tokens
-                and _section_of(draft)[0] == _section_of(merged[-1])[0]
+                and self.cited_section(draft) == self.cited_section(merged[-1])
                 and self.fits([*merged[-1], *draft])
             ):
                 merged[-1] = [*merged[-1], *draft]
             else:
                 merged.append(draft)
         self.drafts = merged
+
+    def cited_section(self, units: list[_Unit]) -> tuple[str, ...]:
+        """Rule 7: the heading path, or the document title outside any heading."""
+        section = _section_of(units)[0]
+        title = self.parsed.title.strip()
+        return section if section or not title else (title,)
 
     def chunks(self) -> list[Chunk]:
         out = []
@@ -332,7 +338,7 @@ class _Chunker:
                     text=text,
                     char_start=units[0].start,
                     char_end=units[-1].end,
-                    section=section,
+                    section=self.cited_section(units),
                     pages=tuple(sorted({u.page for u in units if u.page is not None})),
                     token_count=self.count(text),
                     context=self.context(section),
@@ -385,11 +391,7 @@ def chunk_document(
         chunker.add(unit)
     chunker.flush()
     chunker.merge_tiny()
-    chunks = chunker.chunks()
-    title = parsed.title.strip()
-    if title:
-        chunks = [c if c.section else replace(c, section=(title,)) for c in chunks]
-    return chunks
+    return chunker.chunks()
 
 
 __all__ = [

@@ -527,3 +527,13 @@ def test_passages_outside_any_heading_take_the_document_title_as_section():
     assert chunks[0].context == "Cups"  # the context line does not repeat it
     untitled = make_doc([("NarrativeText", words(5, "p"))], title="")
     assert chunk_document(untitled, counter, max_tokens=12, max_seq_length=30)[0].section == ()
+
+
+def test_tiny_section_merges_into_a_preamble_cited_under_the_same_title():
+    # Found by hypothesis: the preamble is cited under the title, and so is a first
+    # heading equal to the title; a tiny chunk there must merge like any other.
+    doc = make_doc([("NarrativeText", "a"), ("Title", "a", 1), ("NarrativeText", "a")], title="a")
+    chunks = chunk_document(doc, WordCounter(), max_tokens=16, max_seq_length=20, min_tokens=8)
+    assert len(chunks) == 1
+    assert chunks[0].section == ("a",)
+    assert chunks[0].text == doc.text
