@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import dagster as dg
 
 from pipelines.store import StagingStore
 from retrieval.index.base import IndexBackend
+from trove.acl import Acl
 
 
 def _source_prefix(source: str) -> str:
     return f"{source}:"
 
 
-def acl_coverage(index: IndexBackend, store: StagingStore, source: str) -> dg.AssetCheckResult:
+def source_acls(index: IndexBackend, source: str) -> dict[str, Acl | None]:
+    """chunk_id -> ACL for the source's chunks: read once, shared by the checks below."""
+    prefix = _source_prefix(source)
+    return {cid: acl for cid, acl in index.all_acls().items() if cid.startswith(prefix)}
+
+
+def acl_coverage(
+    acls: Mapping[str, Acl | None], store: StagingStore, source: str
+) -> dg.AssetCheckResult:
     """Every indexed chunk of the source carries an ACL, and it is the one the policy decided."""
     from assets.ingest import ACL_COVERAGE_CHECK
 
@@ -20,9 +31,7 @@ def acl_coverage(index: IndexBackend, store: StagingStore, source: str) -> dg.As
     missing: list[str] = []
     mismatched: list[str] = []
     fail_closed = checked = 0
-    for chunk_id, acl in index.all_acls().items():
-        if not chunk_id.startswith(_source_prefix(source)):
-            continue
+    for chunk_id, acl in acls.items():
         checked += 1
         doc_id = chunk_id.rsplit("#", 1)[0]
         if acl is None:
@@ -48,7 +57,7 @@ def acl_coverage(index: IndexBackend, store: StagingStore, source: str) -> dg.As
 
 
 def index_matches_manifest(
-    index: IndexBackend, store: StagingStore, source: str
+    acls: Mapping[str, Acl | None], store: StagingStore
 ) -> dg.AssetCheckResult:
     """The index holds exactly the chunks the manifest lists: no orphans, none missing."""
     from assets.ingest import MANIFEST_CHECK
@@ -56,7 +65,7 @@ def index_matches_manifest(
     expected: set[str] = set()
     for entry in store.manifest().values():
         expected.update(entry.chunk_ids)
-    actual = {cid for cid in index.all_acls() if cid.startswith(_source_prefix(source))}
+    actual = set(acls)
     orphans = sorted(actual - expected)
     missing = sorted(expected - actual)
     return dg.AssetCheckResult(

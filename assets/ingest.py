@@ -191,7 +191,12 @@ def build_ingest_assets(
     def search_index(
         context: dg.AssetExecutionContext, trove: TroveResource
     ) -> dg.MaterializeResult:
-        from assets.checks import acl_coverage, index_matches_manifest, no_redacted_values
+        from assets.checks import (
+            acl_coverage,
+            index_matches_manifest,
+            no_redacted_values,
+            source_acls,
+        )
 
         source = context.partition_key
         store = trove.store(source)
@@ -200,9 +205,10 @@ def build_ingest_assets(
         index = trove.index(create=True)
         try:
             result = write_pending(store, index, trove.embedding_cache(), trove.embedder().model_id)
+            acls = source_acls(index, source)
             checks = [
-                acl_coverage(index, store, source),
-                index_matches_manifest(index, store, source),
+                acl_coverage(acls, store, source),
+                index_matches_manifest(acls, store),
                 failed_documents_check(store.failures(), sla),
                 no_redacted_values(index, source, config.pii.policy, config.pii.types),
             ]

@@ -143,7 +143,7 @@ def deep_link(citation: Citation, doc_type: str) -> str:
 
 
 def risk_of(record: ChunkRecord) -> tuple[dict[str, Any], ...]:
-    """Risk flags stored with a chunk (issue #7 fills them), else none.
+    """Risk flags stored with a chunk by ingestion's screening, else none.
 
     Read from a ``metadata["risk"]`` list when the record carries metadata; each
     entry is a mapping such as ``{"type": "prompt_injection", "score": 0.93}``.
