@@ -114,3 +114,18 @@ def no_redacted_values(
             ),
         },
     )
+
+
+def listing_complete(store: StagingStore) -> dg.AssetCheckResult:
+    """The source's listing ran to the end; otherwise the run indexed a prefix and resumes later."""
+    from assets.ingest import LISTING_CHECK
+
+    error = store.counter("run.scan_error")
+    return dg.AssetCheckResult(
+        check_name=LISTING_CHECK,
+        passed=error is None,
+        severity=dg.AssetCheckSeverity.WARN,
+        description="The connector listed every change; a cut-short listing commits the cursor "
+        "of its last whole batch and the next run resumes from there.",
+        metadata={"error": error or "none"},
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dagster as dg
 
 from assets.freshness import build_change_sensor, build_schedules, freshness_policy
+from assets.groups import GROUPS_GROUP, GROUPS_JOB, build_group_assets, build_group_schedules
 from assets.ingest import GROUP, build_ingest_assets
 from assets.resources import TroveResource
 from trove.config import Settings, find_config, load_settings
@@ -35,10 +36,23 @@ def build_definitions(settings: Settings, config_path: str) -> dg.Definitions:
         description="Sync one source: scan, parse, chunk, tag, embed, index.",
         op_retry_policy=RUN_RETRY_POLICY,
     )
+    jobs = [ingest_job]
+    schedules = build_schedules(settings.sources, ingest_job)
+    group_sources = [s for s in settings.sources if s.has_groups]
+    if group_sources:
+        assets += build_group_assets([s.name for s in group_sources])
+        groups_job = dg.define_asset_job(
+            GROUPS_JOB,
+            selection=dg.AssetSelection.groups(GROUPS_GROUP),
+            description="Sync one source's group memberships into the group directory.",
+            op_retry_policy=RUN_RETRY_POLICY,
+        )
+        jobs.append(groups_job)
+        schedules += build_group_schedules(group_sources, groups_job)
     return dg.Definitions(
         assets=assets,
-        jobs=[ingest_job],
-        schedules=build_schedules(settings.sources, ingest_job),
+        jobs=jobs,
+        schedules=schedules,
         sensors=[build_change_sensor(settings, ingest_job)],
         resources={"trove": TroveResource(config_path=config_path)},
     )

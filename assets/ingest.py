@@ -31,11 +31,14 @@ GROUP = "ingest"
 ACL_COVERAGE_CHECK = "every_chunk_has_acl"
 MANIFEST_CHECK = "index_matches_manifest"
 REDACTION_CHECK = "no_redacted_values_in_index"
+LISTING_CHECK = "source_listing_complete"
 
 
 def _metadata(result: StageResult) -> dict[str, dg.MetadataValue | int | float]:
     metadata: dict[str, dg.MetadataValue | int | float] = dict(result.counts)
     metadata["duration_s"] = round(result.seconds, 3)
+    if result.error:
+        metadata["sync_error"] = dg.MetadataValue.text(result.error)
     if result.failures:
         columns = ["path", "reason_class", "reason"]
         metadata["failures"] = dg.MetadataValue.table(
@@ -183,6 +186,7 @@ def build_ingest_assets(
             dg.AssetCheckSpec(MANIFEST_CHECK, asset="search_index"),
             dg.AssetCheckSpec(FAILED_SLA_CHECK, asset="search_index"),
             dg.AssetCheckSpec(REDACTION_CHECK, asset="search_index", blocking=True),
+            dg.AssetCheckSpec(LISTING_CHECK, asset="search_index"),
         ],
         freshness_policy=freshness_policy,
         description="The hybrid (BM25 + vector) index: the change set applied atomically, "
@@ -194,6 +198,7 @@ def build_ingest_assets(
         from assets.checks import (
             acl_coverage,
             index_matches_manifest,
+            listing_complete,
             no_redacted_values,
             source_acls,
         )
@@ -211,6 +216,7 @@ def build_ingest_assets(
                 index_matches_manifest(acls, store),
                 failed_documents_check(store.failures(), sla),
                 no_redacted_values(index, source, config.pii.policy, config.pii.types),
+                listing_complete(store),
             ]
             stats = index.stats()
         finally:

@@ -9,6 +9,7 @@ from pipelines.store import EmbeddingCache, StagingStore
 from retrieval.index.base import IndexBackend, IndexNotFoundError
 from retrieval.index.factory import open_index
 from trove.config import Settings, load_settings
+from trove.directory import GroupDirectory
 
 
 class TroveResource(dg.ConfigurableResource):
@@ -25,6 +26,9 @@ class TroveResource(dg.ConfigurableResource):
         settings = self.settings()
         settings.source(source)  # fails clearly on an unknown partition
         return StagingStore.for_source(settings.state.path, source)
+
+    def directory(self) -> GroupDirectory:
+        return GroupDirectory.in_state_dir(self.settings().state.path)
 
     def embedding_cache(self) -> EmbeddingCache:
         return EmbeddingCache.in_state_dir(self.settings().state.path)

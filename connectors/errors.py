@@ -3,3 +3,7 @@
 
 class ConnectorError(Exception):
     """The source cannot be listed or read; the message says which and why."""
+
+
+class DocumentGone(ConnectorError):
+    """``fetch`` found no such document any more (deleted, purged, or no longer visible)."""

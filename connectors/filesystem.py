@@ -9,11 +9,15 @@
   pattern names them explicitly; symbolic links are not followed out of the root.
 * Files carry no native permissions here: their ACL comes from the source's
   rules in ``trove.yaml`` (see :mod:`pipelines.secure`).
+* Under the connector contract (:mod:`connectors.base`) every run is a full
+  listing (one batch, ``complete``); the cursor is the previous scan's
+  size/mtime/hash table, which is what lets an unchanged tree skip hashing.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -22,7 +26,8 @@ from pathlib import Path
 
 from wcmatch import glob as wglob
 
-from connectors.errors import ConnectorError
+from connectors.base import ChangeBatch, DocumentStamp
+from connectors.errors import ConnectorError, DocumentGone
 from connectors.models import DocumentFailure, SourceDocument
 from trove.acl import Acl
 from trove.config import SourceConfig
@@ -69,7 +74,8 @@ class FilesystemConnector:
         if config.type != "filesystem":
             raise ValueError(f"FilesystemConnector needs a filesystem source, got {config.type!r}")
         self.config = config
-        self.root = Path(config.path)
+        self.source = config.name
+        self.root = Path(config.path)  # type: ignore[arg-type]  # validated: filesystem has a path
 
     def _walk(self) -> Iterator[tuple[str, Path]]:
         root_real = self.root.resolve()
@@ -153,3 +159,35 @@ class FilesystemConnector:
                 )
             )
         return ScanResult(documents=documents, failures=failures, stats=stats)
+
+    # -- the connector contract (connectors.base) -----------------------------------
+
+    def changes(self, cursor: str | None) -> Iterator[ChangeBatch]:
+        previous = json.loads(cursor) if cursor else {}
+        known = {path: FileStat(*values) for path, values in previous.items()}
+        scan = self.scan(known=known)
+        stats = {p: [s.size, s.mtime_ns, s.version] for p, s in scan.stats.items()}
+        yield ChangeBatch(
+            documents=scan.documents,
+            failures=scan.failures,
+            cursor=json.dumps(stats, sort_keys=True),
+            complete=True,
+        )
+
+    def list_ids(self) -> Iterator[DocumentStamp]:
+        for doc in self.scan().documents:
+            yield DocumentStamp(doc.doc_id, doc.version, doc.acl, doc.path)
+
+    def fetch(self, doc_id: str) -> SourceDocument:
+        prefix = f"{self.config.name}:"
+        rel = doc_id[len(prefix) :] if doc_id.startswith(prefix) else None
+        excluded = rel is None or matches(rel, self.config.exclude)
+        if excluded or not matches(rel, self.config.include):
+            raise DocumentGone(f"{doc_id!r} is not a document of source {self.config.name!r}")
+        for doc in self.scan().documents:
+            if doc.doc_id == doc_id:
+                return doc
+        raise DocumentGone(f"{doc_id!r}: no such file under {self.root}")
+
+    def close(self) -> None:
+        pass

@@ -13,21 +13,27 @@ from trove.acl import Acl
 class SourceDocument:
     """One document as the source system sees it, before parsing.
 
-    ``doc_id`` is stable across runs (``{source}:{relative path}`` for files);
-    ``version`` changes whenever the content changes (a content hash for files).
+    ``doc_id`` is stable across runs and renames: ``{source}:{native id}``
+    (``{source}:{relative path}`` for files). ``version`` changes whenever the
+    content changes (a content hash for files, a page version, an ETag).
+    The bytes are either on disk (``local_path``, local sources), inline
+    (``content``), or neither, in which case the pipeline asks the connector's
+    ``fetch`` for them only when the version is new.
     """
 
     doc_id: str
     source: str
-    path: str  # relative to the source root, POSIX separators
-    uri: str
+    path: str  # a readable location: relative path, space/page titles, bucket/key, URL path
+    uri: str  # where a person opens it (file URI, web URL)
     title: str
     version: str
     size: int
     modified_at: datetime | None
-    doc_type: str  # lower-case file extension without the dot ("pdf", "md", ...)
+    doc_type: str  # lower-case file extension without the dot ("pdf", "md", "html", ...)
     acl: Acl
     local_path: Path | None = None  # where the bytes can be read, for local sources
+    content: bytes | None = None  # the bytes, for remote sources that return them inline
+    author: str | None = None
 
 
 @dataclass(frozen=True)

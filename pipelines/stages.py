@@ -21,38 +21,43 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from connectors.filesystem import FileStat, FilesystemConnector, ScanResult
+from connectors.base import Connector
 from connectors.models import SourceDocument
+from connectors.registry import open_connector
 from pipelines import progress
 from pipelines.models import Chunk, ParsedDocument
 from pipelines.secure import AclPolicy
 from pipelines.store import (
     EmbeddingCache,
-    ManifestEntry,
     PendingDocument,
     StagingStore,
     text_hash,
+)
+from pipelines.sync import (
+    ACL_ONLY,
+    ADDED,
+    CHANGED,
+    CONTENT_CHANGES,
+    CURSOR,
+    DELETED,
+    FAILED_BEFORE,
+    PENDING_COMMIT,
+    PERMISSION_SYNCED_AT,
+    RETRY_IDS,
+    UNCHANGED,
+    compute_change_set,
 )
 from retrieval.index.base import ChunkRecord, IndexBackend, WriteBatch
 from trove.acl import Acl
 from trove.config import InjectionConfig, PiiConfig, SourceConfig
 
-ADDED, CHANGED, UNCHANGED, DELETED, ACL_ONLY, FAILED_BEFORE, FAILED = (
-    "added",
-    "changed",
-    "unchanged",
-    "deleted",
-    "acl_only",
-    "failed_before",
-    "failed",
-)
-CONTENT_CHANGES = (ADDED, CHANGED)
+FAILED = "failed"
 
 
 @dataclass
@@ -62,22 +67,7 @@ class StageResult:
     counts: dict[str, int] = field(default_factory=dict)
     failures: list[dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
-
-
-def _document_record(doc: SourceDocument, acl: Acl) -> dict[str, Any]:
-    return {
-        "doc_id": doc.doc_id,
-        "source": doc.source,
-        "path": doc.path,
-        "uri": doc.uri,
-        "title": doc.title,
-        "version": doc.version,
-        "size": doc.size,
-        "modified_at": doc.modified_at.isoformat() if doc.modified_at else None,
-        "doc_type": doc.doc_type,
-        "acl": acl.to_dict(),
-        "local_path": str(doc.local_path) if doc.local_path else None,
-    }
+    error: str | None = None  # the stage finished, but not everything (e.g. a cut-short listing)
 
 
 def source_document_of(pending: PendingDocument) -> SourceDocument:
@@ -97,37 +87,6 @@ def source_document_of(pending: PendingDocument) -> SourceDocument:
     )
 
 
-def classify(doc_version: str, acl_fp: str, entry: ManifestEntry | None) -> str:
-    if entry is None:
-        return ADDED
-    if entry.version == doc_version:
-        return UNCHANGED if entry.acl_fingerprint == acl_fp else ACL_ONLY
-    if entry.state == "failed" and entry.failed_version == doc_version:
-        return FAILED_BEFORE
-    return ADDED if entry.version is None else CHANGED
-
-
-def compute_change_set(
-    config: SourceConfig, store: StagingStore, policy: AclPolicy
-) -> tuple[list[PendingDocument], ScanResult]:
-    """Classify every document of the source against the manifest; writes nothing."""
-    known = {
-        path: FileStat(*values) for path, values in (store.counter("file_stats") or {}).items()
-    }
-    scan = FilesystemConnector(config).scan(known=known)
-    manifest = store.manifest()
-    rows: list[PendingDocument] = []
-    for doc in scan.documents:
-        acl = policy.acl_for(doc)
-        change = classify(doc.version, acl.fingerprint(), manifest.get(doc.doc_id))
-        rows.append(PendingDocument(doc.doc_id, change, _document_record(doc, acl)))
-    seen = {doc.doc_id for doc in scan.documents} | {f.doc_id for f in scan.failures}
-    for doc_id, entry in manifest.items():
-        if doc_id not in seen:
-            rows.append(PendingDocument(doc_id, DELETED, {"doc_id": doc_id, "path": entry.path}))
-    return rows, scan
-
-
 def count_changes(rows: list[PendingDocument]) -> dict[str, int]:
     counts = {c: 0 for c in (ADDED, CHANGED, UNCHANGED, DELETED, ACL_ONLY, FAILED_BEFORE)}
     for row in rows:
@@ -135,26 +94,47 @@ def count_changes(rows: list[PendingDocument]) -> dict[str, int]:
     return counts
 
 
-def scan_source(config: SourceConfig, store: StagingStore, policy: AclPolicy) -> StageResult:
-    """List the source, assign ACLs, and record the change set against the manifest."""
+def scan_source(
+    config: SourceConfig,
+    store: StagingStore,
+    policy: AclPolicy,
+    connector: Connector | None = None,
+) -> StageResult:
+    """Ask the source what changed, assign ACLs, stage bytes, and record the change set."""
     started = time.perf_counter()
-    rows, scan = compute_change_set(config, store, policy)
+    own = connector is None
+    connector = connector or open_connector(config)
+    now = datetime.now(UTC)
+    try:
+        scan = compute_change_set(config, store, policy, connector, now=now)
+    finally:
+        if own:
+            connector.close()
     for failure in scan.failures:
         store.record_failure(
             failure.doc_id, failure.path, None, "read", failure.reason, "unreadable"
         )
-    store.replace_pending(rows)
+    store.replace_pending(scan.rows)
     store.set_counter(
-        "file_stats", {p: [s.size, s.mtime_ns, s.version] for p, s in scan.stats.items()}
+        PENDING_COMMIT,
+        {
+            "cursor": scan.cursor,
+            "retry_ids": scan.retry_ids,
+            "permission_synced_at": now.isoformat() if scan.permission_synced else None,
+        },
     )
-    counts = count_changes(rows)
-    counts["documents_seen"] = len(scan.documents) + len(scan.failures)
+    counts = count_changes(scan.rows)
+    counts["documents_seen"] = scan.documents_seen
+    counts["fetch_failures"] = len(scan.retry_ids)
+    counts["permission_sync"] = int(scan.permission_synced)
     result = StageResult(
         counts=counts,
         failures=[{"path": f.path, "reason": f.reason} for f in scan.failures],
         seconds=time.perf_counter() - started,
+        error=scan.error,
     )
     store.set_counter("run.scan", result.counts)
+    store.set_counter("run.scan_error", scan.error)
     return result
 
 
@@ -442,6 +422,14 @@ def write_pending(
         for row in deleted:
             store.record_deleted(conn, row.doc_id)
         store.record_seen(conn, [r.doc_id for r in store.pending(UNCHANGED, FAILED_BEFORE)])
+        commit = store.counter(PENDING_COMMIT)
+        if commit is not None:
+            # The source's cursor moves only with the index and manifest it describes.
+            store.put_counter(conn, CURSOR, commit["cursor"])
+            store.put_counter(conn, RETRY_IDS, commit["retry_ids"])
+            if commit["permission_synced_at"]:
+                store.put_counter(conn, PERMISSION_SYNCED_AT, commit["permission_synced_at"])
+            store.put_counter(conn, PENDING_COMMIT, None)
         store.clear_stage_data(conn)
         # Inside the transaction, so failures cleared by this run are not reported.
         store.add_run(conn, run_summary(store, counts))
@@ -478,4 +466,7 @@ def run_summary(store: StagingStore, write_counts: dict[str, int]) -> dict[str, 
         },
         "injection_flagged": screen.get("injection_flagged", 0),
         "chunks_dropped": screen.get("injection_dropped", 0) + screen.get("pii_chunks_dropped", 0),
+        # Set when the source's listing stopped early: what was gathered is indexed
+        # and the next run resumes from the last committed batch.
+        "sync_error": store.counter("run.scan_error"),
     }

@@ -431,6 +431,12 @@ class StagingStore:
                 (name, json.dumps(value)),
             )
 
+    def put_counter(self, conn: sqlite3.Connection, name: str, value: Any) -> None:
+        """Like :meth:`set_counter`, inside the caller's transaction."""
+        conn.execute(
+            "INSERT OR REPLACE INTO counters (name, value) VALUES (?, ?)", (name, json.dumps(value))
+        )
+
     def counter(self, name: str, default: Any = None) -> Any:
         row = self._conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
         return json.loads(row[0]) if row else default

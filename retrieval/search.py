@@ -45,6 +45,12 @@ class SearchMode(StrEnum):
             raise ValueError(f"unknown search mode {value!r} (valid: {valid})") from None
 
 
+class IdentityExpander(Protocol):
+    """Adds a verified caller's source groups (see :class:`trove.directory.GroupDirectory`)."""
+
+    def expand(self, principal: Principal) -> Principal: ...
+
+
 class Searcher:
     """Runs searches against one index as a given principal.
 
@@ -66,6 +72,7 @@ class Searcher:
         rrf_k: int = _DEFAULTS.rrf_k,
         dense_weight: float = _DEFAULTS.dense_weight,
         candidates: int = _DEFAULTS.candidates,
+        identity: IdentityExpander | None = None,
     ):
         self.fusion = fusion if isinstance(fusion, FusionMethod) else FusionMethod.from_str(fusion)
         if rrf_k < 1:
@@ -79,10 +86,15 @@ class Searcher:
         self.rrf_k = rrf_k
         self.dense_weight = dense_weight
         self.candidates = candidates
+        self.identity = identity
 
     @classmethod
     def from_config(
-        cls, index: IndexBackend, embedder: QueryEncoder | None, config: RetrievalConfig
+        cls,
+        index: IndexBackend,
+        embedder: QueryEncoder | None,
+        config: RetrievalConfig,
+        identity: IdentityExpander | None = None,
     ) -> Searcher:
         return cls(
             index,
@@ -91,7 +103,12 @@ class Searcher:
             rrf_k=config.rrf_k,
             dense_weight=config.dense_weight,
             candidates=config.candidates,
+            identity=identity,
         )
+
+    def expand(self, principal: Principal) -> Principal:
+        """The principal with its source groups (group directory), as every search uses it."""
+        return self.identity.expand(principal) if self.identity is not None else principal
 
     def search(
         self,
@@ -130,6 +147,7 @@ class Searcher:
             raise ValueError(f"query must be a non-empty string, got {query!r}")
         if not isinstance(principal, Principal):
             raise TypeError(f"a search needs a Principal, got {type(principal).__name__}")
+        principal = self.expand(principal)
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise ValueError(f"k must be an integer >= 1, got {k!r}")
         n = max(self.candidates, k)

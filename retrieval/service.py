@@ -285,7 +285,10 @@ class RetrievalService:
             cfg.model, device=cfg.device, batch_size=cfg.batch_size, backend=cfg.backend
         )
         r = settings.retrieval
-        searcher = Searcher.from_config(index, embedder, r)
+        from trove.directory import GroupDirectory
+
+        directory = GroupDirectory.in_state_dir(settings.state.path)
+        searcher = Searcher.from_config(index, embedder, r, identity=directory)
         reranker = build_reranker(r.reranker)
         if warm_up:
             embedder.warm_up()
@@ -463,7 +466,8 @@ class RetrievalService:
         if not 0 <= window <= 5:
             raise InvalidRequestError(f"window must be within [0, 5], got {window}")
         self.maybe_refresh()
-        readable = [c for c in self.index.document_chunks(doc_id) if c.acl.permits(principal)]
+        reader = self.searcher.expand(principal)
+        readable = [c for c in self.index.document_chunks(doc_id) if c.acl.permits(reader)]
         if not readable or (around is not None and around not in {c.chunk_id for c in readable}):
             self.audit.record(
                 "document",

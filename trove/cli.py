@@ -166,7 +166,10 @@ def _open_searcher(settings: Settings):
     embedder = get_embedder(
         cfg.model, device=cfg.device, batch_size=cfg.batch_size, backend=cfg.backend
     )
-    return Searcher.from_config(index, embedder, settings.retrieval)
+    from trove.directory import GroupDirectory
+
+    directory = GroupDirectory.in_state_dir(settings.state.path)
+    return Searcher.from_config(index, embedder, settings.retrieval, identity=directory)
 
 
 def _citation_line(passage) -> str:

@@ -29,6 +29,12 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from connectors.confluence.config import ConfluenceConfig
+from connectors.credentials import Secret
+from connectors.s3.config import S3Config
+from connectors.settings import RetrySettings
+from connectors.sharepoint.config import SharePointConfig
+from connectors.web.config import WebConfig
 from trove.acl import Acl
 
 DEFAULT_CONFIG_FILE = "trove.yaml"
@@ -148,10 +154,21 @@ class InjectionConfig(_Strict):
     threshold: float = Field(default=0.5, ge=0.0, le=1.0)
 
 
+SOURCE_TYPES = ("filesystem", "confluence", "sharepoint", "s3", "web")
+SourceType = Literal["filesystem", "confluence", "sharepoint", "s3", "web"]
+
+
 class SourceConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    type: Literal["filesystem"] = "filesystem"
-    path: Path
+    type: SourceType = "filesystem"
+    # Exactly the section named by `type` is set: `path` for a filesystem
+    # source, otherwise the matching block of connector settings.
+    path: Path | None = None
+    confluence: ConfluenceConfig | None = None
+    sharepoint: SharePointConfig | None = None
+    s3: S3Config | None = None
+    web: WebConfig | None = None
+    retry: RetrySettings = Field(default_factory=RetrySettings)
     include: list[str] = Field(default_factory=lambda: ["**/*"])
     exclude: list[str] = Field(default_factory=list)
     acl: SourceAclConfig = Field(default_factory=SourceAclConfig)
@@ -159,16 +176,48 @@ class SourceConfig(_Strict):
     # before Dagster and `trove status` report it.
     schedule: str | None = None
     freshness_sla: timedelta | None = None
+    # Group memberships (sources that have groups): their own cron schedule.
+    groups_schedule: str | None = None
+    # The id-only listing that finds deletions and permission changes runs at
+    # most this often on incremental sources (every run when unset).
+    permission_sync_interval: timedelta | None = None
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     pii: PiiConfig = Field(default_factory=PiiConfig)
     injection: InjectionConfig = Field(default_factory=InjectionConfig)
+
+    @model_validator(mode="after")
+    def _one_section(self) -> SourceConfig:
+        if self.type == "filesystem" and self.path is None:
+            raise ValueError(f"source {self.name!r}: a filesystem source needs `path`")
+        if self.type != "filesystem" and getattr(self, self.type) is None:
+            raise ValueError(f"source {self.name!r}: type {self.type} needs a `{self.type}:` block")
+        stray = [t for t in SOURCE_TYPES[1:] if t != self.type and getattr(self, t) is not None]
+        if self.type != "filesystem" and self.path is not None:
+            stray.insert(0, "path")
+        if stray:
+            raise ValueError(f"source {self.name!r} is type {self.type}; remove {', '.join(stray)}")
+        return self
+
+    @property
+    def connector_settings(self) -> Any:
+        """The block of settings for this source's type (``None`` for a filesystem)."""
+        return None if self.type == "filesystem" else getattr(self, self.type)
+
+    @property
+    def has_groups(self) -> bool:
+        return self.type in ("confluence", "sharepoint")
+
+    @field_validator("permission_sync_interval", mode="before")
+    @classmethod
+    def _interval(cls, value: Any) -> timedelta | None:
+        return parse_duration(value)
 
     @field_validator("freshness_sla", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> timedelta | None:
         return parse_duration(value)
 
-    @field_validator("schedule")
+    @field_validator("schedule", "groups_schedule")
     @classmethod
     def _cron(cls, value: str | None) -> str | None:
         if value is not None and len(value.split()) != 5:
@@ -326,7 +375,13 @@ class Settings(BaseSettings):
                 if getattr(section, name) is not None:
                     setattr(section, name, fix(getattr(section, name)))
         for source in data.sources:
-            source.path = fix(source.path)
+            if source.path is not None:
+                source.path = fix(source.path)
+            block = source.connector_settings
+            for name in type(block).model_fields if block is not None else ():
+                value = getattr(block, name)
+                if isinstance(value, Secret) and value.file is not None:
+                    setattr(block, name, value.model_copy(update={"file": fix(value.file)}))
         return data
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import dagster as dg
 
 from assets.definitions import build_definitions
+from assets.groups import GROUPS_JOB
 from pipelines.store import StagingStore
 from trove.config import Settings, load_settings
 
@@ -45,9 +46,11 @@ def run_ingest(
     settings: Settings | None = None,
     log_level: str = "WARNING",
     retry_failed: bool = False,
+    sync_groups: bool = True,
 ) -> dict[str, Any]:
     """Ingest the named sources (all by default); returns the per-source summary.
 
+    Sources with groups sync their memberships first (``sync_groups``).
     ``log_level`` applies to Dagster's event log on stderr (``DEBUG`` shows
     every step starting and finishing). ``retry_failed`` makes quarantined
     documents eligible again even though they did not change.
@@ -69,6 +72,16 @@ def run_ingest(
     summary: dict[str, Any] = {"sources": {}}
     with _instance() as instance:
         for name in names:
+            if settings.source(name).has_groups and sync_groups:
+                # Memberships first, so the documents' group ACLs resolve at once.
+                groups = defs.resolve_job_def(GROUPS_JOB).execute_in_process(
+                    partition_key=name,
+                    instance=instance,
+                    raise_on_error=False,
+                    run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+                )
+                if not groups.success:
+                    raise IngestError(f"source {name!r} groups: {_failure_message(groups)}")
             result = job.execute_in_process(
                 partition_key=name,
                 instance=instance,

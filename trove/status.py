@@ -6,10 +6,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from connectors.errors import ConnectorError
+from connectors.registry import open_connector
 from pipelines.secure import AclPolicy
-from pipelines.stages import ACL_ONLY, ADDED, CHANGED, DELETED, compute_change_set, count_changes
+from pipelines.stages import count_changes
 from pipelines.store import StagingStore
+from pipelines.sync import ACL_ONLY, ADDED, CHANGED, DELETED, compute_change_set
 from trove.config import Settings, SourceConfig
+from trove.directory import GroupDirectory
 
 
 def _freshness(source: SourceConfig, last_sync: str | None, now: datetime) -> dict[str, Any]:
@@ -30,8 +33,20 @@ def source_status(settings: Settings, source: SourceConfig, now: datetime) -> di
         manifest = store.manifest()
         last = store.last_run()
         try:
-            rows, _ = compute_change_set(source, store, AclPolicy.from_config(source.acl))
-            counts = count_changes(rows)
+            # A dry run: no bytes fetched, no id-only listing, nothing written.
+            connector = open_connector(source)
+            try:
+                scan = compute_change_set(
+                    source,
+                    store,
+                    AclPolicy.from_config(source.acl),
+                    connector,
+                    fetch=False,
+                    permission_sync=False,
+                )
+            finally:
+                connector.close()
+            counts = count_changes(scan.rows)
             pending: dict[str, Any] = {k: counts[k] for k in (ADDED, CHANGED, DELETED, ACL_ONLY)}
         except ConnectorError as exc:
             pending = {"error": str(exc)}
@@ -54,6 +69,11 @@ def source_status(settings: Settings, source: SourceConfig, now: datetime) -> di
             ],
             "freshness": _freshness(source, last_sync, now),
             "schedule": source.schedule,
+            "type": source.type,
+            "groups": GroupDirectory.in_state_dir(settings.state.path).status().get(source.name)
+            if source.has_groups
+            else None,
+            "last_sync_error": (last or {}).get("sync_error"),
         }
     finally:
         store.close()

@@ -52,3 +52,34 @@ def test_names_are_trimmed_and_blank_names_dropped():
 def test_principal_needs_a_user():
     with pytest.raises(ValueError, match="non-empty user"):
         Principal.of("  ")
+
+
+def test_restriction_layers_are_an_and_of_ors_even_with_mixed_users_and_groups():
+    from trove.acl import AclLayer
+
+    # Space readable by `staff`; the page is restricted to group A; its parent to bob.
+    acl = Acl(
+        allow_groups=frozenset({"staff"}),
+        layers=(AclLayer(groups=frozenset({"a"})), AclLayer(users=frozenset({"bob"}))),
+    )
+    assert acl.permits(Principal.of("bob", ["staff", "a"]))
+    assert not acl.permits(Principal.of("alice", ["staff", "a"]))  # in A, but not bob
+    assert not acl.permits(Principal.of("bob", ["staff"]))  # bob, but not in A
+    assert not acl.permits(Principal.of("bob", ["a"]))  # no space permission
+    assert acl.grants_anyone
+    nobody = Acl(public=True, layers=(AclLayer(),))
+    assert not nobody.grants_anyone
+    assert not nobody.permits(Principal.of("bob", ["a"]))
+
+
+def test_layers_are_order_free_and_leave_old_fingerprints_alone():
+    from trove.acl import AclLayer
+
+    one, two = AclLayer(users=frozenset({"bob"})), AclLayer(groups=frozenset({"a"}))
+    assert Acl(public=True, layers=(one, two)) == Acl(public=True, layers=(two, one, one))
+    plain = Acl(allow_users=frozenset({"x"}))
+    assert "layers" not in plain.to_dict()
+    assert Acl.from_dict(plain.to_dict()).fingerprint() == plain.fingerprint()
+    layered = Acl(allow_users=frozenset({"x"}), layers=(one,))
+    assert layered.fingerprint() != plain.fingerprint()
+    assert Acl.from_dict(layered.to_dict()) == layered

@@ -6,6 +6,8 @@ the *table* with token postings (``u:alice``, ``g:hr``, ``du:mallory``,
 ``dg:contractors``, ``t:acme``) and then gathered to rows — one vectorised
 pass whatever the number of rows. The rules are exactly :meth:`trove.acl.Acl.permits`:
 tenant match (or no tenant), then public or an allowed user/group, and no deny.
+ACLs with restriction layers (AND of ORs) are rare and few per table; they are
+checked one by one, and only when the vectorised pass already admits them.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ class AclTable:
             if acl.tenant is not None:
                 postings["t:" + acl.tenant].append(i)
         self._postings = {t: np.asarray(v, dtype=np.int64) for t, v in postings.items()}
+        self._layered = np.asarray(
+            [i for i, acl in enumerate(self.acls) if acl.layers], dtype=np.int64
+        )
 
     @classmethod
     def build(cls, row_acls: Sequence[Acl]) -> AclTable:
@@ -66,7 +71,10 @@ class AclTable:
         tenant_ok = self._no_tenant.copy()
         if principal.tenant is not None:
             tenant_ok[self._post("t:" + principal.tenant)] = True
-        return ok & tenant_ok
+        ok &= tenant_ok
+        for i in self._layered[ok[self._layered]] if len(self._layered) else ():
+            ok[i] = all(layer.admits(principal) for layer in self.acls[int(i)].layers)
+        return ok
 
     def permitted_rows(self, principal: Principal) -> np.ndarray:
         return self.permitted_acls(principal)[self.codes]

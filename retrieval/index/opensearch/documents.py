@@ -6,14 +6,14 @@ Pure functions, no client. Field names match the mapping in ``queries.index_body
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
 from retrieval.index.base import ChunkRecord
-from trove.acl import Acl
+from trove.acl import Acl, AclLayer
 
 # The largest `_id` OpenSearch accepts (bytes, UTF-8).
 MAX_ID_BYTES = 512
@@ -30,8 +30,14 @@ ACL_FIELDS = (
     "acl_allow_groups",
     "acl_deny_users",
     "acl_deny_groups",
+    "acl_layer_count",
+    "acl_layers",
     "acl_fingerprint",
 )
+# Restriction layers (AND of ORs, see trove.acl) are indexed as tokens
+# "{layer}|u:{user}" / "{layer}|g:{group}" plus a count; the query checks each
+# layer position up to this many. Deeper ACLs are refused at write time.
+MAX_ACL_LAYERS = 8
 # Everything a search or `get_chunks` needs back; never the vector.
 RECORD_FIELDS = (
     "chunk_id",
@@ -96,9 +102,39 @@ def acl_fields(acl: Acl) -> dict[str, Any]:
         "acl_allow_groups": sorted(acl.allow_groups),
         "acl_deny_users": sorted(acl.deny_users),
         "acl_deny_groups": sorted(acl.deny_groups),
+        "acl_layer_count": len(acl.layers),
+        "acl_layers": layer_tokens(acl),
         "acl_fingerprint": acl.fingerprint(),
     }
     return fields
+
+
+def layer_token(position: int, kind: str, name: str) -> str:
+    return f"{position}|{kind}:{name}"
+
+
+def layer_tokens(acl: Acl) -> list[str]:
+    if len(acl.layers) > MAX_ACL_LAYERS:
+        raise ValueError(
+            f"an ACL with {len(acl.layers)} restriction layers cannot be indexed in OpenSearch "
+            f"(at most {MAX_ACL_LAYERS})"
+        )
+    tokens = []
+    for i, layer in enumerate(acl.layers):
+        tokens += [layer_token(i, "u", u) for u in sorted(layer.users)]
+        tokens += [layer_token(i, "g", g) for g in sorted(layer.groups)]
+    return tokens
+
+
+def _layers_from_tokens(count: int, tokens: Sequence[str]) -> tuple[AclLayer, ...]:
+    users: list[set[str]] = [set() for _ in range(count)]
+    groups: list[set[str]] = [set() for _ in range(count)]
+    for token in tokens:
+        position, _, rest = token.partition("|")
+        kind, _, name = rest.partition(":")
+        target = users if kind == "u" else groups
+        target[int(position)].add(name)
+    return tuple(AclLayer(frozenset(u), frozenset(g)) for u, g in zip(users, groups, strict=True))
 
 
 def acl_from_source(src: Mapping[str, Any]) -> Acl:
@@ -109,6 +145,9 @@ def acl_from_source(src: Mapping[str, Any]) -> Acl:
         deny_groups=frozenset(src.get("acl_deny_groups") or ()),
         tenant=src.get("tenant_id") or None,
         public=bool(src.get("acl_public", False)),
+        layers=_layers_from_tokens(
+            int(src.get("acl_layer_count") or 0), src.get("acl_layers") or ()
+        ),
     )
 
 

@@ -157,6 +157,7 @@ class OpenSearchIndex:
                     "the embedding model, or use a new index_prefix"
                 )
             self._dimensions, self._exists = existing, True
+            self._add_missing_fields(targets[0])
             return
         if not create:
             raise IndexNotFoundError(
@@ -165,6 +166,15 @@ class OpenSearchIndex:
             )
         if dimensions is not None:
             self._create(dimensions)
+
+    def _add_missing_fields(self, physical: str) -> None:
+        """Add the fields the mapping gained since the index was created (additive)."""
+        mapping = self.client.indices.get_mapping(index=physical)
+        have = next(iter(mapping.values()))["mappings"].get("properties", {})
+        wanted = self.layout.body(self._dimensions)["mappings"]["properties"]
+        missing = {name: spec for name, spec in wanted.items() if name not in have}
+        if missing:
+            self.client.indices.put_mapping(index=physical, body={"properties": missing})
 
     def _create(self, dimensions: int) -> None:
         name = create_first_index(self.client, self.layout, dimensions)

@@ -11,7 +11,10 @@ Permission filtering (:func:`acl_filter`) is exactly :meth:`trove.acl.Acl.permit
 * allow: ``acl_public`` or the user in ``acl_allow_users`` or a group in
   ``acl_allow_groups`` (an empty ACL matches none of these: fail closed);
 * deny: neither the user in ``acl_deny_users`` nor a group in
-  ``acl_deny_groups`` (``must_not``, so deny wins over public).
+  ``acl_deny_groups`` (``must_not``, so deny wins over public);
+* layers: a chunk with ``acl_layer_count`` n must hold, for every position
+  i < n, a token ``i|u:{user}`` or ``i|g:{group}`` of the principal. Chunks
+  without layers (the count is 0 or absent) pass at once.
 
 The clause always goes *inside* retrieval (``bool.filter``, the efficient k-NN
 ``filter``, ``hybrid.filter`` on 3.x or every subquery on 2.19), never in
@@ -25,7 +28,13 @@ from typing import Any, Literal
 
 import numpy as np
 
-from retrieval.index.opensearch.documents import RECORD_FIELDS, TEXT_FIELD, VECTOR_FIELD
+from retrieval.index.opensearch.documents import (
+    MAX_ACL_LAYERS,
+    RECORD_FIELDS,
+    TEXT_FIELD,
+    VECTOR_FIELD,
+    layer_token,
+)
 from retrieval.index.opensearch.documents import format_datetime as _iso
 from retrieval.models import SearchFilters
 from trove.acl import Principal
@@ -116,6 +125,8 @@ def index_body(
                 "acl_allow_groups": keyword,
                 "acl_deny_users": keyword,
                 "acl_deny_groups": keyword,
+                "acl_layer_count": {"type": "integer"},
+                "acl_layers": keyword,
                 "acl_fingerprint": keyword,
                 VECTOR_FIELD: {
                     "type": "knn_vector",
@@ -184,8 +195,46 @@ def acl_filter(principal: Principal) -> Body:
         deny.append({"terms": {"acl_deny_groups": groups}})
     return {
         "bool": {
-            "filter": [tenant, {"bool": {"should": allow, "minimum_should_match": 1}}],
+            "filter": [
+                tenant,
+                {"bool": {"should": allow, "minimum_should_match": 1}},
+                layers_clause(principal),
+            ],
             "must_not": deny,
+        }
+    }
+
+
+def layers_clause(principal: Principal) -> Body:
+    """Every restriction layer of the chunk admits ``principal`` (see the module doc)."""
+    groups = sorted(principal.groups)
+
+    def tokens(position: int) -> list[str]:
+        return [
+            layer_token(position, "u", principal.user),
+            *(layer_token(position, "g", g) for g in groups),
+        ]
+
+    per_layer: list[Body] = [
+        {
+            "bool": {
+                "should": [
+                    {"range": {"acl_layer_count": {"lte": i}}},
+                    {"terms": {"acl_layers": tokens(i)}},
+                ],
+                "minimum_should_match": 1,
+            }
+        }
+        for i in range(MAX_ACL_LAYERS)
+    ]
+    return {
+        "bool": {
+            "should": [
+                {"bool": {"must_not": [{"exists": {"field": "acl_layer_count"}}]}},
+                {"range": {"acl_layer_count": {"lte": 0}}},
+                {"bool": {"filter": per_layer}},
+            ],
+            "minimum_should_match": 1,
         }
     }
 

@@ -23,7 +23,7 @@ from retrieval.fusion import FusionMethod, fuse
 from retrieval.index.base import ChunkRecord, IndexBackend, InvalidBatchError, WriteBatch
 from retrieval.models import ScoredId, SearchFilters
 from tests.retrieval.builders import DIM, doc_records, record, unit
-from trove.acl import Acl, Principal
+from trove.acl import Acl, AclLayer, Principal
 
 STAFF = Acl(allow_groups=frozenset({"staff"}))
 ALICE = Principal.of("alice", ["staff"])
@@ -49,6 +49,11 @@ def random_acl(rng: np.random.Generator) -> Acl:
         deny_groups=some(GROUPS, 0.15),
         tenant=TENANTS[int(rng.integers(0, 3))],
         public=bool(rng.random() < 0.2),
+        # Restriction layers (AND of ORs) on about a third of the ACLs.
+        layers=tuple(
+            AclLayer(some(USERS, 0.4), some(GROUPS, 0.4))
+            for _ in range(int(rng.integers(1, 4)) if rng.random() < 0.35 else 0)
+        ),
     )
 
 

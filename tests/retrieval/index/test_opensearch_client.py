@@ -101,6 +101,10 @@ class FakeIndices:
     def get_mapping(self, index: str) -> dict:
         return {index: {"mappings": {"properties": {"embedding": {"dimension": DIM}}}}}
 
+    def put_mapping(self, index: str, body: dict) -> dict:
+        self.owner.mapping_updates.append((index, body))
+        return {"acknowledged": True}
+
 
 class FakePipelines:
     def __init__(self, owner: FakeClient):
@@ -121,6 +125,7 @@ class FakeClient:
         self.health_status = "green"
         self.cluster = FakeCluster(self)
         self.indices = FakeIndices(self)
+        self.mapping_updates: list = []
         self.search_pipeline = FakePipelines(self)
         self.pipelines: dict[str, dict] = {}
         self.searches: list[tuple[dict, dict]] = []
@@ -257,3 +262,13 @@ def test_delete_by_query_retries_version_conflicts_then_gives_up():
     client.delete_by_query = lambda **kw: {"failures": [{"cause": "shard down"}]}
     with pytest.raises(IndexError_, match="shard down"):
         index._delete_by_query(q.docs_query(["d1"]), "deleting d1")
+
+
+def test_opening_an_older_index_adds_the_acl_layer_fields_to_its_mapping():
+    _index, client = open_fake("3.1.0")
+    assert len(client.mapping_updates) == 1
+    physical, body = client.mapping_updates[0]
+    assert physical == "t-chunks-v0001"
+    assert body["properties"]["acl_layer_count"] == {"type": "integer"}
+    assert body["properties"]["acl_layers"]["type"] == "keyword"
+    assert "embedding" not in body["properties"]  # only what is missing

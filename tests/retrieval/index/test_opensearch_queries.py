@@ -76,6 +76,15 @@ def matches(query: dict, doc: dict) -> bool:
         return any(str(v).startswith(value) for v in _values(doc, field))
     if kind == "range":
         ((field, bounds),) = spec.items()
+        if any(isinstance(b, int | float) for b in bounds.values()):
+            nums = _values(doc, field)
+            if not nums:
+                return False
+            n = nums[0]
+            return all(
+                {"lte": n <= b, "lt": n < b, "gte": n >= b, "gt": n > b}[op]
+                for op, b in bounds.items()
+            )
         vals = [datetime.fromisoformat(v) for v in _values(doc, field)]
         if not vals:
             return False
@@ -154,6 +163,7 @@ def test_acl_clause_shape_with_tenant_and_groups():
                         "minimum_should_match": 1,
                     }
                 },
+                q.layers_clause(ALICE),
             ],
             "must_not": [
                 {"term": {"acl_deny_users": "alice"}},
@@ -169,9 +179,38 @@ def test_acl_clause_without_tenant_reads_only_tenantless_chunks_and_omits_empty_
         "bool": {"must_not": [{"exists": {"field": "tenant_id"}}]}
     }
     assert clause["bool"]["must_not"] == [{"term": {"acl_deny_users": "bob"}}]
-    assert "terms" not in keys_anywhere(clause)
+    assert "terms" not in keys_anywhere(clause["bool"]["filter"][1])
     with pytest.raises(TypeError, match="Principal"):
         q.acl_filter("bob")  # type: ignore[arg-type]
+
+
+def test_layers_clause_checks_every_position_with_the_principal_tokens():
+    clause = q.layers_clause(ALICE)
+    no_layers, zero, per_layer = clause["bool"]["should"]
+    assert no_layers == {"bool": {"must_not": [{"exists": {"field": "acl_layer_count"}}]}}
+    assert zero == {"range": {"acl_layer_count": {"lte": 0}}}
+    positions = per_layer["bool"]["filter"]
+    assert len(positions) == 8
+    assert positions[2]["bool"]["should"] == [
+        {"range": {"acl_layer_count": {"lte": 2}}},
+        {"terms": {"acl_layers": ["2|u:alice", "2|g:eng", "2|g:hr"]}},
+    ]
+
+
+def test_acl_layers_round_trip_and_too_many_layers_are_refused():
+    from retrieval.index.opensearch.documents import acl_fields, acl_from_source
+    from trove.acl import AclLayer
+
+    acl = Acl(
+        allow_groups=frozenset({"space"}),
+        layers=(AclLayer(groups=frozenset({"a"})), AclLayer(users=frozenset({"bob"})), AclLayer()),
+    )
+    fields = acl_fields(acl)
+    assert fields["acl_layer_count"] == 3
+    assert acl_from_source(fields) == acl
+    deep = Acl(public=True, layers=tuple(AclLayer(users=frozenset({f"u{i}"})) for i in range(9)))
+    with pytest.raises(ValueError, match="9 restriction layers"):
+        acl_fields(deep)
 
 
 # ---------------------------------------------------------------- mapping and settings

@@ -1,0 +1,105 @@
+"""Group memberships as Dagster assets: one partition per source that has groups.
+
+``source_groups`` replaces the source's rows in the group directory (see
+:mod:`trove.directory`); chunks are untouched. Its check warns when chunk ACLs
+name groups the directory does not know — nobody can read through such a
+group, which is safe but usually means a sync scope or permission is missing.
+Each source's ``groups_schedule`` gets its own schedule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import dagster as dg
+
+from assets.resources import TroveResource
+from trove.config import SourceConfig
+
+GROUPS_GROUP = "groups"
+GROUPS_JOB = "sync_groups"
+GROUPS_CHECK = "acl_groups_known"
+
+
+def build_group_assets(source_names: Sequence[str]) -> list[dg.AssetsDefinition]:
+    if not source_names:
+        return []
+    partitions = dg.StaticPartitionsDefinition(list(source_names))
+
+    @dg.asset(
+        partitions_def=partitions,
+        group_name=GROUPS_GROUP,
+        kinds={"python"},
+        check_specs=[dg.AssetCheckSpec(GROUPS_CHECK, asset="source_groups")],
+        description="The source's group memberships (nesting flattened) in the group "
+        "directory, used to expand a caller's identity at query time.",
+    )
+    def source_groups(
+        context: dg.AssetExecutionContext, trove: TroveResource
+    ) -> dg.MaterializeResult:
+        from assets.checks import source_acls
+        from pipelines.groups import group_tokens_in_acls, sync_groups
+        from retrieval.index.base import IndexNotFoundError
+
+        name = context.partition_key
+        config = trove.settings().source(name)
+        directory = trove.directory()
+        try:
+            result = sync_groups(config, directory)
+            known = directory.known_groups(name)
+        finally:
+            directory.close()
+        try:
+            index = trove.index()
+        except IndexNotFoundError:
+            named: set[str] = set()
+        else:
+            try:
+                named = group_tokens_in_acls(source_acls(index, name).values(), name)
+            finally:
+                index.close()
+        unknown = sorted(named - known)
+        check = dg.AssetCheckResult(
+            check_name=GROUPS_CHECK,
+            passed=not unknown,
+            severity=dg.AssetCheckSeverity.WARN,
+            description="Every group named by the source's chunk ACLs is in the directory.",
+            metadata={
+                "groups_in_acls": len(named),
+                "unknown_groups": len(unknown),
+                "unknown_sample": ", ".join(unknown[:20]) or "none",
+            },
+        )
+        metadata: dict[str, dg.MetadataValue | int | float] = dict(result.counts)
+        metadata["duration_s"] = round(result.seconds, 3)
+        return dg.MaterializeResult(metadata=metadata, check_results=[check])
+
+    return [source_groups]
+
+
+def groups_schedule_name(source: str) -> str:
+    return f"sync_groups_{source.replace('-', '_').replace('.', '_')}"
+
+
+def build_group_schedules(
+    sources: Sequence[SourceConfig], job: dg.UnresolvedAssetJobDefinition
+) -> list[dg.ScheduleDefinition]:
+    schedules = []
+    for source in sources:
+        if not (source.has_groups and source.groups_schedule):
+            continue
+
+        def request(context: dg.ScheduleEvaluationContext, _name: str = source.name):
+            return dg.RunRequest(partition_key=_name, tags={"trove/source": _name})
+
+        schedules.append(
+            dg.ScheduleDefinition(
+                name=groups_schedule_name(source.name),
+                cron_schedule=source.groups_schedule,
+                job=job,
+                execution_fn=request,
+                default_status=dg.DefaultScheduleStatus.RUNNING,
+                description=f"Sync the groups of {source.name!r} on {source.groups_schedule!r}.",
+            )
+        )
+    return schedules

@@ -1,0 +1,1 @@
+"""Confluence Cloud: spaces, pages and attachments with their effective read permissions."""

@@ -1,0 +1,1 @@
+"""SharePoint Online and OneDrive via Microsoft Graph: drive delta, content, item permissions."""

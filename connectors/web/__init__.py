@@ -1,0 +1,1 @@
+"""Websites: sitemaps and a link crawl within allowed hosts, robots.txt, conditional GETs."""

@@ -1,0 +1,286 @@
+"""Turn what a connector reports into the run's change set, against the manifest.
+
+One function, :func:`compute_change_set`, for every source type:
+
+1. ``changes(cursor)`` from the last *committed* cursor. Documents are
+   classified against the manifest (added, changed, unchanged, ACL-only,
+   failed before); explicit deletions are kept. If the listing breaks part way
+   (a :class:`~connectors.errors.ConnectorError` after some batches), what was
+   gathered is still processed and the cursor stops at the last whole batch:
+   the next run resumes there and nothing is skipped. The error is reported.
+2. A *complete* listing (filesystem, S3, a finished crawl) deletes what the
+   manifest has and the listing did not name.
+3. Incremental sources also get the id-only listing (``list_ids``) when a
+   permission sync is due: manifest ids it lacks are deleted, and a document
+   whose ACL changed without a new version (a Confluence ancestor restricted,
+   a SharePoint item re-shared) becomes ``acl_only`` — nothing re-embedded.
+   A version the cursor somehow missed is fetched and re-indexed.
+4. Bytes are fetched (``fetch``) only for added and changed documents and
+   staged as files beside the staging store for the parser. A fetch that
+   fails is recorded and retried by id next run, since the cursor has moved on.
+
+Nothing here writes the manifest or the cursor: the write stage commits both
+with the index (see :func:`pipelines.stages.write_pending`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import shutil
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from connectors.base import ChangeBatch, Connector, DocumentStamp
+from connectors.errors import ConnectorError, DocumentGone
+from connectors.models import DocumentFailure, SourceDocument
+from pipelines.secure import AclPolicy
+from pipelines.store import ManifestEntry, PendingDocument, StagingStore
+from trove.acl import Acl
+from trove.config import SourceConfig
+
+log = logging.getLogger(__name__)
+
+ADDED, CHANGED, UNCHANGED, DELETED, ACL_ONLY, FAILED_BEFORE = (
+    "added",
+    "changed",
+    "unchanged",
+    "deleted",
+    "acl_only",
+    "failed_before",
+)
+CONTENT_CHANGES = (ADDED, CHANGED)
+
+# Counter names in the staging store.
+CURSOR = "sync.cursor"  # committed with the index
+RETRY_IDS = "sync.retry_ids"  # documents whose fetch failed, retried by id
+PERMISSION_SYNCED_AT = "sync.permission_synced_at"
+PENDING_COMMIT = "sync.pending_commit"  # what the write stage commits for this run
+
+
+@dataclass
+class ChangeScan:
+    rows: list[PendingDocument]
+    failures: list[DocumentFailure] = field(default_factory=list)
+    documents_seen: int = 0
+    cursor: str | None = None
+    retry_ids: list[str] = field(default_factory=list)
+    permission_synced: bool = False
+    error: str | None = None  # the listing stopped early; the rest waits for the next run
+
+
+def document_record(doc: SourceDocument, acl: Acl) -> dict[str, Any]:
+    return {
+        "doc_id": doc.doc_id,
+        "source": doc.source,
+        "path": doc.path,
+        "uri": doc.uri,
+        "title": doc.title,
+        "version": doc.version,
+        "size": doc.size,
+        "modified_at": doc.modified_at.isoformat() if doc.modified_at else None,
+        "doc_type": doc.doc_type,
+        "acl": acl.to_dict(),
+        "local_path": str(doc.local_path) if doc.local_path else None,
+        "author": doc.author,
+    }
+
+
+def classify(doc_version: str, acl_fp: str, entry: ManifestEntry | None) -> str:
+    if entry is None:
+        return ADDED
+    if entry.version == doc_version:
+        return UNCHANGED if entry.acl_fingerprint == acl_fp else ACL_ONLY
+    if entry.state == "failed" and entry.failed_version == doc_version:
+        return FAILED_BEFORE
+    return ADDED if entry.version is None else CHANGED
+
+
+def blob_dir(store: StagingStore) -> Path:
+    return Path(store.path).parent / "blobs"
+
+
+def stage_bytes(folder: Path, doc: SourceDocument) -> SourceDocument:
+    """Write inline content to a file the parser can read; local documents pass through."""
+    if doc.local_path is not None or doc.content is None:
+        return doc
+    folder.mkdir(parents=True, exist_ok=True)
+    name = hashlib.sha256(doc.doc_id.encode()).hexdigest()[:32]
+    suffix = f".{doc.doc_type}" if doc.doc_type and doc.doc_type.isalnum() else ""
+    path = folder / f"{name}{suffix}"
+    path.write_bytes(doc.content)
+    return dataclasses.replace(doc, local_path=path, content=None, size=len(doc.content))
+
+
+def permission_sync_due(config: SourceConfig, store: StagingStore, now: datetime) -> bool:
+    if config.permission_sync_interval is None:
+        return True
+    last = store.counter(PERMISSION_SYNCED_AT)
+    if not last:
+        return True
+    return now - datetime.fromisoformat(last) >= config.permission_sync_interval
+
+
+@dataclass
+class _Listing:
+    documents: dict[str, SourceDocument] = field(default_factory=dict)
+    failures: dict[str, DocumentFailure] = field(default_factory=dict)
+    deleted: set[str] = field(default_factory=set)
+    cursor: str | None = None
+    complete: bool = False
+    error: str | None = None
+
+    def add(self, batch: ChangeBatch) -> None:
+        for doc in batch.documents:
+            self.documents[doc.doc_id] = doc  # a later batch wins
+            self.deleted.discard(doc.doc_id)
+            self.failures.pop(doc.doc_id, None)
+        for failure in batch.failures:
+            self.failures[failure.doc_id] = failure
+        for doc_id in batch.deleted:
+            self.deleted.add(doc_id)
+            self.documents.pop(doc_id, None)
+        if batch.cursor is not None:
+            self.cursor = batch.cursor
+        self.complete = self.complete or batch.complete
+
+
+def _list_changes(connector: Connector, cursor: str | None) -> _Listing:
+    listing = _Listing(cursor=cursor)
+    try:
+        for batch in connector.changes(cursor):
+            listing.add(batch)
+    except ConnectorError as exc:
+        if not (listing.documents or listing.deleted or listing.failures):
+            raise  # nothing usable: the run fails with the reason
+        listing.error = str(exc)
+        listing.complete = False  # a partial listing must never delete what it missed
+        log.warning("listing stopped early, processing what was gathered: %s", exc)
+    return listing
+
+
+def compute_change_set(
+    config: SourceConfig,
+    store: StagingStore,
+    policy: AclPolicy,
+    connector: Connector,
+    *,
+    fetch: bool = True,
+    permission_sync: bool = True,
+    now: datetime | None = None,
+) -> ChangeScan:
+    """Classify what changed since the committed cursor (see the module doc).
+
+    With ``fetch=False`` (a dry run, ``trove status``) no bytes are downloaded
+    and nothing is written; ``permission_sync=False`` skips the id-only listing.
+    """
+    now = now or datetime.now(UTC)
+    manifest = store.manifest()
+    listing = _list_changes(connector, store.counter(CURSOR))
+    blobs = blob_dir(store)
+    if fetch:
+        shutil.rmtree(blobs, ignore_errors=True)  # the previous run's bytes are consumed
+
+    retry_ids: list[str] = []
+    failures = dict(listing.failures)
+
+    def fetched(doc: SourceDocument) -> SourceDocument | None:
+        if not fetch or doc.local_path is not None or doc.content is not None:
+            return stage_bytes(blobs, doc) if fetch else doc
+        try:
+            return stage_bytes(blobs, connector.fetch(doc.doc_id))
+        except DocumentGone:
+            listing.deleted.add(doc.doc_id)
+        except ConnectorError as exc:
+            failures[doc.doc_id] = DocumentFailure(doc.doc_id, doc.path, f"fetch failed: {exc}")
+            retry_ids.append(doc.doc_id)
+        return None
+
+    # Documents whose fetch failed last run: the cursor moved past them.
+    for doc_id in store.counter(RETRY_IDS) or []:
+        if doc_id in listing.documents or doc_id in listing.deleted or not fetch:
+            continue
+        try:
+            listing.documents[doc_id] = connector.fetch(doc_id)
+        except DocumentGone:
+            listing.deleted.add(doc_id)
+        except ConnectorError as exc:
+            entry = manifest.get(doc_id)
+            path = entry.path if entry else doc_id
+            failures[doc_id] = DocumentFailure(doc_id, path, f"fetch failed: {exc}")
+            retry_ids.append(doc_id)
+
+    rows: list[PendingDocument] = []
+    for doc in listing.documents.values():
+        acl = policy.acl_for(doc)
+        change = classify(doc.version, acl.fingerprint(), manifest.get(doc.doc_id))
+        if change in CONTENT_CHANGES:
+            staged = fetched(doc)
+            if staged is None:
+                continue
+            doc = staged
+        rows.append(PendingDocument(doc.doc_id, change, document_record(doc, acl)))
+
+    seen = set(listing.documents) | set(failures)
+    if listing.complete:
+        listing.deleted |= set(manifest) - seen
+
+    permission_synced = False
+    due = permission_sync and permission_sync_due(config, store, now)
+    if not listing.complete and listing.error is None and due:
+        stamps = {s.doc_id: s for s in connector.list_ids()}
+        permission_synced = True
+        listing.deleted |= set(manifest) - set(stamps) - seen
+        for stamp in stamps.values():
+            if stamp.doc_id in seen:
+                continue
+            row = _resync(stamp, manifest.get(stamp.doc_id), policy, connector, fetched)
+            if row is not None:
+                rows.append(row)
+
+    for doc_id in sorted(listing.deleted & set(manifest)):
+        rows.append(
+            PendingDocument(doc_id, DELETED, {"doc_id": doc_id, "path": manifest[doc_id].path})
+        )
+
+    return ChangeScan(
+        rows=rows,
+        failures=list(failures.values()),
+        documents_seen=len(listing.documents) + len(listing.failures),
+        cursor=listing.cursor,
+        retry_ids=sorted(set(retry_ids)),
+        permission_synced=permission_synced,
+        error=listing.error,
+    )
+
+
+def _resync(
+    stamp: DocumentStamp,
+    entry: ManifestEntry | None,
+    policy: AclPolicy,
+    connector: Connector,
+    fetched: Any,
+) -> PendingDocument | None:
+    """A slim-listed document the change feed did not report: ACL drift or a missed version."""
+    acl = policy.acl_for_path(stamp.path, stamp.acl)
+    if entry is not None and entry.version == stamp.version:
+        if entry.acl_fingerprint == acl.fingerprint():
+            return None
+        record = {"doc_id": stamp.doc_id, "path": stamp.path or entry.path, "acl": acl.to_dict()}
+        return PendingDocument(stamp.doc_id, ACL_ONLY, record)
+    if entry is not None and entry.state == "failed" and entry.failed_version == stamp.version:
+        return None  # failed at this version already; retried when it changes
+    try:
+        doc = connector.fetch(stamp.doc_id)
+    except ConnectorError as exc:
+        log.warning("re-sync of %s skipped: %s", stamp.doc_id, exc)
+        return None
+    staged = fetched(doc)
+    if staged is None:
+        return None
+    acl = policy.acl_for(staged)
+    change = classify(staged.version, acl.fingerprint(), entry)
+    return PendingDocument(staged.doc_id, change, document_record(staged, acl))
