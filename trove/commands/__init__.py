@@ -13,6 +13,7 @@ import typer
 
 COMMAND_MODULES: tuple[str, ...] = (
     "trove.commands.bench",
+    "trove.commands.groups",
     "trove.commands.index",
     "trove.commands.serve",
 )
