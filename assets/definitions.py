@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets.freshness import build_change_sensor, build_schedules, freshness_policy
-from assets.groups import GROUPS_GROUP, GROUPS_JOB, build_group_assets, build_group_schedules
+from assets.freshness import (
+    build_change_sensor,
+    build_group_schedules,
+    build_schedules,
+    freshness_policy,
+)
+from assets.groups import GROUPS_GROUP, GROUPS_JOB, build_group_assets
 from assets.ingest import GROUP, build_ingest_assets
 from assets.resources import TroveResource
 from trove.config import Settings, find_config, load_settings

@@ -149,3 +149,31 @@ def failed_documents_check(
             "overdue": dg.MetadataValue.json(overdue[:20]),
         },
     )
+
+
+def groups_schedule_name(source: str) -> str:
+    return f"sync_groups_{source.replace('-', '_').replace('.', '_')}"
+
+
+def build_group_schedules(
+    sources: Sequence[SourceConfig], job: dg.UnresolvedAssetJobDefinition
+) -> list[dg.ScheduleDefinition]:
+    schedules = []
+    for source in sources:
+        if not (source.has_groups and source.groups_schedule):
+            continue
+
+        def request(context: dg.ScheduleEvaluationContext, _name: str = source.name):
+            return dg.RunRequest(partition_key=_name, tags={"trove/source": _name})
+
+        schedules.append(
+            dg.ScheduleDefinition(
+                name=groups_schedule_name(source.name),
+                cron_schedule=source.groups_schedule,
+                job=job,
+                execution_fn=request,
+                default_status=dg.DefaultScheduleStatus.RUNNING,
+                description=f"Sync the groups of {source.name!r} on {source.groups_schedule!r}.",
+            )
+        )
+    return schedules

@@ -4,17 +4,14 @@
 :mod:`trove.directory`); chunks are untouched. Its check warns when chunk ACLs
 name groups the directory does not know — nobody can read through such a
 group, which is safe but usually means a sync scope or permission is missing.
-Each source's ``groups_schedule`` gets its own schedule.
+Each source's ``groups_schedule`` gets its own schedule (:mod:`assets.freshness`).
 """
-
-from __future__ import annotations
 
 from collections.abc import Sequence
 
 import dagster as dg
 
 from assets.resources import TroveResource
-from trove.config import SourceConfig
 
 GROUPS_GROUP = "groups"
 GROUPS_JOB = "sync_groups"
@@ -75,31 +72,3 @@ def build_group_assets(source_names: Sequence[str]) -> list[dg.AssetsDefinition]
         return dg.MaterializeResult(metadata=metadata, check_results=[check])
 
     return [source_groups]
-
-
-def groups_schedule_name(source: str) -> str:
-    return f"sync_groups_{source.replace('-', '_').replace('.', '_')}"
-
-
-def build_group_schedules(
-    sources: Sequence[SourceConfig], job: dg.UnresolvedAssetJobDefinition
-) -> list[dg.ScheduleDefinition]:
-    schedules = []
-    for source in sources:
-        if not (source.has_groups and source.groups_schedule):
-            continue
-
-        def request(context: dg.ScheduleEvaluationContext, _name: str = source.name):
-            return dg.RunRequest(partition_key=_name, tags={"trove/source": _name})
-
-        schedules.append(
-            dg.ScheduleDefinition(
-                name=groups_schedule_name(source.name),
-                cron_schedule=source.groups_schedule,
-                job=job,
-                execution_fn=request,
-                default_status=dg.DefaultScheduleStatus.RUNNING,
-                description=f"Sync the groups of {source.name!r} on {source.groups_schedule!r}.",
-            )
-        )
-    return schedules
