@@ -169,17 +169,19 @@ class GroupDirectory:
                 f"SELECT source, token FROM users WHERE identity IN ({_marks(identities)})",
                 sorted(identities),
             ).fetchall()
-            keys = identities | {token for _, token in native}
-            groups = conn.execute(
-                f"SELECT DISTINCT grp FROM memberships WHERE member IN ({_marks(keys)})",
-                sorted(keys),
-            ).fetchall()
             known_in = {source for source, _ in native}
             tenants = conn.execute(
                 "SELECT source, tenant_token FROM sources WHERE tenant_token IS NOT NULL"
             ).fetchall()
-        extra = {token for _, token in native} | {g for (g,) in groups}
-        extra |= {token for source, token in tenants if source in known_in}
+            # A tenant token can itself be a member ("Everyone except external
+            # users" in a SharePoint site group), so it joins the lookup keys.
+            tenant_tokens = {token for source, token in tenants if source in known_in}
+            keys = identities | {token for _, token in native} | tenant_tokens
+            groups = conn.execute(
+                f"SELECT DISTINCT grp FROM memberships WHERE member IN ({_marks(keys)})",
+                sorted(keys),
+            ).fetchall()
+        extra = {token for _, token in native} | {g for (g,) in groups} | tenant_tokens
         if not extra - principal.groups:
             return principal
         return Principal(

@@ -109,3 +109,18 @@ def test_searcher_reads_through_the_directory_and_a_membership_change_needs_no_r
 
 
 ENG_ONLY = Acl(allow_groups=frozenset({"wiki:group:eng"}))
+
+
+def test_a_tenant_token_inside_a_group_reaches_every_known_user(tmp_path):
+    # A SharePoint site group holding "Everyone except external users".
+    d = GroupDirectory.in_state_dir(tmp_path)
+    d.replace_source(
+        GroupSnapshot(
+            "sp",
+            {"sp:sitegroup:site1:5": frozenset({"sp:tenant:contoso"})},
+            users=[DirectoryUser("sp:user:1", frozenset({"ann@contoso.com"}))],
+            tenant_token="sp:tenant:contoso",
+        )
+    )
+    assert "sp:sitegroup:site1:5" in d.expand(Principal.of("ann@contoso.com")).groups
+    assert d.expand(Principal.of("guest@elsewhere.com")).groups == frozenset()
