@@ -105,9 +105,7 @@ class HttpClient:
                         f"{method} {_safe(url)} was refused with {response.status_code}: "
                         "check the credentials and their scopes (docs/connectors.md)"
                     )
-                if response.status_code not in RETRY_STATUSES and not self._retryable_403(
-                    response
-                ):
+                if response.status_code not in RETRY_STATUSES and not self._retryable_403(response):
                     return response
             attempt += 1
             delay = None
@@ -118,9 +116,7 @@ class HttpClient:
             delay = min(delay, policy.max_delay_s)
             spent = self._clock() - started
             if attempt >= policy.max_attempts or spent + delay > policy.max_total_s:
-                what = (
-                    f"status {response.status_code}" if response is not None else repr(error)
-                )
+                what = f"status {response.status_code}" if response is not None else repr(error)
                 raise SourceUnavailable(
                     f"{method} {_safe(url)} still failing after {attempt} attempts "
                     f"and {spent:.0f}s ({what})"
