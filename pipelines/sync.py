@@ -14,7 +14,8 @@ One function, :func:`compute_change_set`, for every source type:
    permission sync is due: manifest ids it lacks are deleted, and a document
    whose ACL changed without a new version (a Confluence ancestor restricted,
    a SharePoint item re-shared) becomes ``acl_only`` — nothing re-embedded.
-   A version the cursor somehow missed is fetched and re-indexed.
+   A version the cursor somehow missed, or a path that moved without a new
+   version (an ancestor page or folder renamed), is fetched and re-indexed.
 4. Bytes are fetched (``fetch``) only for added and changed documents and
    staged as files beside the staging store for the parser. A fetch that
    fails is recorded and retried by id next run, since the cursor has moved on.
@@ -266,10 +267,11 @@ def _resync(
 ) -> PendingDocument | None:
     """A slim-listed document the change feed did not report: ACL drift or a missed version."""
     acl = policy.acl_for_path(stamp.path, stamp.acl)
-    if entry is not None and entry.version == stamp.version:
+    moved = bool(stamp.path) and entry is not None and stamp.path != entry.path
+    if entry is not None and entry.version == stamp.version and not moved:
         if entry.acl_fingerprint == acl.fingerprint():
             return None
-        record = {"doc_id": stamp.doc_id, "path": stamp.path or entry.path, "acl": acl.to_dict()}
+        record = {"doc_id": stamp.doc_id, "path": entry.path, "acl": acl.to_dict()}
         return PendingDocument(stamp.doc_id, ACL_ONLY, record)
     if entry is not None and entry.state == "failed" and entry.failed_version == stamp.version:
         return None  # failed at this version already; retried when it changes
@@ -283,4 +285,8 @@ def _resync(
         return None
     acl = policy.acl_for(staged)
     change = classify(staged.version, acl.fingerprint(), entry)
+    if moved and change in (UNCHANGED, ACL_ONLY):
+        # An ancestor was renamed or moved: same content, new path in every citation.
+        # Re-chunked from the fetched bytes; the vectors come from the cache.
+        change = CHANGED
     return PendingDocument(staged.doc_id, change, document_record(staged, acl))

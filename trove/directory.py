@@ -8,7 +8,8 @@ synced expands to nothing (fail closed).
 
 At query time :meth:`GroupDirectory.expand` takes the verified principal and
 adds, for every source: the person's native user tokens (an Atlassian
-``accountId`` found by e-mail), the groups any of their identities belong to
+``accountId`` found by e-mail), the groups any of their identities — or the
+tokens already in their verified groups claim — belong to
 (nesting already flattened by the sync), and the tenant token of a source
 whose directory knows them (SharePoint "people in your organisation" links).
 Identities are compared lower-cased.
@@ -176,7 +177,9 @@ class GroupDirectory:
             # A tenant token can itself be a member ("Everyone except external
             # users" in a SharePoint site group), so it joins the lookup keys.
             tenant_tokens = {token for source, token in tenants if source in known_in}
-            keys = identities | {token for _, token in native} | tenant_tokens
+            # The caller's own verified groups count as identities too: an identity
+            # provider may assert a native account token (hidden e-mail) or a group.
+            keys = identities | set(principal.groups) | {t for _, t in native} | tenant_tokens
             groups = conn.execute(
                 f"SELECT DISTINCT grp FROM memberships WHERE member IN ({_marks(keys)})",
                 sorted(keys),

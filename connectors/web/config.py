@@ -19,7 +19,8 @@ def _http_url(value: str) -> str:
 class WebConfig(StrictModel):
     start_urls: list[str] = Field(min_length=1)
     sitemaps: list[str] = Field(default_factory=list)  # also read from robots.txt
-    allowed_hosts: list[str] = Field(default_factory=list)  # empty = the start URLs' hosts
+    # Hosts links may lead to, besides the start URLs' hosts (always allowed).
+    allowed_hosts: list[str] = Field(default_factory=list)
     max_pages: int = Field(default=10_000, ge=1)
     max_depth: int = Field(default=10, ge=0)
     user_agent: str = "TroveBot/0.1 (+https://github.com/trove)"

@@ -54,6 +54,7 @@ class MemoryConnector:
     failing_fetch: set[str] = field(default_factory=set)
     fetched: list[str] = field(default_factory=list)
     listed: int = 0
+    folder: dict[str, str] = field(default_factory=dict)  # native id -> parent path override
 
     def put(self, native: str, text: str, acl: Acl = ENG) -> None:
         old = self.docs.get(native)
@@ -64,12 +65,15 @@ class MemoryConnector:
         del self.docs[native]
         self.log.append((native, "delete"))
 
+    def _path(self, native: str) -> str:
+        return f"{self.folder.get(native, 'SPACE')}/{native}"
+
     def _doc(self, native: str, content: bool) -> SourceDocument:
         d = self.docs[native]
         return SourceDocument(
             doc_id=f"{self.source}:{native}",
             source=self.source,
-            path=f"SPACE/{native}",
+            path=self._path(native),
             uri=f"https://wiki.example/{native}",
             title=native,
             version=str(d.version),
@@ -93,7 +97,9 @@ class MemoryConnector:
     def list_ids(self):
         self.listed += 1
         for native, d in self.docs.items():
-            yield DocumentStamp(f"{self.source}:{native}", str(d.version), d.acl, f"SPACE/{native}")
+            yield DocumentStamp(
+                f"{self.source}:{native}", str(d.version), d.acl, self._path(native)
+            )
 
     def fetch(self, doc_id):
         native = doc_id.split(":", 1)[1]
@@ -264,3 +270,14 @@ def test_a_complete_listing_deletes_what_it_did_not_name(tmp_path):
     (p.root / "b.md").unlink()
     assert p.run()["deleted"] == 1
     p.index.close()
+
+
+def test_a_path_moved_without_a_new_version_is_reindexed_from_the_cache(h):
+    h.run()
+    embedded = h.encoder.texts_encoded
+    h.connector.folder["p1"] = "SPACE/Renamed parent"  # an ancestor renamed: no new version
+    summary = h.run()
+    assert summary["changed"] == 1 and summary["acl_only"] == 0
+    assert h.encoder.texts_encoded == embedded  # the text is unchanged: vectors from the cache
+    (record,) = h.index.document_chunks("wiki:p1")
+    assert record.path == "SPACE/Renamed parent/p1"

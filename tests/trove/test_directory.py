@@ -124,3 +124,12 @@ def test_a_tenant_token_inside_a_group_reaches_every_known_user(tmp_path):
     )
     assert "sp:sitegroup:site1:5" in d.expand(Principal.of("ann@contoso.com")).groups
     assert d.expand(Principal.of("guest@elsewhere.com")).groups == frozenset()
+
+
+def test_a_native_token_in_the_callers_verified_groups_is_resolved_too(tmp_path):
+    # Hidden e-mail: the identity provider asserts the account token instead.
+    d = GroupDirectory.in_state_dir(tmp_path)
+    d.replace_source(wiki_snapshot({"wiki:user:acc-carol"}))
+    carol = d.expand(Principal.of("carol@example.com", ["wiki:user:acc-carol"]))
+    assert "wiki:group:eng" in carol.groups
+    assert "wiki:group:eng" not in d.expand(Principal.of("carol@example.com")).groups

@@ -1,0 +1,774 @@
+"""Confluence Cloud connector: pages and attachments with effective read ACLs, plus groups.
+
+Reads (see :mod:`connectors.base`):
+
+* :meth:`ConfluenceConnector.changes` — with no cursor, a full enumeration with
+  v2: every configured space (``/spaces``, ``_links.next`` followed verbatim,
+  filtered by the configured keys), its current pages with their storage body
+  (``/spaces/{id}/pages?body-format=storage``) and, with
+  ``include_attachments``, each page's attachments (``/pages/{id}/attachments``,
+  bytes from ``downloadLink``). After that, CQL (v1 ``/content/search``)
+  ``lastmodified >= 'yyyy-MM-dd HH:mm'`` minus the configured overlap, in the
+  API user's time zone, ``order by lastmodified asc``, pages and attachments
+  together, with body, version and the read restrictions of the page and its
+  ancestors expanded inline; the parent chain itself is read from v2 (cached
+  per run) as in every other read, so all three compute the same path and ACL.
+  Cursor semantics are in :mod:`connectors.confluence.cursor`.
+* :meth:`ConfluenceConnector.list_ids` — the slim listing: every current page
+  and readable attachment with its version and *current* ACL. A restriction
+  change on an ancestor bumps no version and CQL never reports it, so the
+  pipeline re-applies ACLs by comparing these fingerprints with its manifest,
+  and deletes what this listing no longer has (trashed and purged pages).
+* :meth:`ConfluenceConnector.fetch` — one page or attachment by id, with bytes;
+  :class:`~connectors.confluence.client.DocumentNotFound` when it is gone.
+* :meth:`ConfluenceConnector.sync_groups` — groups and members (v1) for the
+  query-time group directory.
+
+Permissions are mapped in :mod:`connectors.confluence.permissions`; naming and
+body shaping in :mod:`connectors.confluence.documents`.
+
+Gotchas handled: CQL is minute-granular and in the user's time zone (overlap +
+offset, de-duplication on ``(id, version)``); a 400 about the date (a DST gap)
+retries once an hour earlier; the ancestors' restriction expand 404s when an
+ancestor is a draft or trashed (CONFCLOUD-77618), so the search is retried
+without it and those ancestors are read one by one; a CQL page with no results
+but a ``next`` link ends the run; 404s seen during a run are deletions; a
+page whose ancestor permissions cannot be read gets an empty ACL. Attachments
+whose type the parser cannot read are skipped (in every read alike), and one
+over ``limits.max_bytes`` is a failure without being downloaded.
+
+Not thread-safe: one connector per run. Caches live for one call of
+``changes``/``list_ids`` (and the ``fetch`` calls that follow it).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from connectors import principals
+from connectors.base import ChangeBatch, DirectoryUser, DocumentStamp, GroupSnapshot
+from connectors.confluence.client import (
+    ConfluenceClient,
+    ConfluenceRequestError,
+    DocumentNotFound,
+    NotFound,
+    replace_query_param,
+)
+from connectors.confluence.config import ConfluenceConfig
+from connectors.confluence.cursor import SyncState, cql_date, parse_time
+from connectors.confluence.documents import (
+    ATTACHMENT,
+    PAGE,
+    Node,
+    attachment_path,
+    document_id,
+    extension,
+    node_from_v1,
+    node_from_v2,
+    page_html,
+    page_path,
+    split_doc_id,
+    storage_of,
+)
+from connectors.confluence.permissions import AccessResolver, is_missing_content
+from connectors.errors import ConnectorError
+from connectors.models import DocumentFailure, SourceDocument
+from pipelines.parse import SUPPORTED_TYPES
+from trove.acl import Acl
+from trove.config import SourceConfig
+
+log = logging.getLogger(__name__)
+
+_RESTRICTIONS = "restrictions.read.restrictions.user,restrictions.read.restrictions.group"
+_ANCESTOR_RESTRICTIONS = (
+    "ancestors.restrictions.read.restrictions.user,ancestors.restrictions.read.restrictions.group"
+)
+# Without the ancestors' restrictions: the fallback for CONFCLOUD-77618.
+CQL_EXPAND_SHORT = f"body.storage,version,space,history.lastUpdated,container,{_RESTRICTIONS}"
+CQL_EXPAND = f"{CQL_EXPAND_SHORT},ancestors,{_ANCESTOR_RESTRICTIONS}"
+_DATE_ERROR = re.compile(r"date|lastmodified|updated|time", re.I)
+_MAX_DEPTH = 200
+# ``fetch`` reuses the caches of the read that just ran, if it is this recent.
+_RUN_REUSE_S = 600.0
+
+
+@dataclass(frozen=True)
+class Space:
+    id: str
+    key: str
+    name: str
+
+
+@dataclass(frozen=True)
+class PageContext:
+    """Where a page sits and who may read it; shared by the page and its attachments."""
+
+    space: Space
+    node: Node
+    path: str
+    acl: Acl
+
+
+@dataclass
+class _Batch:
+    documents: list[SourceDocument] = field(default_factory=list)
+    failures: list[DocumentFailure] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+
+    def batch(self, cursor: str) -> ChangeBatch:
+        return ChangeBatch(
+            documents=self.documents, failures=self.failures, deleted=self.deleted, cursor=cursor
+        )
+
+
+class _Run:
+    """Caches for one read of the source: spaces, nodes, restrictions, space grants."""
+
+    def __init__(self, connector: ConfluenceConnector) -> None:
+        self.connector = connector
+        self.started = time.monotonic()
+        self.access = AccessResolver(connector.client, connector.source)
+        self.nodes: dict[str, Node] = {}
+        self.contexts: dict[str, PageContext] = {}
+        self._spaces: list[Space] | None = None
+
+    @property
+    def spaces(self) -> list[Space]:
+        if self._spaces is None:
+            self._spaces = self.connector._list_spaces()
+        return self._spaces
+
+    def space_by_key(self, key: str | None) -> Space | None:
+        key = (key or "").upper()
+        return next((s for s in self.spaces if s.key.upper() == key), None)
+
+    def space_by_id(self, space_id: str | None) -> Space | None:
+        return next((s for s in self.spaces if s.id == str(space_id)), None)
+
+
+class ConfluenceConnector:
+    """One ``type: confluence`` source; implements ``Connector`` and ``GroupSource``.
+
+    :param config: the source (its ``confluence:`` block, ``retry`` budget and ``limits``).
+    :param http: an ``httpx.Client`` to send requests with (tests); one is created otherwise.
+    :param sleep: how retries wait (tests pass a recorder so nothing really sleeps).
+    :raises ValueError: for a source of another type.
+    :raises ConnectorError: when the API token cannot be read.
+
+    Usage::
+
+        connector = ConfluenceConnector(settings.source("wiki"))
+        for batch in connector.changes(cursor):
+            ...  # index batch.documents, then persist batch.cursor
+    """
+
+    def __init__(
+        self,
+        config: SourceConfig,
+        *,
+        http: httpx.Client | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if config.type != "confluence" or config.confluence is None:
+            raise ValueError(f"ConfluenceConnector needs a confluence source, got {config.type!r}")
+        self.config = config
+        self.settings: ConfluenceConfig = config.confluence
+        self.source = config.name
+        self.client = ConfluenceClient(
+            self.settings, policy=config.retry.policy(), http=http, sleep=sleep
+        )
+        self._run: _Run | None = None
+
+    # -- contract -------------------------------------------------------------------
+
+    def changes(self, cursor: str | None) -> Iterator[ChangeBatch]:
+        """Batches since ``cursor`` (``None``: everything), each with its resume cursor."""
+        state = SyncState.from_cursor(cursor)
+        run = self._run = _Run(self)
+        if state is None or state.mode == "full":
+            yield from self._full(run, state)
+        else:
+            yield from self._incremental(run, state)
+
+    def list_ids(self) -> Iterator[DocumentStamp]:
+        """Every current page and readable attachment with version, current ACL and path.
+
+        Raises rather than returning a partial listing (a partial listing would
+        make the pipeline delete what it missed).
+        """
+        run = self._run = _Run(self)
+        for space in run.spaces:
+            for results, _ in self._space_listing(space, None, body=False):
+                for data in results:
+                    try:
+                        ctx = self._context_v2(run, space, data)
+                        attachments = (
+                            list(self.client.page_attachments(ctx.node.id, self._limit))
+                            if self.settings.include_attachments
+                            else []
+                        )
+                    except NotFound:
+                        continue  # deleted while we listed
+                    version = str((data.get("version") or {}).get("number", ""))
+                    yield DocumentStamp(
+                        document_id(self.source, PAGE, ctx.node.id), version, ctx.acl, ctx.path
+                    )
+                    for att in attachments:
+                        if extension(str(att.get("title") or "")) not in SUPPORTED_TYPES:
+                            continue
+                        yield DocumentStamp(
+                            document_id(self.source, ATTACHMENT, str(att["id"])),
+                            str((att.get("version") or {}).get("number", "")),
+                            ctx.acl,
+                            attachment_path(ctx.path, str(att.get("title") or "")),
+                        )
+
+    def fetch(self, doc_id: str) -> SourceDocument:
+        """One document with its bytes.
+
+        :raises DocumentNotFound: the page or attachment is gone (delete it).
+        """
+        parsed = split_doc_id(self.source, doc_id)
+        if parsed is None:
+            raise DocumentNotFound(f"{doc_id!r} is not a document id of source {self.source!r}")
+        kind, native = parsed
+        run = self._run
+        if run is None or time.monotonic() - run.started > _RUN_REUSE_S:
+            run = self._run = _Run(self)
+        try:
+            if kind == PAGE:
+                data = self.client.page(native, body=True)
+                ctx = self._context_for_page(run, data)
+                return self._page_document(ctx, data)
+            att = self.client.attachment(native)
+            page_id = att.get("pageId")
+            if not page_id or extension(str(att.get("title") or "")) not in SUPPORTED_TYPES:
+                raise DocumentNotFound(f"{doc_id} is not an attachment this source indexes")
+            ctx = self._context_for_page(run, self.client.page(str(page_id), body=False))
+            link = att.get("downloadLink") or (att.get("_links") or {}).get("download")
+            return self._attachment_document(ctx, att, content=self.client.download(str(link)))
+        except NotFound as exc:
+            raise DocumentNotFound(f"{doc_id} no longer exists ({exc})") from exc
+
+    def sync_groups(self) -> GroupSnapshot:
+        """Every group (by id, and by name as an alias) with its members' identities.
+
+        Each member contributes ``{source}:user:{accountId}`` and, when visible,
+        the lower-cased e-mail; every member is also a :class:`DirectoryUser`.
+        """
+        members: dict[str, frozenset[str]] = {}
+        emails: dict[str, set[str]] = {}
+        for group in self.client.groups():
+            gid, name = group.get("id"), group.get("name")
+            if not gid:
+                log.warning("confluence %s: group %r has no id; skipped", self.source, name)
+                continue
+            identities: set[str] = set()
+            for member in self.client.group_members(str(gid)):
+                account = member.get("accountId")
+                if not account:
+                    continue
+                identities.add(principals.user_token(self.source, str(account)))
+                seen = emails.setdefault(str(account), set())
+                email = member.get("email")
+                if email and str(email).strip():
+                    identities.add(principals.email(str(email)))
+                    seen.add(principals.email(str(email)))
+            frozen = frozenset(identities)
+            members[principals.group_token(self.source, str(gid))] = frozen
+            if name:
+                members.setdefault(principals.group_token(self.source, str(name)), frozen)
+        users = [
+            DirectoryUser(principals.user_token(self.source, account), frozenset(addresses))
+            for account, addresses in sorted(emails.items())
+        ]
+        return GroupSnapshot(source=self.source, members=members, users=users)
+
+    def close(self) -> None:
+        self.client.close()
+
+    # -- full enumeration (v2) -------------------------------------------------------
+
+    @property
+    def _limit(self) -> int:
+        return self.settings.page_limit
+
+    @property
+    def _overlap(self) -> timedelta:
+        return timedelta(minutes=self.settings.overlap_minutes)
+
+    def _list_spaces(self) -> list[Space]:
+        wanted = {k.upper() for k in self.settings.spaces}
+        found: dict[str, Space] = {}
+        for data in self.client.spaces(self.settings.spaces, 250):
+            key = str(data.get("key") or "")
+            if not key or (wanted and key.upper() not in wanted):
+                continue
+            found[key] = Space(str(data["id"]), key, str(data.get("name") or key))
+        missing = sorted(wanted - {k.upper() for k in found})
+        if missing:
+            log.warning(
+                "confluence %s: configured spaces not found or not visible to the API user: %s",
+                self.source,
+                ", ".join(missing),
+            )
+        return [found[k] for k in sorted(found)]
+
+    def _full(self, run: _Run, state: SyncState | None) -> Iterator[ChangeBatch]:
+        spaces = run.spaces  # first request: its Date header is the server's "now"
+        if state is None:
+            started = self.client.last_server_time or datetime.now(UTC)
+            state = SyncState(mode="full", watermark=started)
+        for space in spaces:
+            if space.key in state.done:
+                continue
+            resume = state.next if state.space == space.key else None
+            for results, nxt in self._space_listing(space, resume, body=True):
+                out = _Batch()
+                for data in results:
+                    self._emit_v2_page(run, space, data, out, state)
+                if nxt:
+                    state.space, state.next = space.key, nxt
+                else:
+                    state.done.append(space.key)
+                    state.space = state.next = None
+                state.prune(self._overlap)
+                yield out.batch(state.to_cursor())
+        final = SyncState(
+            mode="cql",
+            watermark=state.watermark,
+            seen=state.seen,
+            spaces=[s.key for s in spaces],
+        )
+        final.prune(self._overlap)
+        yield ChangeBatch(cursor=final.to_cursor())
+
+    def _space_listing(
+        self, space: Space, resume: str | None, *, body: bool
+    ) -> Iterator[tuple[list[dict[str, Any]], str | None]]:
+        """The space's pages, page by page; from ``resume`` when that saved link still works.
+
+        Only the first request may fail softly (a space deleted since it was
+        listed); a failure further on propagates, so a listing is never silently short.
+        """
+        if resume:
+            pages = self.client.space_pages(space.id, self._limit, body=body, resume=resume)
+            try:
+                first = next(pages)
+            except ConfluenceRequestError as exc:
+                log.warning(
+                    "confluence %s: saved position in space %s is no longer valid (%s); "
+                    "re-reading the space",
+                    self.source,
+                    space.key,
+                    exc.status,
+                )
+            else:
+                yield first
+                yield from pages
+                return
+        pages = self.client.space_pages(space.id, self._limit, body=body)
+        try:
+            first = next(pages)
+        except NotFound:
+            log.warning("confluence %s: space %s disappeared while listing", self.source, space.key)
+            return
+        yield first
+        yield from pages
+
+    def _emit_v2_page(
+        self, run: _Run, space: Space, data: dict[str, Any], out: _Batch, state: SyncState
+    ) -> None:
+        page_id = str(data.get("id") or "")
+        page_doc = document_id(self.source, PAGE, page_id)
+        try:
+            ctx = self._context_v2(run, space, data)
+            attachments = (
+                list(self.client.page_attachments(page_id, self._limit))
+                if self.settings.include_attachments
+                else []
+            )
+        except NotFound:
+            out.deleted.append(page_doc)
+            return
+        except ConfluenceRequestError as exc:
+            out.failures.append(DocumentFailure(page_doc, space.key, f"unreadable: {exc}"))
+            return
+        except (KeyError, TypeError, ValueError) as exc:
+            out.failures.append(DocumentFailure(page_doc, space.key, f"malformed page: {exc!r}"))
+            return
+        out.documents.append(self._page_document(ctx, data))
+        version = data.get("version") or {}
+        state.remember(
+            f"page:{page_id}", str(version.get("number", "")), parse_time(version.get("createdAt"))
+        )
+        for att in attachments:
+            self._emit_attachment(ctx, att, out, state)
+
+    # -- incremental (CQL) -------------------------------------------------------------
+
+    def _cql(self, start: datetime, spaces: list[Space]) -> str:
+        kinds = "type in (page, attachment)" if self.settings.include_attachments else "type = page"
+        if self.settings.spaces:
+            keys = ", ".join("'" + s.key.replace("'", "") + "'" for s in spaces)
+            where = f"space in ({keys})"
+        else:
+            where = "space.type = global"
+        since = cql_date(start, self.settings.timezone_offset_minutes)
+        return f"{kinds} and {where} and lastmodified >= '{since}' order by lastmodified asc"
+
+    def _incremental(self, run: _Run, state: SyncState) -> Iterator[ChangeBatch]:
+        spaces = run.spaces
+        if not spaces:
+            yield ChangeBatch(cursor=state.to_cursor())
+            return
+        covered = set(state.spaces) if state.spaces is not None else {s.key for s in spaces}
+        added = [s.key for s in spaces if s.key not in covered]
+        if added:
+            # CQL would show only their recent edits: read the new spaces in full first,
+            # keeping the watermark so the next run catches up on the others.
+            log.info("confluence %s: new spaces %s; enumerating them", self.source, added)
+            yield from self._full(
+                run,
+                SyncState(
+                    mode="full",
+                    watermark=state.watermark,
+                    seen=state.seen,
+                    done=[s.key for s in spaces if s.key in covered],
+                ),
+            )
+            return
+        state.spaces = [s.key for s in spaces]
+        start = state.watermark - self._overlap
+        expand = CQL_EXPAND
+        next_link: str | None = None
+        shifted = False
+        yielded = False
+        while True:
+            cql = self._cql(start, spaces)
+            try:
+                data = self.client.search(cql, expand, self._limit, next_link=next_link)
+            except NotFound as exc:
+                if expand != CQL_EXPAND:
+                    raise
+                log.warning(
+                    "confluence %s: search with ancestors' restrictions failed (%s%s); "
+                    "retrying without them and reading ancestors one by one",
+                    self.source,
+                    exc.detail or "404",
+                    ", CONFCLOUD-77618" if is_missing_content(exc) else "",
+                )
+                expand = CQL_EXPAND_SHORT
+                if next_link:
+                    next_link = replace_query_param(next_link, "expand", expand)
+                continue
+            except ConfluenceRequestError as exc:
+                if (
+                    exc.status == 400
+                    and next_link is None
+                    and not shifted
+                    and _DATE_ERROR.search(exc.detail or "")
+                ):
+                    log.warning(
+                        "confluence %s: CQL refused the date %r (%s); retrying an hour earlier "
+                        "(daylight-saving gap)",
+                        self.source,
+                        cql_date(start, self.settings.timezone_offset_minutes),
+                        exc.detail,
+                    )
+                    start -= timedelta(hours=1)
+                    shifted = True
+                    continue
+                raise
+            results = [r for r in data.get("results") or [] if isinstance(r, dict)]
+            nxt = (data.get("_links") or {}).get("next")
+            out = _Batch()
+            for item in results:
+                self._emit_cql_item(run, item, out, state)
+                when = _item_time(item)
+                if when is not None and when > state.watermark:
+                    state.watermark = when
+            state.prune(self._overlap)
+            if results or not yielded:
+                yield out.batch(state.to_cursor())
+                yielded = True
+            if not results or not nxt:
+                if not results and nxt:
+                    log.info("confluence %s: empty search page with a next link; done", self.source)
+                return
+            next_link = nxt
+
+    def _emit_cql_item(
+        self, run: _Run, item: dict[str, Any], out: _Batch, state: SyncState
+    ) -> None:
+        kind = item.get("type")
+        item_id = str(item.get("id") or "")
+        version = str((item.get("version") or {}).get("number", ""))
+        space = run.space_by_key((item.get("space") or {}).get("key"))
+        if space is None or not item_id:
+            return
+        if kind == "page":
+            key = f"page:{item_id}"
+            if not state.already_seen(key, version) and self._emit_cql_page(run, space, item, out):
+                state.remember(key, version, _item_time(item))
+        elif kind == "attachment" and self.settings.include_attachments:
+            key = f"att:{item_id}"
+            if not state.already_seen(key, version) and self._emit_cql_attachment(
+                run, space, item, out
+            ):
+                state.remember(key, version, _item_time(item))
+
+    def _emit_cql_page(self, run: _Run, space: Space, item: dict[str, Any], out: _Batch) -> bool:
+        page_id = str(item["id"])
+        page_doc = document_id(self.source, PAGE, page_id)
+        try:
+            # Restrictions that came inline save a request per page and per ancestor.
+            for raw in item.get("ancestors") or []:
+                run.access.prime(str(raw["id"]), (raw.get("restrictions") or {}).get("read"))
+            run.access.prime(page_id, (item.get("restrictions") or {}).get("read"))
+            # The chain itself comes from v2, as in list_ids and the first run, so every
+            # read computes the same path and ACL (v1 ancestors may leave out folders).
+            # A 404 here means the search index still lists a page that is gone.
+            ctx = self._context_v2(run, space, self.client.page(page_id, body=False))
+        except NotFound:
+            out.deleted.append(page_doc)
+            return False
+        except ConfluenceRequestError as exc:
+            out.failures.append(DocumentFailure(page_doc, space.key, f"unreadable: {exc}"))
+            return False
+        except (KeyError, TypeError, ValueError) as exc:
+            out.failures.append(DocumentFailure(page_doc, space.key, f"malformed result: {exc!r}"))
+            return False
+        title = str(item.get("title") or ctx.node.title)
+        version = item.get("version") or {}
+        content = page_html(title, storage_of(item))
+        out.documents.append(
+            SourceDocument(
+                doc_id=page_doc,
+                source=self.source,
+                path=ctx.path,
+                uri=self._uri((item.get("_links") or {}).get("webui"), page_id),
+                title=title,
+                version=str(version.get("number", "")),
+                size=len(content),
+                modified_at=parse_time(version.get("when")),
+                doc_type="html",
+                acl=ctx.acl,
+                content=content,
+                author=((version.get("by") or {}).get("displayName")) or None,
+            )
+        )
+        return True
+
+    def _emit_cql_attachment(
+        self, run: _Run, space: Space, item: dict[str, Any], out: _Batch
+    ) -> bool:
+        container = item.get("container") or {}
+        if container.get("type", "page") != "page" or not container.get("id"):
+            return False  # attachments of blog posts and other content are not indexed
+        title = str(item.get("title") or "")
+        if extension(title) not in SUPPORTED_TYPES:
+            return False
+        att_doc = document_id(self.source, ATTACHMENT, str(item["id"]))
+        try:
+            ctx = run.contexts.get(str(container["id"]))
+            if ctx is None:
+                ctx = self._context_v2(
+                    run, space, self.client.page(str(container["id"]), body=False)
+                )
+        except NotFound:
+            out.deleted.append(att_doc)  # its page is gone, and the attachment with it
+            return False
+        except ConfluenceRequestError as exc:
+            out.failures.append(DocumentFailure(att_doc, space.key, f"unreadable page: {exc}"))
+            return False
+        extensions = item.get("extensions") or {}
+        v2_shape = {
+            "id": item["id"],
+            "title": title,
+            "fileSize": extensions.get("fileSize"),
+            "mediaType": extensions.get("mediaType"),
+            "version": {
+                "number": (item.get("version") or {}).get("number"),
+                "createdAt": (item.get("version") or {}).get("when"),
+            },
+            "downloadLink": (item.get("_links") or {}).get("download"),
+            "webuiLink": (item.get("_links") or {}).get("webui"),
+        }
+        return self._emit_attachment(ctx, v2_shape, out, None)
+
+    # -- shared mapping ------------------------------------------------------------------
+
+    def _context_for_page(self, run: _Run, data: dict[str, Any]) -> PageContext:
+        """Context of a page fetched by id: its space must be one this source reads."""
+        space = run.space_by_id(data.get("spaceId"))
+        if space is None:
+            raise NotFound(f"page {data.get('id')} is not in a configured space", 404)
+        return self._context_v2(run, space, data)
+
+    def _context_v2(self, run: _Run, space: Space, data: dict[str, Any]) -> PageContext:
+        """Path and effective ACL of a v2 page; :class:`NotFound` when the page is gone.
+
+        Ancestors that cannot be read for another reason leave the page with
+        its own title as path and an empty ACL (fail closed), in every read alike.
+        """
+        node = node_from_v2(data)
+        run.nodes[node.id] = node
+        try:
+            ancestors = self._ancestors(run, node)
+        except NotFound:
+            raise
+        except ConfluenceRequestError as exc:
+            log.warning(
+                "confluence %s: ancestors of page %s are unreadable (%s); empty ACL (fail closed)",
+                self.source,
+                node.id,
+                exc.status,
+            )
+            ctx = PageContext(space, node, page_path(space.key, [], node.title), Acl.empty())
+        else:
+            acl = self._acl(run, space, [a.id for a in ancestors], node.id)
+            path = page_path(space.key, [a.title for a in ancestors], node.title)
+            ctx = PageContext(space, node, path, acl)
+        run.contexts[node.id] = ctx
+        return ctx
+
+    def _ancestors(self, run: _Run, node: Node) -> list[Node]:
+        """Ancestors top-down: the v2 parent chain, or v1's list when v2 cannot show a parent."""
+        chain: list[Node] = []
+        visited = {node.id}
+        current = node
+        try:
+            while current.parent_id:
+                if current.parent_id in visited or len(chain) >= _MAX_DEPTH:
+                    raise NotFound(f"parent chain of {node.id} loops", 404)
+                parent = run.nodes.get(current.parent_id)
+                if parent is None:
+                    data = self.client.node(current.parent_id, current.parent_type or "page")
+                    parent = node_from_v2(data, current.parent_type or "page")
+                    run.nodes[parent.id] = parent
+                chain.append(parent)
+                visited.add(parent.id)
+                current = parent
+        except NotFound:
+            # A draft or trashed ancestor (or a type v2 cannot serve): v1 still lists it.
+            log.info(
+                "confluence %s: v2 cannot show an ancestor of %s; using v1 ancestors",
+                self.source,
+                node.id,
+            )
+            return [node_from_v1(a) for a in self.client.content_ancestors(node.id)]
+        chain.reverse()
+        return chain
+
+    def _acl(self, run: _Run, space: Space, ancestors: list[str], page_id: str) -> Acl:
+        try:
+            return run.access.acl(space.id, space.key, ancestors, page_id)
+        except NotFound:
+            raise
+        except ConfluenceRequestError as exc:
+            log.warning(
+                "confluence %s: restrictions of page %s are unreadable (%s); empty ACL",
+                self.source,
+                page_id,
+                exc.status,
+            )
+            return Acl.empty()
+
+    def _uri(self, webui: Any, page_id: str) -> str:
+        if webui:
+            return self.client.wiki + ("" if str(webui).startswith("/") else "/") + str(webui)
+        return f"{self.client.wiki}/pages/viewpage.action?pageId={page_id}"
+
+    def _page_document(self, ctx: PageContext, data: dict[str, Any]) -> SourceDocument:
+        version = data.get("version") or {}
+        content = page_html(ctx.node.title, storage_of(data))
+        return SourceDocument(
+            doc_id=document_id(self.source, PAGE, ctx.node.id),
+            source=self.source,
+            path=ctx.path,
+            uri=self._uri((data.get("_links") or {}).get("webui"), ctx.node.id),
+            title=ctx.node.title,
+            version=str(version.get("number", "")),
+            size=len(content),
+            modified_at=parse_time(version.get("createdAt")),
+            doc_type="html",
+            acl=ctx.acl,
+            content=content,
+        )
+
+    def _attachment_document(
+        self, ctx: PageContext, att: dict[str, Any], *, content: bytes | None
+    ) -> SourceDocument:
+        title = str(att.get("title") or "")
+        version = att.get("version") or {}
+        size = att.get("fileSize")
+        webui = att.get("webuiLink") or (att.get("_links") or {}).get("webui")
+        return SourceDocument(
+            doc_id=document_id(self.source, ATTACHMENT, str(att["id"])),
+            source=self.source,
+            path=attachment_path(ctx.path, title),
+            uri=self._uri(webui, ctx.node.id),
+            title=title,
+            version=str(version.get("number", "")),
+            size=len(content) if content is not None else int(size or 0),
+            modified_at=parse_time(version.get("createdAt")),
+            doc_type=extension(title),
+            acl=ctx.acl,
+            content=content,
+        )
+
+    def _emit_attachment(
+        self, ctx: PageContext, att: dict[str, Any], out: _Batch, state: SyncState | None
+    ) -> bool:
+        """Download a readable attachment into ``out``; a failure is recorded, never raised."""
+        title = str(att.get("title") or "")
+        if extension(title) not in SUPPORTED_TYPES:
+            log.debug("confluence %s: skipping attachment of unsupported type", self.source)
+            return False
+        att_doc = document_id(self.source, ATTACHMENT, str(att.get("id")))
+        path = attachment_path(ctx.path, title)
+        size = att.get("fileSize")
+        if isinstance(size, int) and size > self.config.limits.max_bytes:
+            out.failures.append(
+                DocumentFailure(
+                    att_doc, path, f"too large: {size} bytes > limit {self.config.limits.max_bytes}"
+                )
+            )
+            return False
+        link = att.get("downloadLink") or (att.get("_links") or {}).get("download")
+        if not link:
+            out.failures.append(DocumentFailure(att_doc, path, "no download link"))
+            return False
+        try:
+            content = self.client.download(str(link))
+        except NotFound:
+            out.deleted.append(att_doc)
+            return False
+        except ConnectorError as exc:
+            out.failures.append(DocumentFailure(att_doc, path, f"download failed: {exc}"))
+            return False
+        out.documents.append(self._attachment_document(ctx, att, content=content))
+        if state is not None:
+            version = att.get("version") or {}
+            state.remember(
+                f"att:{att.get('id')}",
+                str(version.get("number", "")),
+                parse_time(version.get("createdAt")),
+            )
+        return True
+
+
+def _item_time(item: dict[str, Any]) -> datetime | None:
+    """When a CQL result was last modified (what ``lastmodified`` compares)."""
+    return parse_time((item.get("version") or {}).get("when")) or parse_time(
+        ((item.get("history") or {}).get("lastUpdated") or {}).get("when")
+    )

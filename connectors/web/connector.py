@@ -1,0 +1,253 @@
+"""Web connector: each run is a full, polite crawl, made cheap by conditional GETs.
+
+* **Change feed.** :meth:`WebConnector.changes` crawls the site (see
+  :mod:`connectors.web.crawler`) and hands the pipeline batches of documents
+  with their bytes inline (we fetched them anyway). Pages that answer 304 come
+  back with the version stamp stored in the cursor and no bytes, so the
+  pipeline classifies them unchanged; if it ever needs their bytes it calls
+  :meth:`WebConnector.fetch`. The version is ``sha256:`` of the body, never the
+  ETag, so a new ETag on identical bytes does not re-index.
+* **Deletions.** The last batch carries ``complete=True`` only when the crawl
+  covered everything (no ``max_pages`` cut, no transient errors, robots.txt and
+  sitemaps readable); the pipeline then deletes what the crawl did not list.
+  Pages answering 404/410 (or any 4xx: 401/403 mean "no longer public") and
+  newly ``noindex`` pages are also reported in ``deleted`` explicitly (last
+  batch), so they go even after an incomplete crawl. Why a run was incomplete is
+  in :attr:`WebConnector.last_report` and the log. After an incomplete crawl the
+  pipeline asks :meth:`WebConnector.list_ids`, which answers from the crawl's
+  state (seen pages plus known pages it did not reach), so nothing is deleted
+  merely for being missed. This relies on the pipeline committing the cursor
+  together with the index, as it does: every indexed page has a cursor entry.
+* **Cursor** (:mod:`connectors.web.state`): per URL its ETag/Last-Modified, the
+  version, title and links. Every batch carries the state learned so far merged
+  with the previous cursor, so a run that dies half way restarts from the start
+  URLs and finds the already-fetched pages unchanged (304) — a cheap resume.
+* **Ids** are ``{source}:{normalised canonical URL}``; ``path`` is the URL path
+  (what ``acl`` rules and ``include``/``exclude`` globs match), ``uri`` the
+  canonical URL, ``title`` the page's ``<title>``.
+* **ACL.** Native ACL is :meth:`Acl.public_acl` (``public: false`` in the ``web``
+  block makes it :meth:`Acl.empty` for an intranet); an ``acl`` rule that matches
+  the path replaces it in the pipeline.
+* **Safety.** Every request passes the SSRF guard (:mod:`connectors.web.guard`);
+  robots.txt is obeyed (:mod:`connectors.web.robots`); bodies are capped at the
+  source's ``limits.max_bytes``; 429/503 ``Retry-After`` is honoured by
+  :class:`~connectors.http.HttpClient`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+
+import httpx
+
+from connectors.base import ChangeBatch, DocumentStamp
+from connectors.errors import ConnectorError, DocumentGone
+from connectors.http import HttpClient
+from connectors.models import DocumentFailure, SourceDocument
+from connectors.web.config import WebConfig
+from connectors.web.crawler import Crawler, CrawlReport
+from connectors.web.fetch import Fetcher, install_body_cap
+from connectors.web.guard import AddressGuard, BlockedAddress
+from connectors.web.state import PageState, dump_state, load_state
+from connectors.web.urls import host_of, normalise, path_of
+from trove.acl import Acl
+from trove.config import SourceConfig
+
+log = logging.getLogger(__name__)
+
+
+class PageGone(DocumentGone):
+    """``fetch``: the page now answers 404/410 (or another 4xx) or redirects out of scope."""
+
+
+class PageNotIndexable(DocumentGone):
+    """``fetch``: the page is now ``noindex``, disallowed by robots.txt, or not a document."""
+
+
+class CrawlIncomplete(ConnectorError):
+    """``list_ids``: the crawl was cut short, so its listing cannot drive deletions."""
+
+
+class WebConnector:
+    """Crawls one ``type: web`` source.
+
+    >>> connector = WebConnector(settings.source("handbook"))  # doctest: +SKIP
+    >>> batches = list(connector.changes(previous_cursor))  # doctest: +SKIP
+
+    :param config: the source; its ``web`` block names start URLs, sitemaps and limits.
+    :param http: an ``httpx.Client`` to send requests with (its response hooks gain a
+        body-size cap); by default one is built with the configured timeout.
+    :param sleep: how to wait between requests and before retries (tests pass a no-op).
+    :raises ValueError: ``config`` is not a web source.
+    """
+
+    def __init__(
+        self,
+        config: SourceConfig,
+        *,
+        http: httpx.Client | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if config.type != "web" or config.web is None:
+            raise ValueError(f"WebConnector needs a web source, got {config.type!r}")
+        self.config = config
+        self.settings: WebConfig = config.web
+        self.source = config.name
+        self.start_urls = [u for u in (normalise(s) for s in self.settings.start_urls) if u]
+        # The start URLs' hosts are always allowed; `allowed_hosts` adds more.
+        self.allowed_hosts = frozenset(self.settings.allowed_hosts) | {
+            host_of(u) for u in self.start_urls
+        }
+        self._owns_client = http is None
+        client = http or httpx.Client(
+            timeout=self.settings.timeout_s,
+            follow_redirects=False,
+            headers={"User-Agent": self.settings.user_agent},
+        )
+        install_body_cap(client, config.limits.max_bytes)
+        self.http = HttpClient(client, config.retry.policy(), sleep=sleep)
+        self._sleep = sleep
+        self.native_acl = Acl.public_acl() if self.settings.public else Acl.empty()
+        self._state: dict[str, PageState] = {}
+        self.last_report: CrawlReport | None = None
+
+    # -- the contract ---------------------------------------------------------------
+
+    def changes(self, cursor: str | None) -> Iterator[ChangeBatch]:
+        """Crawl; batches of ``batch_size`` documents, the last one ``complete`` if nothing was cut.
+
+        :raises BlockedAddress: a start URL's host is not public (SSRF guard).
+        """
+        crawler = self._crawler(load_state(cursor))
+        documents: list[SourceDocument] = []
+        failures: list[DocumentFailure] = []
+        gone: set[str] = set()
+        for outcome in crawler.run():
+            if outcome.document is not None:
+                documents.append(outcome.document)
+            if outcome.failure is not None:
+                failures.append(outcome.failure)
+            gone.update(outcome.gone)
+            if len(documents) + len(failures) >= self.settings.batch_size:
+                yield ChangeBatch(documents, failures, cursor=dump_state(crawler.merged_state()))
+                documents, failures = [], []
+        report = crawler.report
+        self._finish(crawler)
+        yield ChangeBatch(
+            documents,
+            failures,
+            deleted=sorted(gone - crawler.emitted),
+            cursor=dump_state(crawler.final_state()),
+            complete=report.complete,
+        )
+
+    def list_ids(self) -> Iterator[DocumentStamp]:
+        """Every page known to exist, as stamps.
+
+        After :meth:`changes` ran on this instance (the pipeline calls ``list_ids``
+        right after an *incomplete* crawl), the answer comes from that crawl's
+        state without a request: the pages it saw plus, when it was cut short,
+        the pages known from before that it did not reach — so the listing never
+        deletes a page only because the crawl missed it. Without a previous
+        crawl, this crawls now and answers only if that crawl is complete.
+
+        :raises CrawlIncomplete: no previous crawl, and this one was cut short.
+        """
+        if self.last_report is None:
+            crawler = self._crawler({})
+            for _ in crawler.run():
+                pass
+            self._finish(crawler)
+            if not crawler.report.complete:
+                raise CrawlIncomplete(
+                    f"source {self.source!r}: the crawl was incomplete "
+                    f"({crawler.report.summary()}); no listing is returned so that nothing "
+                    "is deleted"
+                )
+        seen: set[str] = set()
+        for page in self._state.values():
+            if page.doc_id and page.version and not page.noindex and page.doc_id not in seen:
+                seen.add(page.doc_id)
+                url = page.doc_id[len(self.source) + 1 :]
+                yield DocumentStamp(page.doc_id, page.version, self.native_acl, path_of(url))
+
+    def fetch(self, doc_id: str) -> SourceDocument:
+        """The page behind ``doc_id``, fetched now (unconditionally), with its bytes.
+
+        :raises PageGone: 404/410, or a redirect out of the crawl's scope.
+        :raises PageNotIndexable: noindex, robots.txt disallows it, or not a document type.
+        :raises ConnectorError: not this source's id, out of scope, or the fetch failed.
+        """
+        head = f"{self.source}:"
+        url = normalise(doc_id[len(head) :]) if doc_id.startswith(head) else None
+        if url is None:
+            raise ConnectorError(f"{doc_id!r} is not a document of source {self.source!r}")
+        crawler = self._crawler({})
+        if not crawler.in_scope(url):
+            raise ConnectorError(f"{doc_id!r} is outside the crawl's hosts or globs")
+        outcome = crawler.fetch_one(url)
+        if outcome.document is not None:
+            doc = outcome.document
+            if doc.doc_id != doc_id:  # the canonical moved; answer for the id asked about
+                doc = replace(doc, doc_id=doc_id)
+            return doc
+        if outcome.failure is not None:
+            raise ConnectorError(f"{doc_id}: {outcome.failure.reason}")
+        if outcome.missing:
+            raise PageGone(f"{doc_id}: {outcome.note}")
+        raise PageNotIndexable(f"{doc_id}: {outcome.note}")
+
+    def close(self) -> None:
+        if self._owns_client:
+            self.http.close()
+
+    # -- helpers --------------------------------------------------------------------
+
+    def _crawler(self, previous: dict[str, PageState]) -> Crawler:
+        guard = AddressGuard(allow_private=self.settings.allow_private_addresses)
+        for url in self.start_urls:
+            try:
+                guard.check(url)
+            except BlockedAddress as exc:
+                raise BlockedAddress(f"source {self.source!r}: start URL {url}: {exc}") from exc
+            except ConnectorError:
+                pass  # unresolvable now: the crawl records it as a failure
+        return Crawler(
+            source=self.source,
+            start_urls=self.start_urls,
+            sitemaps=self.settings.sitemaps,
+            allowed_hosts=self.allowed_hosts,
+            include=self.config.include,
+            exclude=self.config.exclude,
+            max_pages=self.settings.max_pages,
+            max_depth=self.settings.max_depth,
+            request_delay_s=self.settings.request_delay_s,
+            user_agent=self.settings.user_agent,
+            fetcher=Fetcher(self.http, guard, self.settings.user_agent),
+            previous=previous,
+            native_acl=self.native_acl,
+            sleep=self._sleep,
+        )
+
+    def _finish(self, crawler: Crawler) -> None:
+        report = crawler.report
+        self._state = crawler.final_state()
+        self.last_report = report
+        if report.complete:
+            log.info(
+                "%s: crawl complete: %d fetched, %d unchanged, %d documents, %d failures",
+                self.source,
+                report.pages_fetched,
+                report.not_modified,
+                report.documents,
+                report.failures,
+            )
+        else:
+            log.warning(
+                "%s: crawl incomplete (%s); pages it did not reach are kept, not deleted",
+                self.source,
+                report.summary(),
+            )

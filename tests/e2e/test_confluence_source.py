@@ -1,0 +1,133 @@
+"""Confluence end to end: a fake Confluence Cloud on loopback, `trove ingest`, searches as people.
+
+Space permissions, page and ancestor restrictions (an AND across layers), groups
+synced into the directory and resolved at query time, hidden e-mails mapped to
+account ids — through the real connector, parser, model and embedded index.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.connectors.confluence.fake import FakeConfluence, make_source_config
+from tests.e2e.connector_harness import SearchAs, write_config
+from trove.ingest import run_ingest
+
+pytestmark = pytest.mark.model
+
+ALICE, BOB, DAN = ("alice@example.com", "bob@example.com", "dan@example.com")  # dan: no group
+# Carol's e-mail is hidden in Confluence, so the directory cannot map it to her
+# accountId: on her own she reads nothing (fail closed). Her identity provider
+# adds the account token to her verified groups claim, and then she is resolved.
+CAROL = "carol@example.com"
+CAROL_TOKEN = ("wiki:user:u-carol",)
+QUERIES = {
+    "home": "welcome to the engineering space",
+    "runbook": "restart the payments service runbook",
+    "leads": "promotion calibration for engineering leads",
+    "payroll": "payroll run schedule finance",
+}
+
+
+@pytest.fixture(scope="module")
+def wiki(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("confluence")
+    fake = FakeConfluence().start()
+    fake.add_user("u-alice", "Alice", ALICE)
+    fake.add_user("u-bob", "Bob", "Bob@Example.com")
+    fake.add_user("u-carol", "Carol", None)
+    fake.add_user("u-dan", "Dan", DAN)
+    fake.add_group("eng", ["u-alice", "u-bob", "u-carol"])
+    fake.add_group("leads", ["u-bob", "u-carol"])
+    fake.add_group("finance", ["u-carol"])
+    fake.add_space("ENG", "Engineering", groups=["eng"])
+    fake.add_space("FIN", "Finance", groups=["finance"])
+    home = fake.add_page("ENG", "Home", "<p>Welcome to the engineering space.</p>")
+    runbook = fake.add_page(
+        "ENG", "Runbook", "<p>How to restart the payments service safely.</p>", parent=home
+    )
+    people = fake.add_page("ENG", "People", "<p>People practices.</p>", parent=home)
+    leads = fake.add_page(
+        "ENG", "Leads", "<p>Promotion calibration notes for engineering leads.</p>", parent=people
+    )
+    payroll = fake.add_page("FIN", "Payroll", "<p>The payroll run schedule for finance.</p>")
+    # People is restricted to the leads group; Leads itself to bob and carol by account.
+    fake.restrict_page(people, groups=["leads"])
+    fake.restrict_page(leads, users=["u-bob", "u-alice"])
+    ids = {"home": home, "runbook": runbook, "people": people, "leads": leads, "payroll": payroll}
+    config = write_config(tmp, make_source_config(fake, "wiki", token_file=tmp / "token",
+                                                  spaces=["ENG", "FIN"]))  # fmt: skip
+    first = run_ingest(config)["sources"]["wiki"]
+    search = SearchAs(config)
+    yield fake, ids, config, first, search
+    search.close()
+    fake.stop()
+
+
+def doc(ids, name: str) -> str:
+    return f"wiki:page:{ids[name]}"
+
+
+def check(search: SearchAs, ids, expected: dict[tuple, set[str]]) -> None:
+    for (user, groups), names in expected.items():
+        allowed = {doc(ids, n) for n in names}
+        readable = search.readable_docs(user, groups)
+        # "People" has no words of the queries; who reads it is checked separately.
+        assert readable - {doc(ids, "people")} == allowed, user
+        for name, query in QUERIES.items():
+            found = search.docs(query, user, groups)
+            assert set(found) <= readable, (user, query)
+            if name in names:
+                assert found[0] == doc(ids, name), (user, query, found)
+            else:
+                assert doc(ids, name) not in found, (user, query, found)
+
+
+def test_space_page_and_ancestor_restrictions_hold_for_every_person(wiki):
+    _fake, ids, _config, first, search = wiki
+    assert first["added"] == 5 and first["documents_failed"] == []
+    check(
+        search,
+        ids,
+        {
+            # Leads: ENG viewers ∩ People (group leads) ∩ Leads (bob, alice).
+            # alice passes Leads but not People; carol passes People but not Leads.
+            (ALICE, ()): {"home", "runbook"},
+            (BOB, ()): {"home", "runbook", "leads"},
+            (CAROL, CAROL_TOKEN): {"home", "runbook", "payroll"},
+            (CAROL, ()): set(),
+            (DAN, ()): set(),
+        },
+    )
+    assert doc(ids, "people") in search.readable_docs(BOB)
+    assert doc(ids, "people") not in search.readable_docs(ALICE)
+
+
+def test_group_change_is_applied_at_query_time_and_ancestor_change_without_reembedding(wiki):
+    fake, ids, config, _first, search = wiki
+    fake.set_group_members("leads", ["u-bob", "u-carol", "u-alice"])  # alice joins leads
+    summary = run_ingest(config)["sources"]["wiki"]
+    assert summary["chunks_written"] == 0  # membership: no chunk rewritten
+    assert search.docs(QUERIES["leads"], ALICE)[0] == doc(ids, "leads")
+
+    fake.restrict_page(ids["home"], groups=["leads"])  # the top ancestor gets restricted
+    summary = run_ingest(config)["sources"]["wiki"]
+    # Home and Runbook gain a layer; People and Leads already required `leads`,
+    # and a repeated layer changes nothing (an AND with itself).
+    assert summary["acl_only"] == 2 and summary["chunks_embedded"] == 0
+    assert doc(ids, "runbook") in search.readable_docs(BOB)
+    fake.set_group_members("leads", ["u-bob"])  # carol and alice leave leads
+    run_ingest(config)
+    assert search.readable_docs(CAROL, CAROL_TOKEN) == {doc(ids, "payroll")}
+    assert doc(ids, "runbook") not in search.docs(QUERIES["runbook"], ALICE)
+
+
+def test_edit_rename_and_delete(wiki):
+    fake, ids, config, _first, search = wiki
+    fake.edit_page(ids["payroll"], "<p>The payroll run moves to the 25th of each month.</p>")
+    fake.rename_page(ids["payroll"], "Payroll calendar")
+    fake.trash_page(ids["runbook"])
+    summary = run_ingest(config)["sources"]["wiki"]
+    assert summary["deleted"] == 1 and summary["changed"] >= 1
+    assert search.docs("payroll moves to the 25th", CAROL, CAROL_TOKEN)[0] == doc(ids, "payroll")
+    assert doc(ids, "runbook") not in search.readable_docs(BOB)
