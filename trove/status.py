@@ -27,29 +27,38 @@ def _freshness(source: SourceConfig, last_sync: str | None, now: datetime) -> di
     return {"sla_seconds": sla, "age_seconds": age, "state": state}
 
 
+def _pending(source: SourceConfig, store: StagingStore) -> dict[str, Any]:
+    """What the next sync would do: a dry run for folders (nothing fetched or written).
+
+    Remote sources are not listed here: a dry run would crawl or page through
+    the remote system, which is not what a status call should cost.
+    """
+    if source.type != "filesystem":
+        return {"not_computed": "remote source: `trove ingest` syncs it"}
+    connector = open_connector(source)
+    try:
+        scan = compute_change_set(
+            source,
+            store,
+            AclPolicy.from_config(source.acl),
+            connector,
+            fetch=False,
+            permission_sync=False,
+        )
+    except ConnectorError as exc:
+        return {"error": str(exc)}
+    finally:
+        connector.close()
+    counts = count_changes(scan.rows)
+    return {k: counts[k] for k in (ADDED, CHANGED, DELETED, ACL_ONLY)}
+
+
 def source_status(settings: Settings, source: SourceConfig, now: datetime) -> dict[str, Any]:
     store = StagingStore.for_source(settings.state.path, source.name)
     try:
         manifest = store.manifest()
         last = store.last_run()
-        try:
-            # A dry run: no bytes fetched, no id-only listing, nothing written.
-            connector = open_connector(source)
-            try:
-                scan = compute_change_set(
-                    source,
-                    store,
-                    AclPolicy.from_config(source.acl),
-                    connector,
-                    fetch=False,
-                    permission_sync=False,
-                )
-            finally:
-                connector.close()
-            counts = count_changes(scan.rows)
-            pending: dict[str, Any] = {k: counts[k] for k in (ADDED, CHANGED, DELETED, ACL_ONLY)}
-        except ConnectorError as exc:
-            pending = {"error": str(exc)}
+        pending = _pending(source, store)
         last_sync = last["finished_at"] if last else None
         return {
             "last_sync": last_sync,
