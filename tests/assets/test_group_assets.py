@@ -3,11 +3,16 @@
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import yaml
 
 from assets.definitions import build_definitions
 from assets.freshness import groups_schedule_name
 from assets.groups import GROUPS_JOB
+from retrieval.index.base import WriteBatch
+from retrieval.index.embedded import EmbeddedIndex
+from tests.retrieval.builders import DIM, record
+from trove.acl import Acl
 from trove.config import load_settings
 
 
@@ -57,3 +62,55 @@ def test_a_filesystem_only_config_has_no_groups_job(tmp_path: Path):
     defs = build_definitions(load_settings(path), str(path))
     job_names = {job.name for job in defs.resolve_all_job_defs()}
     assert GROUPS_JOB not in job_names and "ingest" in job_names
+
+
+def test_source_groups_materialises_with_counts_and_a_check(tmp_path: Path):
+    from assets.definitions import build_definitions
+    from tests.connectors.confluence.fake import FakeConfluence, make_source_config
+
+    fake = FakeConfluence().start()
+    try:
+        fake.add_user("u-alice", "Alice", "alice@example.com")
+        fake.add_user("u-bob", "Bob", None)
+        fake.add_group("eng", ["u-alice", "u-bob"])
+        fake.add_group("empty", [])
+        source = make_source_config(fake, "wiki", token_file=tmp_path / "token", spaces=["ENG"])
+        path = tmp_path / "trove.yaml"
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "index": {"path": str(tmp_path / "index")},
+                    "state": {"path": str(tmp_path / "state")},
+                    "sources": [source],
+                }
+            )
+        )
+        defs = build_definitions(load_settings(path), str(path))
+        with dg.DagsterInstance.ephemeral() as instance:
+            result = defs.resolve_job_def(GROUPS_JOB).execute_in_process(
+                partition_key="wiki", instance=instance
+            )
+        assert result.success
+        (event,) = result.get_asset_materialization_events()
+        metadata = event.event_specific_data.materialization.metadata
+        assert metadata["groups"].value >= 2 and metadata["memberships"].value >= 2
+        assert metadata["memberships_added"].value == metadata["memberships"].value
+        (check,) = result.get_asset_check_evaluations()
+        assert check.check_name == "acl_groups_known"
+        assert check.passed  # no index yet: no ACL names a group
+
+        # A chunk whose ACL names a group the directory does not know: the check warns.
+        index = EmbeddedIndex.open(tmp_path / "index", create=True, dimensions=DIM)
+        ghost = Acl(allow_groups=frozenset({"wiki:group:ghost"}))
+        rng = np.random.default_rng(0)
+        index.apply(WriteBatch(upserts=[record("wiki:page:1", 0, "x", ghost, rng=rng)]))
+        index.close()
+        with dg.DagsterInstance.ephemeral() as instance:
+            again = defs.resolve_job_def(GROUPS_JOB).execute_in_process(
+                partition_key="wiki", instance=instance
+            )
+        (check,) = again.get_asset_check_evaluations()
+        assert not check.passed
+        assert check.metadata["unknown_sample"].value == "wiki:group:ghost"
+    finally:
+        fake.stop()
