@@ -294,3 +294,21 @@ def _shared_service(factory):
             tmp, index=build_index(tmp / "index", _corpus(docs)), audit_log=None
         )
     return _SHARED["svc"]
+
+
+def test_search_and_document_lookup_expand_the_caller_through_the_group_directory(tmp_path):
+    from connectors.base import GroupSnapshot
+    from trove.directory import GroupDirectory
+
+    directory = GroupDirectory.in_state_dir(tmp_path / "state")
+    svc = make_service(tmp_path, identity=directory)
+    dana = Principal.of("Dana@Example.com")  # no groups in her token
+    try:
+        with pytest.raises(DocumentNotFoundError):
+            svc.document(dana, "hb:leave.md")
+        directory.replace_source(GroupSnapshot("idp", {"staff": frozenset({"dana@example.com"})}))
+        assert svc.document(dana, "hb:leave.md").chunk_count == 4
+        found = svc.search(dana, "annual leave days", top_k=5).results
+        assert found and all(r.doc_id.startswith("hb:") for r in found)
+    finally:
+        svc.close()

@@ -146,6 +146,7 @@ def make_service(
     *,
     index: EmbeddedIndex | None = None,
     retrieval: RetrievalConfig | None = None,
+    identity: object | None = None,
     **api: object,
 ) -> RetrievalService:
     from retrieval.audit import AuditLog
@@ -156,7 +157,7 @@ def make_service(
     retrieval = retrieval or RetrievalConfig()
     return RetrievalService(
         index,
-        Searcher.from_config(index, HashEncoder(), retrieval),
+        Searcher.from_config(index, HashEncoder(), retrieval, identity=identity),
         retrieval=retrieval,
         api=cfg,
         verifier=TokenVerifier.from_config(cfg),
