@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -29,12 +29,18 @@ def schedule_name(source: str) -> str:
     return f"sync_{source.replace('-', '_').replace('.', '_')}"
 
 
-def build_schedules(
-    sources: Sequence[SourceConfig], job: dg.UnresolvedAssetJobDefinition
+def _partition_schedules(
+    sources: Sequence[SourceConfig],
+    job: dg.UnresolvedAssetJobDefinition,
+    cron_of: Callable[[SourceConfig], str | None],
+    name_of: Callable[[str], str],
+    what: str,
 ) -> list[dg.ScheduleDefinition]:
+    """One schedule per source that has a cron, each requesting that source's partition."""
     schedules = []
     for source in sources:
-        if not source.schedule:
+        cron = cron_of(source)
+        if not cron:
             continue
 
         def request(context: dg.ScheduleEvaluationContext, _name: str = source.name):
@@ -42,15 +48,21 @@ def build_schedules(
 
         schedules.append(
             dg.ScheduleDefinition(
-                name=schedule_name(source.name),
-                cron_schedule=source.schedule,
+                name=name_of(source.name),
+                cron_schedule=cron,
                 job=job,
                 execution_fn=request,
                 default_status=dg.DefaultScheduleStatus.RUNNING,
-                description=f"Re-sync source {source.name!r} on {source.schedule!r}.",
+                description=f"{what} {source.name!r} on {cron!r}.",
             )
         )
     return schedules
+
+
+def build_schedules(
+    sources: Sequence[SourceConfig], job: dg.UnresolvedAssetJobDefinition
+) -> list[dg.ScheduleDefinition]:
+    return _partition_schedules(sources, job, lambda s: s.schedule, schedule_name, "Re-sync source")
 
 
 def changed_sources(
@@ -158,22 +170,10 @@ def groups_schedule_name(source: str) -> str:
 def build_group_schedules(
     sources: Sequence[SourceConfig], job: dg.UnresolvedAssetJobDefinition
 ) -> list[dg.ScheduleDefinition]:
-    schedules = []
-    for source in sources:
-        if not (source.has_groups and source.groups_schedule):
-            continue
-
-        def request(context: dg.ScheduleEvaluationContext, _name: str = source.name):
-            return dg.RunRequest(partition_key=_name, tags={"trove/source": _name})
-
-        schedules.append(
-            dg.ScheduleDefinition(
-                name=groups_schedule_name(source.name),
-                cron_schedule=source.groups_schedule,
-                job=job,
-                execution_fn=request,
-                default_status=dg.DefaultScheduleStatus.RUNNING,
-                description=f"Sync the groups of {source.name!r} on {source.groups_schedule!r}.",
-            )
-        )
-    return schedules
+    return _partition_schedules(
+        sources,
+        job,
+        lambda s: s.groups_schedule if s.has_groups else None,
+        groups_schedule_name,
+        "Sync the groups of",
+    )
