@@ -127,8 +127,11 @@ def ingest(
     summary = _ingest(
         path, show_progress=sys.stderr.isatty(), verbose=verbose, retry_failed=retry_failed
     )
+    partial = sorted(n for n, s in summary["sources"].items() if s.get("sync_error"))
     if as_json:
         out.print_json(data=summary)
+        if partial:
+            raise typer.Exit(3)
         return
     for name, s in summary["sources"].items():
         out.print(
@@ -143,6 +146,14 @@ def ingest(
                 f"({failure.get('reason_class', 'malformed')}): {failure['reason']}",
                 highlight=False,
             )
+        if s.get("sync_error"):
+            out.print(
+                f"  [yellow]listing stopped early[/]: {s['sync_error']} "
+                "(what was listed is indexed; the next run resumes from there)",
+                highlight=False,
+            )
+    if partial:
+        raise typer.Exit(3)
 
 
 def _principal(user: str, groups: str | None, tenant: str | None) -> Principal:

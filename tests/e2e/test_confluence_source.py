@@ -131,3 +131,41 @@ def test_edit_rename_and_delete(wiki):
     assert summary["deleted"] == 1 and summary["changed"] >= 1
     assert search.docs("payroll moves to the 25th", CAROL, CAROL_TOKEN)[0] == doc(ids, "payroll")
     assert doc(ids, "runbook") not in search.readable_docs(BOB)
+
+
+def test_a_listing_that_fails_part_way_indexes_what_it_got_and_resumes(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from trove.cli import app
+
+    fake = FakeConfluence().start()
+    try:
+        fake.add_user("u-alice", "Alice", ALICE)
+        fake.add_group("eng", ["u-alice"])
+        fake.add_space("ENG", "Engineering", groups=["eng"])
+        fake.add_space("OPS", "Operations", groups=["eng"])
+        fake.add_page("ENG", "Deploys", "<p>Deploys happen on Tuesdays after the freeze.</p>")
+        fake.add_page("OPS", "Pager", "<p>The pager rotation changes every Monday.</p>")
+        ops = fake.spaces["OPS"].id
+        fake.fail_next(None, 500, path=f"/wiki/api/v2/spaces/{ops}/pages")  # OPS keeps failing
+        source = make_source_config(fake, "wiki", token_file=tmp_path / "t", spaces=["ENG", "OPS"])
+        source["retry"] = {"max_attempts": 2, "base_delay_s": 0.01, "max_total_s": 1}
+        config = write_config(tmp_path, source)
+        runner = CliRunner()
+        first = runner.invoke(app, ["ingest", "--config", str(config), "--json"])
+        assert first.exit_code == 3, first.output
+        summary = json.loads(first.stdout)["sources"]["wiki"]
+        assert summary["added"] == 1 and "still failing" in summary["sync_error"]
+        search = SearchAs(config)
+        assert len(search.readable_docs(ALICE)) == 1  # ENG's page serves already
+        fake.clear_faults()
+        second = runner.invoke(app, ["ingest", "--config", str(config), "--json"])
+        assert second.exit_code == 0, second.output
+        summary = json.loads(second.stdout)["sources"]["wiki"]
+        assert summary["added"] == 1 and summary["sync_error"] is None  # only OPS was left
+        assert len(search.readable_docs(ALICE)) == 2
+        search.close()
+    finally:
+        fake.stop()
