@@ -6,8 +6,9 @@ the *table* with token postings (``u:alice``, ``g:hr``, ``du:mallory``,
 ``dg:contractors``, ``t:acme``) and then gathered to rows — one vectorised
 pass whatever the number of rows. The rules are exactly :meth:`trove.acl.Acl.permits`:
 tenant match (or no tenant), then public or an allowed user/group, and no deny.
-ACLs with restriction layers (AND of ORs) are rare and few per table; they are
-checked one by one, and only when the vectorised pass already admits them.
+Restriction layers (an AND of ORs) get postings of their own, by layer: the
+layers a principal's tokens reach are counted per ACL, and an ACL passes when
+every one of its layers was reached — also one vectorised pass.
 """
 
 from __future__ import annotations
@@ -44,9 +45,20 @@ class AclTable:
             if acl.tenant is not None:
                 postings["t:" + acl.tenant].append(i)
         self._postings = {t: np.asarray(v, dtype=np.int64) for t, v in postings.items()}
-        self._layered = np.asarray(
-            [i for i, acl in enumerate(self.acls) if acl.layers], dtype=np.int64
-        )
+        # Layers: one global id per (ACL, layer); postings from a token to layer ids.
+        self._layer_counts = np.array([len(a.layers) for a in self.acls], dtype=np.int64)
+        owners: list[int] = []
+        layer_postings: dict[str, list[int]] = defaultdict(list)
+        for i, acl in enumerate(self.acls):
+            for layer in acl.layers:
+                lid = len(owners)
+                owners.append(i)
+                for u in layer.users:
+                    layer_postings["u:" + u].append(lid)
+                for g in layer.groups:
+                    layer_postings["g:" + g].append(lid)
+        self._layer_owner = np.asarray(owners, dtype=np.int64)
+        self._layer_postings = {t: np.asarray(v, dtype=np.int64) for t, v in layer_postings.items()}
 
     @classmethod
     def build(cls, row_acls: Sequence[Acl]) -> AclTable:
@@ -72,9 +84,18 @@ class AclTable:
         if principal.tenant is not None:
             tenant_ok[self._post("t:" + principal.tenant)] = True
         ok &= tenant_ok
-        for i in self._layered[ok[self._layered]] if len(self._layered) else ():
-            ok[i] = all(layer.admits(principal) for layer in self.acls[int(i)].layers)
+        if len(self._layer_owner):
+            ok &= self._layers_reached(principal) == self._layer_counts
         return ok
+
+    def _layers_reached(self, principal: Principal) -> np.ndarray:
+        """Per ACL, how many of its layers admit ``principal`` (distinct layers)."""
+        tokens = ["u:" + principal.user, *("g:" + g for g in principal.groups)]
+        hits = [self._layer_postings[t] for t in tokens if t in self._layer_postings]
+        if not hits:
+            return np.zeros(len(self.acls), dtype=np.int64)
+        layers = np.unique(np.concatenate(hits))
+        return np.bincount(self._layer_owner[layers], minlength=len(self.acls))
 
     def permitted_rows(self, principal: Principal) -> np.ndarray:
         return self.permitted_acls(principal)[self.codes]
