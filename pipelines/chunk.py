@@ -54,12 +54,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import pairwise
 
 from pipelines.models import Chunk, ParsedDocument, chunk_id_for
 from pipelines.tokens import HFTokenCounter, TokenCounter, TokenizerError
 
 CONTEXT_MAX_TOKENS = 48
 CONTEXT_SEPARATOR = " > "
+CONTEXT_GAP = "\n\n"  # between the context line and the text in ``Chunk.embedding_text``
 ELISION = "…"
 TITLE_CATEGORY = "Title"
 
@@ -160,6 +162,7 @@ class _Chunker:
         max_tokens: int,
         max_seq_length: int,
         min_tokens: int,
+        overhead: int,
     ) -> None:
         self.parsed = parsed
         self.counter = counter
@@ -172,6 +175,15 @@ class _Chunker:
         # Counting is the chunker's main cost, and packing, merging and the final
         # chunks ask for the same strings again: remember them for this document.
         self._counts: dict[str, int] = {}
+        # With a counter whose counts add up across whitespace (HFTokenCounter over
+        # BERT's WordPiece), a span costs the sum of its units' counts, each unit
+        # encoded once, instead of a fresh encode of every growing candidate span.
+        # The sums are exact, so the chunks are the same either way.
+        separates = getattr(counter, "separates", None)
+        self._separates = separates if callable(separates) else None
+        self._overhead = overhead
+        self._unit_counts: dict[tuple[int, int], int] = {}
+        self._context_separates = self._separates is not None and self._separates(CONTEXT_GAP)
         self.drafts: list[list[_Unit]] = []
         self.current: list[_Unit] = []
 
@@ -185,6 +197,33 @@ class _Chunker:
 
     def span_text(self, units: list[_Unit]) -> str:
         return self.parsed.text[units[0].start : units[-1].end]
+
+    def _unit_count(self, unit: _Unit) -> int:
+        key = (unit.start, unit.end)
+        n = self._unit_counts.get(key)
+        if n is None:
+            n = self._unit_counts[key] = self.count(self.parsed.text[unit.start : unit.end])
+        return n
+
+    def span_count(self, units: list[_Unit]) -> int:
+        """``count(span_text(units))``: summed over the units when every gap separates."""
+        separates = self._separates
+        if separates is not None:
+            text = self.parsed.text
+            total = self._unit_count(units[0])
+            for previous, unit in pairwise(units):
+                if not separates(text[previous.end : unit.start]):
+                    break
+                total += self._unit_count(unit) - self._overhead
+            else:
+                return total
+        return self.count(self.span_text(units))
+
+    def embedded_count(self, context: str, units: list[_Unit]) -> int:
+        """``count(context + CONTEXT_GAP + span_text(units))``, the model's input."""
+        if self._context_separates:
+            return self.count(context) + self.span_count(units) - self._overhead
+        return self.count(f"{context}{CONTEXT_GAP}{self.span_text(units)}")
 
     def context(self, section: tuple[str, ...]) -> str:
         if section not in self._contexts:
@@ -211,20 +250,18 @@ class _Chunker:
 
     def overflow(self, units: list[_Unit]) -> int:
         """Tokens over the tighter budget (<= 0 when ``units`` fit in one chunk)."""
-        text = self.span_text(units)
-        over = self.count(text) - self.max_tokens
+        over = self.span_count(units) - self.max_tokens
         context = self.context(_section_of(units)[0])
         if context:
-            embedded = self.count(f"{context}\n\n{text}")
+            embedded = self.embedded_count(context, units)
             over = max(over, embedded - self.max_seq_length)
         return over
 
     def fits(self, units: list[_Unit]) -> bool:
-        text = self.span_text(units)
-        if self.count(text) > self.max_tokens:  # the usual failure: skip the second count
+        if self.span_count(units) > self.max_tokens:  # the usual failure: skip the second count
             return False
         context = self.context(_section_of(units)[0])
-        return not context or self.count(f"{context}\n\n{text}") <= self.max_seq_length
+        return not context or self.embedded_count(context, units) <= self.max_seq_length
 
     # -- packing ---------------------------------------------------------------
 
@@ -310,7 +347,7 @@ class _Chunker:
         for draft in self.drafts:
             if (
                 merged
-                and self.count(self.span_text(draft)) < self.min_tokens
+                and self.span_count(draft) < self.min_tokens
                 and self.cited_section(draft) == self.cited_section(merged[-1])
                 and self.fits([*merged[-1], *draft])
             ):
@@ -340,7 +377,7 @@ class _Chunker:
                     char_end=units[-1].end,
                     section=self.cited_section(units),
                     pages=tuple(sorted({u.page for u in units if u.page is not None})),
-                    token_count=self.count(text),
+                    token_count=self.span_count(units),
                     context=self.context(section),
                 )
             )
@@ -386,7 +423,7 @@ def chunk_document(
         )
     if min_tokens < 0:
         raise ChunkingError(f"min_tokens must be >= 0, got {min_tokens}")
-    chunker = _Chunker(parsed, counter, max_tokens, max_seq_length, min_tokens)
+    chunker = _Chunker(parsed, counter, max_tokens, max_seq_length, min_tokens, overhead)
     for unit in _units(parsed):
         chunker.add(unit)
     chunker.flush()

@@ -21,6 +21,7 @@ Usage::
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Sequence
 from functools import lru_cache
@@ -214,6 +215,31 @@ def real_model_installed() -> bool:
     import spacy.util
 
     return bool(spacy.util.is_package(SPACY_MODEL))
+
+
+def import_spacy_without_torch() -> bool:
+    """Import spaCy with PyTorch hidden, so that thinc does not load it (1.4 s of 3).
+
+    thinc (under spaCy) imports ``torch`` whenever it is installed, and Trove
+    installs it for the embedder; neither the stand-in nor ``en_core_web_sm``
+    needs it. For the parse worker's child process, at start-up, while it has a
+    single thread: ``torch`` is hidden only during this import, so anything that
+    imports it later gets the real one (thinc just keeps believing it absent).
+    Does nothing when torch or spaCy is already imported.
+
+    :returns: True when spaCy was imported here.
+    """
+    if "torch" in sys.modules or "spacy" in sys.modules:
+        return False
+    sys.modules["torch"] = None  # type: ignore[assignment]  # makes `import torch` fail
+    try:
+        import spacy  # noqa: F401
+    except ImportError:
+        return False
+    finally:
+        if "torch" in sys.modules and sys.modules["torch"] is None:
+            del sys.modules["torch"]
+    return True
 
 
 _install_lock = threading.Lock()

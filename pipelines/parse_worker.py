@@ -15,7 +15,12 @@ elements) so an oversized result is refused before it is sent back, and passes
 plain-text files are refused, and very long lines wrapped, before partitioning.
 
 :func:`make_parse_fn` is what ingestion uses: guard checks in the calling process,
-then the worker.
+then a pool of workers, one per core (:func:`default_workers`). Parsing is pure
+Python, so threads would not help; separate processes do. The pool is thread-safe:
+:func:`pipelines.stages.parse_pending` calls it from as many threads as it has
+workers (its ``concurrency``), each call taking an idle worker for one document,
+so a document that hangs holds one worker until its timeout while the others go
+on. Timeouts, crashes and restarts are per worker, exactly as with one.
 
 Usage::
 
@@ -26,17 +31,24 @@ Usage::
 
 A worker's first document of each type also pays for importing that unstructured
 partitioner (seconds), inside ``timeout_s``; keep the timeout well above that.
+Workers start on first use, and the most recently used idle worker is reused
+first, so a run with fewer documents than cores starts no more workers than it
+can use at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import multiprocessing
+import os
+import queue
 import signal
+import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -76,11 +88,26 @@ def _resolve(target: str) -> Callable[..., ParsedDocument]:
 
 def _serve(conn: Connection, target: str) -> None:
     """The child's loop: parse each request; exit when the parent closes the pipe."""
+    from pipelines.offline_nlp import import_spacy_without_torch
     from trove.runtime import configure_offline_environment
 
     configure_offline_environment()
+    # Each worker (and each restart after a kill) pays for its imports: keep them lean.
+    import_spacy_without_torch()
     parse = _resolve(target)
     conn.send(("ready", None))
+    _answer(conn, parse)
+    # Stopped (or the parent went away): exit without the interpreter's teardown of
+    # every module imported, which takes longer than anything else in a stop (~0.4 s
+    # per worker). Nothing in the child needs it: results went back over the pipe.
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            stream.flush()
+    os._exit(0)
+
+
+def _answer(conn: Connection, parse: Callable[..., ParsedDocument]) -> None:
+    """Parse each request and send the reply, until the parent says stop or closes the pipe."""
     while True:
         try:
             request = conn.recv()
@@ -315,17 +342,53 @@ def _describe_exit(exitcode: int | None) -> str:
 # ---------------------------------------------------------------- ingestion entry point
 
 
-class GuardedParser:
-    """``parse(doc)`` for :func:`pipelines.stages.parse_pending`: guard checks, then the worker.
+def default_workers() -> int:
+    """How many parse workers ingestion runs: one per core (``os.cpu_count()``), at least 1."""
+    return max(1, os.cpu_count() or 1)
 
-    A context manager; :meth:`close` stops the worker. Timings of the last run are in
-    :attr:`seconds` (guard and worker, summed over documents).
+
+class GuardedParser:
+    """``parse(doc)`` for :func:`pipelines.stages.parse_pending`: guard checks, then a worker.
+
+    Holds one or more :class:`ParseWorker`; calls are thread-safe, and up to
+    :attr:`concurrency` of them parse at once, each in its own worker process.
+    A context manager; :meth:`close` stops every worker. Timings of the last run
+    are in :attr:`seconds` (guard and worker, summed over documents, so with
+    several workers their sum can exceed the wall time).
+
+    :param worker: a single worker (the pool then has just that one).
+    :param workers: the pool's workers; give ``worker`` or ``workers``, not both.
     """
 
-    def __init__(self, limits: LimitsConfig, worker: ParseWorker | None = None) -> None:
+    def __init__(
+        self,
+        limits: LimitsConfig,
+        worker: ParseWorker | None = None,
+        *,
+        workers: Sequence[ParseWorker] | None = None,
+    ) -> None:
+        if worker is not None and workers is not None:
+            raise ValueError("give either worker or workers, not both")
+        if workers is not None:
+            pool = tuple(workers)
+            if not pool:
+                raise ValueError("a GuardedParser needs at least one worker")
+        else:
+            pool = (worker if worker is not None else ParseWorker(),)
         self.limits = limits
-        self.worker = worker if worker is not None else ParseWorker()
+        self.workers = pool
+        self.worker = pool[0]
+        # Last in, first out: the warm worker just returned is reused before a cold one.
+        self._idle: queue.LifoQueue[ParseWorker] = queue.LifoQueue()
+        for each in reversed(pool):
+            self._idle.put(each)
+        self._seconds_lock = threading.Lock()
         self.seconds = {"guard": 0.0, "worker": 0.0}
+
+    @property
+    def concurrency(self) -> int:
+        """How many documents can be parsed at once (calls from that many threads)."""
+        return len(self.workers)
 
     def __call__(self, doc: SourceDocument) -> ParsedDocument:
         from pipelines.guard import check_document
@@ -336,15 +399,23 @@ class GuardedParser:
         try:
             check_document(doc.local_path, doc.doc_type or doc.local_path.suffix, self.limits)
         finally:
-            self.seconds["guard"] += time.perf_counter() - started
+            self._add_seconds("guard", started)
+        worker = self._idle.get()
         started = time.perf_counter()
         try:
-            return self.worker.parse(doc, self.limits)
+            return worker.parse(doc, self.limits)
         finally:
-            self.seconds["worker"] += time.perf_counter() - started
+            self._add_seconds("worker", started)
+            self._idle.put(worker)
+
+    def _add_seconds(self, what: str, started: float) -> None:
+        elapsed = time.perf_counter() - started
+        with self._seconds_lock:
+            self.seconds[what] += elapsed
 
     def close(self) -> None:
-        self.worker.close()
+        for worker in self.workers:
+            worker.close()
 
     def __enter__(self) -> GuardedParser:
         return self
@@ -358,9 +429,17 @@ class GuardedParser:
         self.close()
 
 
-def make_parse_fn(limits: LimitsConfig, *, target: str = DEFAULT_TARGET) -> GuardedParser:
+def make_parse_fn(
+    limits: LimitsConfig, *, target: str = DEFAULT_TARGET, workers: int | None = None
+) -> GuardedParser:
     """A parse function for :func:`~pipelines.stages.parse_pending` that enforces ``limits``.
 
-    Use it as a context manager so the worker process is stopped afterwards.
+    :param workers: parser processes in the pool (default :func:`default_workers`,
+        one per core); each starts on first use.
+
+    Use it as a context manager so the worker processes are stopped afterwards.
     """
-    return GuardedParser(limits, ParseWorker(target))
+    count = default_workers() if workers is None else workers
+    if count < 1:
+        raise ValueError(f"workers must be at least 1, got {count}")
+    return GuardedParser(limits, workers=[ParseWorker(target) for _ in range(count)])

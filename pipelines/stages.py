@@ -142,35 +142,62 @@ ParseFn = Callable[[SourceDocument], ParsedDocument]
 
 
 def parse_pending(store: StagingStore, parse: ParseFn) -> StageResult:
-    """Parse the added and changed documents; a failure is recorded, the batch goes on."""
+    """Parse the added and changed documents; a failure is recorded, the batch goes on.
+
+    When ``parse`` has a ``concurrency`` above 1 (the worker pool from
+    :func:`pipelines.parse_worker.make_parse_fn`), that many documents are parsed
+    at once, each call from its own thread; otherwise one at a time, here. Results
+    are stored from this thread only, and failures are listed in document order,
+    so the outcome is the same whichever document finishes first.
+    """
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
     from pipelines.errors import ParseError
 
+    def attempt(doc: SourceDocument) -> tuple[ParsedDocument | None, str, str]:
+        try:
+            return parse(doc), "", ""
+        except ParseError as exc:
+            return None, str(exc), getattr(exc, "reason_class", "malformed")
+        except Exception as exc:  # a parser bug must not take down the batch
+            return None, f"parser error: {type(exc).__name__}: {exc}", "parser_crash"
+
     started = time.perf_counter()
-    todo = store.pending(*CONTENT_CHANGES)
+    docs = [source_document_of(row) for row in store.pending(*CONTENT_CHANGES)]
+    threads = min(max(1, int(getattr(parse, "concurrency", 1))), len(docs))
     parsed = 0
-    failures: list[dict[str, str]] = []
-    failed_ids: list[str] = []
-    with progress.task("parse", len(todo)) as advance:
-        for row in todo:
-            doc = source_document_of(row)
-            try:
-                result = parse(doc)
-            except ParseError as exc:
-                reason, reason_class = str(exc), getattr(exc, "reason_class", "malformed")
-            except Exception as exc:  # a parser bug must not take down the batch
-                reason = f"parser error: {type(exc).__name__}: {exc}"
-                reason_class = "parser_crash"
-            else:
-                store.put_parsed(result)
-                parsed += 1
+    failed: dict[int, dict[str, str]] = {}
+
+    def record(i: int, outcome: tuple[ParsedDocument | None, str, str]) -> None:
+        nonlocal parsed
+        result, reason, reason_class = outcome
+        if result is not None:
+            store.put_parsed(result)
+            parsed += 1
+            return
+        doc = docs[i]
+        store.record_failure(doc.doc_id, doc.path, doc.version, "parse", reason, reason_class)
+        failed[i] = {"path": doc.path, "reason": reason, "reason_class": reason_class}
+
+    with progress.task("parse", len(docs)) as advance:
+        if threads <= 1:
+            for i, doc in enumerate(docs):
+                record(i, attempt(doc))
                 advance()
-                continue
-            store.record_failure(doc.doc_id, doc.path, doc.version, "parse", reason, reason_class)
-            failures.append({"path": doc.path, "reason": reason, "reason_class": reason_class})
-            failed_ids.append(doc.doc_id)
-            advance()
+        else:
+            with ThreadPoolExecutor(threads, thread_name_prefix="trove-parse") as pool:
+                futures = {pool.submit(attempt, doc): i for i, doc in enumerate(docs)}
+                try:
+                    for future in as_completed(futures):
+                        record(futures[future], future.result())
+                        advance()
+                except BaseException:
+                    for future in futures:
+                        future.cancel()  # documents not started yet; running ones finish
+                    raise
+    failures = [failed[i] for i in sorted(failed)]
     # A failed document keeps its previously indexed version serving.
-    store.drop_pending(failed_ids)
+    store.drop_pending([docs[i].doc_id for i in sorted(failed)])
     result = StageResult(
         counts={"documents_parsed": parsed, "documents_failed": len(failures)},
         failures=failures,

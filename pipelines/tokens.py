@@ -8,6 +8,7 @@ chunk that passes the chunker's budget is never silently truncated by the model.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from typing import Any, Protocol, runtime_checkable
@@ -34,12 +35,21 @@ class TokenCounter(Protocol):
     of ``text``; cuts fall at sentence ends where possible, else between words,
     and only inside a word that alone exceeds the budget. Whitespace-only text
     gives ``[]``.
+
+    A counter may also offer ``separates(gap) -> bool`` (:meth:`HFTokenCounter.separates`):
+    True promises ``count(a + gap + b) == count(a) + count(b) - count("")`` for any
+    ``a`` and ``b``, and the chunker then counts a span from its elements' counts.
     """
 
     def count(self, text: str) -> int: ...
 
     def split(self, text: str, max_tokens: int) -> list[tuple[int, int]]: ...
 
+
+# Gaps across which counts add up (see HFTokenCounter.separates): whitespace that every
+# stage of a BERT tokenizer treats as whitespace. Not \x0b, \x0c, \x1c-\x1f or \x85,
+# which BERT's normaliser deletes as control characters (gluing the words around them).
+_SEPARATING_WHITESPACE = " \t\n\r"
 
 _SENTENCE_END = re.compile(r"[.!?;:][\"')\]]*$")
 
@@ -76,9 +86,23 @@ class HFTokenCounter:
         self._tok.no_truncation()
         self._tok.no_padding()
         self.special_tokens = len(self._tok.encode("").ids)
+        self._additive = _additive_across_whitespace(json.loads(backend.to_str()))
 
     def count(self, text: str) -> int:
         return len(self._tok.encode(text).ids)
+
+    def separates(self, gap: str) -> bool:
+        """Whether counts add up across ``gap``: for every ``a`` and ``b``,
+        ``count(a + gap + b) == count(a) + count(b) - special_tokens``.
+
+        Lets the chunker count a growing span from its parts' counts instead of
+        re-encoding it for every candidate. True only for a non-empty gap of
+        spaces, tabs, newlines and carriage returns, and only for a tokenizer whose
+        every stage keeps words apart across such a gap (see
+        :func:`_additive_across_whitespace`); otherwise False, and the caller
+        encodes the whole span.
+        """
+        return self._additive and bool(gap) and not gap.strip(_SEPARATING_WHITESPACE)
 
     def split(self, text: str, max_tokens: int) -> list[tuple[int, int]]:
         budget = max_tokens - self.special_tokens
@@ -182,6 +206,40 @@ class HFTokenCounter:
             if best is not None:
                 return best
         return hi
+
+
+def _additive_across_whitespace(config: dict[str, Any]) -> bool:
+    """Whether a tokenizer (its ``tokenizer.json``) counts ``a + " " + b`` as ``a`` plus ``b``.
+
+    Holds for BERT's pipeline (MiniLM's): the normaliser works character by
+    character and maps whitespace to a space (only its control-character removal
+    and accent stripping go beyond that, and a space stops both); the
+    pre-tokeniser splits words at every space; WordPiece encodes each word alone;
+    the post-processor adds the same special tokens around any single input; and
+    added tokens (``[SEP]``...), matched before the rest, hold no whitespace, so no
+    match spans a gap. Byte-level BPE (a space is part of the next token) or
+    SentencePiece do not qualify and are counted whole.
+    """
+    normalizer = config.get("normalizer") or {}
+    pre_tokenizer = config.get("pre_tokenizer") or {}
+    model = config.get("model") or {}
+    post = config.get("post_processor")
+    if normalizer.get("type") != "BertNormalizer":
+        return False
+    if pre_tokenizer.get("type") != "BertPreTokenizer" or model.get("type") != "WordPiece":
+        return False
+    if post is not None:
+        if post.get("type") == "TemplateProcessing":
+            pieces = post.get("single") or []
+            if sum("Sequence" in piece for piece in pieces) != 1:
+                return False
+        elif post.get("type") != "BertProcessing":
+            return False
+    for token in config.get("added_tokens") or []:
+        content = str(token.get("content", ""))
+        if not content or token.get("single_word") or any(ch.isspace() for ch in content):
+            return False
+    return True
 
 
 def load_tokenizer(path: str) -> Any:
