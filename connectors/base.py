@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from connectors.models import DocumentFailure, SourceDocument
 from trove.acl import Acl
@@ -108,3 +108,12 @@ class GroupSnapshot:
 @runtime_checkable
 class GroupSource(Protocol):
     def sync_groups(self) -> GroupSnapshot: ...
+
+
+def settings_block(config: Any, source_type: str, connector: str) -> Any:
+    """The ``<type>:`` block of a source config; a ValueError when the source is another type."""
+    block = getattr(config, source_type, None) if config.type == source_type else None
+    if block is None:
+        article = "an" if source_type == "s3" or source_type[0] in "aeiou" else "a"
+        raise ValueError(f"{connector} needs {article} {source_type} source, got {config.type!r}")
+    return block

@@ -54,7 +54,7 @@ from typing import Any
 import httpx
 
 from connectors import principals
-from connectors.base import ChangeBatch, DirectoryUser, DocumentStamp, GroupSnapshot
+from connectors.base import ChangeBatch, DirectoryUser, DocumentStamp, GroupSnapshot, settings_block
 from connectors.confluence.client import (
     ConfluenceClient,
     ConfluenceRequestError,
@@ -177,10 +177,10 @@ class ConfluenceConnector:
         http: httpx.Client | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if config.type != "confluence" or config.confluence is None:
-            raise ValueError(f"ConfluenceConnector needs a confluence source, got {config.type!r}")
         self.config = config
-        self.settings: ConfluenceConfig = config.confluence
+        self.settings: ConfluenceConfig = settings_block(
+            config, "confluence", "ConfluenceConnector"
+        )
         self.source = config.name
         self.client = ConfluenceClient(
             self.settings, policy=config.retry.policy(), http=http, sleep=sleep

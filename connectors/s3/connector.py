@@ -53,7 +53,7 @@ from urllib.parse import quote
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from connectors.base import ChangeBatch, DocumentStamp
+from connectors.base import ChangeBatch, DocumentStamp, settings_block
 from connectors.errors import ConnectorError
 from connectors.filesystem import matches
 from connectors.models import SourceDocument
@@ -90,10 +90,8 @@ class S3Connector:
     """
 
     def __init__(self, config: SourceConfig, *, client: Any | None = None) -> None:
-        if config.type != "s3" or config.s3 is None:
-            raise ValueError(f"S3Connector needs an s3 source, got {config.type!r}")
         self.config = config
-        self.settings: S3Config = config.s3
+        self.settings: S3Config = settings_block(config, "s3", "S3Connector")
         self.source = config.name
         self._owns_client = client is None
         self.client = client if client is not None else build_client(config.s3, config.retry)

@@ -74,7 +74,7 @@ from urllib.parse import quote, unquote
 import httpx
 
 from connectors import principals
-from connectors.base import ChangeBatch, DirectoryUser, DocumentStamp, GroupSnapshot
+from connectors.base import ChangeBatch, DirectoryUser, DocumentStamp, GroupSnapshot, settings_block
 from connectors.errors import ConnectorError
 from connectors.filesystem import matches
 from connectors.http import HttpClient
@@ -182,10 +182,10 @@ class SharePointConnector:
         sleep: Callable[[float], None] = time.sleep,
         token_provider: TokenProvider | None = None,
     ) -> None:
-        if config.type != "sharepoint" or config.sharepoint is None:
-            raise ValueError(f"SharePointConnector needs a sharepoint source, got {config.type!r}")
         self.config = config
-        self.settings: SharePointConfig = config.sharepoint
+        self.settings: SharePointConfig = settings_block(
+            config, "sharepoint", "SharePointConnector"
+        )
         self.source = config.name
         self._owns_http = http is None
         client = http or httpx.Client(timeout=httpx.Timeout(60.0, connect=15.0))

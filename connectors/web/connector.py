@@ -43,7 +43,7 @@ from dataclasses import replace
 
 import httpx
 
-from connectors.base import ChangeBatch, DocumentStamp
+from connectors.base import ChangeBatch, DocumentStamp, settings_block
 from connectors.errors import ConnectorError, DocumentGone
 from connectors.http import HttpClient
 from connectors.models import DocumentFailure, SourceDocument
@@ -91,10 +91,8 @@ class WebConnector:
         http: httpx.Client | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if config.type != "web" or config.web is None:
-            raise ValueError(f"WebConnector needs a web source, got {config.type!r}")
         self.config = config
-        self.settings: WebConfig = config.web
+        self.settings: WebConfig = settings_block(config, "web", "WebConnector")
         self.source = config.name
         self.start_urls = [u for u in (normalise(s) for s in self.settings.start_urls) if u]
         # The start URLs' hosts are always allowed; `allowed_hosts` adds more.

@@ -17,6 +17,7 @@ from pipelines.secure import AclPolicy
 from pipelines.stages import StageResult, parse_pending, scan_source
 from pipelines.store import StagingStore
 from tests.pipelines import hostile_files as hostile
+from tests.pipelines.test_parse_worker import _doc
 from trove.config import LimitsConfig, SourceConfig
 
 HOOKS = "tests.pipelines.hostile_files"
@@ -167,7 +168,7 @@ def test_a_hanging_document_holds_one_worker_while_the_other_parses_the_rest(tmp
         assert sum(w.starts for w in pool.workers) == 2
         again = hostile.make_text(tmp_path, "again.txt", "Parsed by a fresh process.")
         for _ in range(2):
-            assert "fresh process" in pool(_source_document(again)).text
+            assert "fresh process" in pool(_doc(again)).text
         assert sum(w.starts for w in pool.workers) == 3
 
 
@@ -234,22 +235,3 @@ def test_plain_functions_are_still_called_one_at_a_time_in_document_order(tmp_pa
     assert outcome["counts"] == {"documents_parsed": 3, "documents_failed": 0}
     assert seen == ["a.txt", "b.txt", "c.txt"]
     assert threads == {threading.get_ident()}
-
-
-def _source_document(path: Path):
-    from connectors.models import SourceDocument
-    from trove.acl import Acl
-
-    return SourceDocument(
-        doc_id=f"test:{path.name}",
-        source="test",
-        path=path.name,
-        uri=path.as_uri(),
-        title="",
-        version="v1",
-        size=path.stat().st_size,
-        modified_at=None,
-        doc_type=path.suffix.lstrip("."),
-        acl=Acl.empty(),
-        local_path=path,
-    )
