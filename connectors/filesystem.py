@@ -114,6 +114,30 @@ class FilesystemConnector:
             digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         return digest.hexdigest()[:32]
 
+    def _document(
+        self, rel: str, full: Path, previous: FileStat | None
+    ) -> tuple[SourceDocument, FileStat]:
+        """One file as a document; re-hashed only when its size or mtime changed. OSError passes."""
+        st = full.stat()
+        if previous and (previous.size, previous.mtime_ns) == (st.st_size, st.st_mtime_ns):
+            version = previous.version
+        else:
+            version = _hash_file(full)
+        doc = SourceDocument(
+            doc_id=document_id(self.config.name, rel),
+            source=self.config.name,
+            path=rel,
+            uri=full.resolve().as_uri(),
+            title=full.stem,
+            version=version,
+            size=st.st_size,
+            modified_at=datetime.fromtimestamp(st.st_mtime, tz=UTC),
+            doc_type=full.suffix.lower().lstrip("."),
+            acl=Acl.empty(),
+            local_path=full,
+        )
+        return doc, FileStat(st.st_size, st.st_mtime_ns, version)
+
     def scan(self, known: Mapping[str, FileStat] | None = None) -> ScanResult:
         """Every included document under the root, with its version stamp.
 
@@ -131,33 +155,14 @@ class FilesystemConnector:
         for rel, full in self._walk():
             if not matches(rel, self.config.include) or matches(rel, self.config.exclude):
                 continue
-            doc_id = document_id(self.config.name, rel)
             try:
-                st = full.stat()
-                previous = known.get(rel)
-                if previous and (previous.size, previous.mtime_ns) == (st.st_size, st.st_mtime_ns):
-                    version = previous.version
-                else:
-                    version = _hash_file(full)
+                doc, stat = self._document(rel, full, known.get(rel))
             except OSError as exc:
+                doc_id = document_id(self.config.name, rel)
                 failures.append(DocumentFailure(doc_id, rel, f"unreadable: {exc.strerror or exc}"))
                 continue
-            stats[rel] = FileStat(st.st_size, st.st_mtime_ns, version)
-            documents.append(
-                SourceDocument(
-                    doc_id=doc_id,
-                    source=self.config.name,
-                    path=rel,
-                    uri=full.resolve().as_uri(),
-                    title=full.stem,
-                    version=version,
-                    size=st.st_size,
-                    modified_at=datetime.fromtimestamp(st.st_mtime, tz=UTC),
-                    doc_type=full.suffix.lower().lstrip("."),
-                    acl=Acl.empty(),
-                    local_path=full,
-                )
-            )
+            stats[rel] = stat
+            documents.append(doc)
         return ScanResult(documents=documents, failures=failures, stats=stats)
 
     # -- the connector contract (connectors.base) -----------------------------------
@@ -184,10 +189,15 @@ class FilesystemConnector:
         excluded = rel is None or matches(rel, self.config.exclude)
         if excluded or not matches(rel, self.config.include):
             raise DocumentGone(f"{doc_id!r} is not a document of source {self.config.name!r}")
-        for doc in self.scan().documents:
-            if doc.doc_id == doc_id:
-                return doc
-        raise DocumentGone(f"{doc_id!r}: no such file under {self.root}")
+        full = self.root / rel
+        hidden = any(part.startswith(".") for part in Path(rel).parts)
+        try:
+            inside = full.resolve().is_relative_to(self.root.resolve())
+            if hidden or not inside or not full.is_file():
+                raise DocumentGone(f"{doc_id!r}: no such file under {self.root}")
+            return self._document(rel, full, None)[0]
+        except OSError as exc:
+            raise ConnectorError(f"{doc_id!r}: unreadable: {exc.strerror or exc}") from exc
 
     def close(self) -> None:
         pass

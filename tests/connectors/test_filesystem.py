@@ -91,3 +91,22 @@ def test_symlink_out_of_the_root_is_not_followed(tmp_path):
 def test_missing_root_is_a_connector_error(tmp_path):
     with pytest.raises(ConnectorError, match="folder not found"):
         connector(tmp_path / "absent").scan()
+
+
+def test_contract_fetch_reads_one_file_and_refuses_what_the_listing_would_skip(tmp_path):
+    from connectors.errors import DocumentGone
+
+    make_tree(tmp_path)
+    fs = connector(tmp_path, exclude=["**/*.tmp"])
+    (batch,) = fs.changes(None)
+    assert batch.complete and batch.cursor
+    listed = {d.doc_id: d for d in batch.documents}
+    fetched = fs.fetch("docs:hr/deep/notes.txt")
+    assert fetched == listed["docs:hr/deep/notes.txt"]
+    assert {s.doc_id for s in fs.list_ids()} == set(listed)
+    for gone in ("docs:.hidden/secret.md", "docs:draft.tmp", "docs:missing.md", "other:readme.md"):
+        with pytest.raises(DocumentGone):
+            fs.fetch(gone)
+    (tmp_path / "outside.md").write_text("x")
+    os.symlink(tmp_path / "outside.md", tmp_path / "hr" / "link.md")
+    assert fs.fetch("docs:hr/link.md").path == "hr/link.md"  # a link inside the root is fine
