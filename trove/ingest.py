@@ -17,6 +17,7 @@ from assets.definitions import build_definitions
 from assets.groups import GROUPS_JOB
 from pipelines.store import StagingStore
 from trove.config import Settings, load_settings
+from trove.directory import GroupDirectory
 
 
 class IngestError(RuntimeError):
@@ -40,6 +41,19 @@ def _failure_message(result: dg.ExecuteInProcessResult) -> str:
     return "the run failed"
 
 
+def _groups_due(settings: Settings, name: str) -> bool:
+    source = settings.source(name)
+    if not source.has_groups:
+        return False
+    if source.groups_schedule is None:
+        return True
+    directory = GroupDirectory.in_state_dir(settings.state.path)
+    try:
+        return name not in directory.status()
+    finally:
+        directory.close()
+
+
 def run_ingest(
     config_path: str | Path,
     sources: Sequence[str] | None = None,
@@ -50,7 +64,9 @@ def run_ingest(
 ) -> dict[str, Any]:
     """Ingest the named sources (all by default); returns the per-source summary.
 
-    Sources with groups sync their memberships first (``sync_groups``).
+    Sources with groups sync their memberships first (``sync_groups``) — unless
+    they have their own ``groups_schedule`` and have synced before: then that
+    schedule keeps them fresh and an ingest does not repeat the work.
     ``log_level`` applies to Dagster's event log on stderr (``DEBUG`` shows
     every step starting and finishing). ``retry_failed`` makes quarantined
     documents eligible again even though they did not change.
@@ -72,7 +88,7 @@ def run_ingest(
     summary: dict[str, Any] = {"sources": {}}
     with _instance() as instance:
         for name in names:
-            if settings.source(name).has_groups and sync_groups:
+            if sync_groups and _groups_due(settings, name):
                 # Memberships first, so the documents' group ACLs resolve at once.
                 groups = defs.resolve_job_def(GROUPS_JOB).execute_in_process(
                     partition_key=name,
