@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from assets.errors import permanent_source_errors
 from assets.resources import TroveResource
 
 GROUPS_GROUP = "groups"
@@ -42,7 +43,8 @@ def build_group_assets(source_names: Sequence[str]) -> list[dg.AssetsDefinition]
         config = trove.settings().source(name)
         directory = trove.directory()
         try:
-            result = sync_groups(config, directory)
+            with permanent_source_errors():
+                result = sync_groups(config, directory)
             known = directory.known_groups(name)
         finally:
             directory.close()

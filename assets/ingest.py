@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from assets.errors import permanent_source_errors
 from assets.freshness import FAILED_SLA_CHECK, failed_documents_check
 from assets.resources import TroveResource
 from pipelines.secure import AclPolicy
@@ -69,7 +70,8 @@ def build_ingest_assets(
         settings = trove.settings()
         config = settings.source(context.partition_key)
         store = trove.store(config.name)
-        result = scan_source(config, store, AclPolicy.from_config(config.acl))
+        with permanent_source_errors():
+            result = scan_source(config, store, AclPolicy.from_config(config.acl))
         return dg.MaterializeResult(metadata=_metadata(result))
 
     @dg.asset(

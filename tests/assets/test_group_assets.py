@@ -114,3 +114,35 @@ def test_source_groups_materialises_with_counts_and_a_check(tmp_path: Path):
         assert check.metadata["unknown_sample"].value == "wiki:group:ghost"
     finally:
         fake.stop()
+
+
+def test_a_missing_secret_fails_at_once_with_its_message_and_no_retries(tmp_path: Path):
+    path = tmp_path / "trove.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "state": {"path": str(tmp_path / "state")},
+                "sources": [
+                    {
+                        "name": "wiki",
+                        "type": "confluence",
+                        "confluence": {
+                            "url": "http://127.0.0.1:9/wiki",
+                            "email": "bot@acme.com",
+                            "api_token": {"env": "TROVE_TEST_UNSET_TOKEN_VARIABLE"},
+                        },
+                    }
+                ],
+            }
+        )
+    )
+    defs = build_definitions(load_settings(path), str(path))
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = defs.resolve_job_def(GROUPS_JOB).execute_in_process(
+            partition_key="wiki", instance=instance, raise_on_error=False
+        )
+    assert not result.success
+    events = [e.event_type_value for e in result.all_events]
+    assert "STEP_UP_FOR_RETRY" not in events
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert "TROVE_TEST_UNSET_TOKEN_VARIABLE is empty or missing" in str(failure.step_failure_data)
