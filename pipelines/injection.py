@@ -18,6 +18,14 @@ the backstop for that (see docs/benchmarks.md for the measured trade-off).
 
 :func:`screen_html` pulls text a human reader would not see out of raw HTML,
 for the caller to score with :func:`score_text`.
+
+Fast path, exact by construction: a pattern is only searched when the text
+contains the literal words every match of it needs (derived from the compiled
+pattern by re's own parser, never written by hand: ``_Gate``), and the
+invisible-character checks are skipped for pure-ASCII text, which cannot hold
+one. A skipped search could not have matched, so scores and signals are those
+of the exhaustive evaluation (``_score(text, 0, exhaustive=True)``), which the
+tests compare against on adversarial texts.
 """
 
 from __future__ import annotations
@@ -28,6 +36,13 @@ import math
 import re
 from dataclasses import dataclass
 from html.parser import HTMLParser
+from typing import Any
+
+try:  # re's own parser: the gates are derived from the patterns as compiled
+    from re import _constants as _sre
+    from re import _parser as _sre_parse
+except ImportError:  # pragma: no cover - a Python without them searches every pattern
+    _sre_parse = None
 
 __all__ = ["InjectionScore", "score_text", "screen_html"]
 
@@ -224,6 +239,112 @@ _SPACED = re.compile(r"\b(?:\w ){4,}\w\b")
 _LEET = str.maketrans({"1": "i", "0": "o", "3": "e", "4": "a", "5": "s", "@": "a", "$": "s"})
 _LEET_TOKEN = re.compile(r"\b(?=\w*[A-Za-z])(?=\w*[0-9])\w+\b")
 
+# ------------------------------------------------------------ literal gates
+#
+# re has no literal-prefix speed-up for a pattern that starts with \b or ignores
+# case, so each pattern is tried at every position of the text: 54 scans per
+# chunk (108 when normalisation changes it) were three quarters of the screening's
+# time. Nearly every pattern needs a word that ordinary prose lacks ("ignore",
+# "instructions", "<|"), and substring tests find that out far more cheaply.
+
+_Clause = tuple[str, ...]  # any match of the pattern contains one of these strings
+_ASCII_TWINS = (("\u0130", "i"), ("\u0131", "i"), ("\u017f", "s"), ("\u212a", "k"))
+
+
+def _fold(text: str) -> str:
+    """``text`` with every character that IGNORECASE equates with an ASCII one turned into it.
+
+    ``str.lower`` alone misses re's case twins: re matches "i" to "İ" (U+0130, whose
+    ``lower()`` is two characters) and to "ı", "s" to "ſ", "k" to the Kelvin sign.
+    The tests check every code point against re itself.
+    """
+    if not text.isascii():
+        for twin, ascii_char in _ASCII_TWINS:
+            if twin in text:
+                text = text.replace(twin, ascii_char)
+    return text.lower()
+
+
+def _selectivity(clause: _Clause) -> int:
+    return min(map(len, clause))
+
+
+def _check_order(clause: _Clause) -> tuple[int, int]:
+    """Shut gates early: a clause of one long string fails fastest on ordinary text."""
+    return len(clause), -_selectivity(clause)
+
+
+def _required(items: Any, fold: bool) -> list[_Clause]:
+    """Clauses that every match of the parsed regex ``items`` satisfies.
+
+    Conservative: an element the derivation does not understand (a class, an
+    assertion, an optional part, an inline flag) contributes nothing and cuts a
+    run of literals. Case-insensitive literals are kept only if ASCII, lower-cased.
+    """
+    clauses: list[_Clause] = []
+    run: list[str] = []
+    for op, arg in items:
+        if op is _sre.LITERAL and (arg < 128 or not fold):
+            run.append(chr(arg).lower() if fold else chr(arg))
+            continue
+        if run:
+            clauses.append(("".join(run),))
+            run = []
+        if op is _sre.SUBPATTERN and not (arg[1] or arg[2]):
+            clauses += _required(arg[3], fold)
+        elif op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT, _sre.POSSESSIVE_REPEAT) and arg[0] >= 1:
+            clauses += _required(arg[2], fold)
+        elif op is _sre.BRANCH:
+            clauses += _branch_clause(arg[1], fold)
+    if run:
+        clauses.append(("".join(run),))
+    return clauses
+
+
+def _branch_clause(alternatives: Any, fold: bool) -> list[_Clause]:
+    """One clause per alternative, united: whichever alternative matched brings its strings."""
+    chosen: list[str] = []
+    for alternative in alternatives:
+        options = _required(alternative, fold)
+        if not options:
+            return []  # this alternative needs no literal, so the branch needs none
+        chosen += max(options, key=_selectivity)
+    return [tuple(dict.fromkeys(chosen))]
+
+
+@dataclass(frozen=True)
+class _Gate:
+    """Literal strings a text must contain for ``pattern`` to match in it (all clauses)."""
+
+    pattern: re.Pattern[str]
+    fold: bool
+    clauses: tuple[_Clause, ...]
+
+    @classmethod
+    def of(cls, pattern: re.Pattern[str]) -> _Gate:
+        fold = bool(pattern.flags & re.IGNORECASE)
+        try:
+            clauses = _required(_sre_parse.parse(pattern.pattern, pattern.flags), fold)
+        except Exception:  # pragma: no cover - re internals changed: an open gate is still exact
+            return cls(pattern, fold, ())
+        return cls(pattern, fold, tuple(sorted(clauses, key=_check_order)))
+
+    def admits(self, text: str, folded: str) -> bool:
+        # Plain loops: this runs 54 times per text, and generators cost more than the tests.
+        haystack = folded if self.fold else text
+        for clause in self.clauses:
+            for s in clause:
+                if s in haystack:
+                    break
+            else:
+                return False
+        return True
+
+
+_GATES: dict[str, list[_Gate]] = {
+    name: [_Gate.of(p) for p in patterns] for name, patterns in _PATTERNS.items()
+}
+
 
 def _sigmoid(z: float) -> float:
     return 1.0 / (1.0 + math.exp(-z))
@@ -267,20 +388,24 @@ def _normalise(text: str) -> str:
     return _LEET_TOKEN.sub(lambda m: m.group(0).translate(_LEET), text)
 
 
-def _pattern_strengths(text: str) -> dict[str, tuple[float, bool]]:
+def _pattern_strengths(text: str, exhaustive: bool = False) -> dict[str, tuple[float, bool]]:
     """Per category: strength and whether every match was discussed rather than made.
 
     A match counts 1.0 (DISCUSSED_FACTOR if quoted or discussed); a category's
     strength is its best pattern plus half its second-best, so several distinct
     patterns of one kind (DAN role-play: "stay in character", "no restrictions")
-    add up, while repeating one pattern does not.
+    add up, while repeating one pattern does not. Unless ``exhaustive``, a
+    pattern whose gate shuts is not searched: it has no match to count.
     """
+    folded = "" if exhaustive else _fold(text)
     found: dict[str, tuple[float, bool]] = {}
-    for name, patterns in _PATTERNS.items():
+    for name, gates in _GATES.items():
         per_pattern = []
-        for pattern in patterns:
+        for gate in gates:
+            if not (exhaustive or gate.admits(text, folded)):
+                continue
             best = 0.0
-            for m in pattern.finditer(text):
+            for m in gate.pattern.finditer(text):
                 discussed = _is_discussed(text, m.start(), m.end())
                 best = max(best, DISCUSSED_FACTOR if discussed else 1.0)
                 if best == 1.0:
@@ -305,7 +430,7 @@ def _decode_blob(blob: str, hex_: bool) -> str | None:
     return decoded if decoded and printable / len(decoded) > 0.9 else None
 
 
-def _blob_signals(text: str, depth: int) -> dict[str, float]:
+def _blob_signals(text: str, depth: int, exhaustive: bool) -> dict[str, float]:
     """Long base64/hex runs outside PEM armour and data: URIs; decoded text is scored too."""
     outside_pem = _PEM.sub(" ", text)
     out: dict[str, float] = {}
@@ -316,15 +441,15 @@ def _blob_signals(text: str, depth: int) -> dict[str, float]:
             out["encoded_blob"] = 1.0
             decoded = _decode_blob(m.group(0), hex_) if depth == 0 else None
             if decoded:
-                inner = _score(decoded, depth + 1)
+                inner = _score(decoded, depth + 1, exhaustive=exhaustive)
                 if inner.score >= 0.5:
                     out["encoded_instructions"] = max(out.get("encoded_instructions", 0), 1.0)
     return out
 
 
-def _score(text: str, depth: int) -> InjectionScore:
+def _hidden_signals(text: str) -> dict[str, float]:
+    """Zero-width, bidi-control and tag characters (all outside ASCII)."""
     strengths: dict[str, float] = {}
-    names: list[str] = []
     if (
         _ZW_IN_WORD.search(_EMOJI_ZWJ.sub("", text))
         or len(_ZW_ANY.findall(text.lstrip("\ufeff"))) >= 3
@@ -334,20 +459,33 @@ def _score(text: str, depth: int) -> InjectionScore:
         strengths["hidden_chars"] = 1.0
     if _TAGS.search(_FLAG.sub("", text)):
         strengths["tag_chars"] = 1.0
-    # Score the text as a model would read it: invisible characters removed,
-    # tag characters mapped back to the ASCII they smuggle.
+    return strengths
+
+
+def _visible(text: str) -> str:
+    """The text as a model reads it: invisible characters gone, tags back to ASCII."""
     visible = _TAG_ANY.sub(lambda m: chr(ord(m.group(0)) - 0xE0000), text)
-    visible = _BIDI.sub("", _ZW_ANY.sub("", visible))
-    matched = _pattern_strengths(visible)
+    return _BIDI.sub("", _ZW_ANY.sub("", visible))
+
+
+def _score(text: str, depth: int, exhaustive: bool = False) -> InjectionScore:
+    """The score; ``exhaustive`` skips no search (the reference the tests hold the fast path to)."""
+    strengths: dict[str, float] = {}
+    names: list[str] = []
+    visible = text
+    if exhaustive or not text.isascii():  # hidden and tag characters are all outside ASCII
+        strengths.update(_hidden_signals(text))
+        visible = _visible(text)
+    matched = _pattern_strengths(visible, exhaustive)
     normalised = _normalise(visible)
     if normalised != visible:
-        for name, (strength, discussed) in _pattern_strengths(normalised).items():
+        for name, (strength, discussed) in _pattern_strengths(normalised, exhaustive).items():
             if strength > matched.get(name, (0.0, False))[0]:
                 matched[name] = (strength, discussed)
     for name, (strength, discussed) in matched.items():
         strengths[name] = strength
         names.append(f"{name}:discussed" if discussed else name)
-    for name, strength in _blob_signals(text, depth).items():
+    for name, strength in _blob_signals(text, depth, exhaustive).items():
         strengths[name] = strength
         names.append(name)
     names += [n for n in ("hidden_chars", "tag_chars") if n in strengths]
@@ -358,7 +496,7 @@ def _score(text: str, depth: int) -> InjectionScore:
 def score_text(text: str) -> InjectionScore:
     """Score ``text`` for prompt-injection patterns.
 
-    Deterministic and model-free (about a millisecond per chunk).
+    Deterministic and model-free (about 0.2 ms for an ordinary 200-token chunk).
 
     :param text: a chunk's text (or a hidden snippet from :func:`screen_html`).
     :returns: the risk in 0..1 and the signals that fired, sorted.

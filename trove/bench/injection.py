@@ -7,15 +7,21 @@ and each hidden snippet found by :func:`pipelines.injection.screen_html`.
 Every fourth line is in the ``test`` split and was never used to tune the
 patterns or weights, so its numbers are the honest ones.
 
+``--speed N`` instead times the screen on ``N`` real chunks of the 18F handbook
+(:func:`trove.bench.embed.sample_chunks`): CPU seconds of the fast path and of the
+exhaustive evaluation it must equal, interleaved, and how many results differ.
+
 Usage::
 
     python -m trove.bench.injection [--path FILE] [--threshold 0.5]
+    python -m trove.bench.injection --speed 2000 [--repeats 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -88,12 +94,48 @@ def run(path: Path | None = None, threshold: float | None = None) -> dict[str, A
     }
 
 
+def speed(texts: list[str], repeats: int = 5) -> dict[str, Any]:
+    """CPU seconds to score ``texts``, fast path vs exhaustive, interleaved (medians).
+
+    ``differences`` counts texts whose score or signals differ between the two: 0.
+    """
+    from pipelines.injection import _score, score_text
+
+    scorers = {"fast": score_text, "exhaustive": lambda t: _score(t, 0, exhaustive=True)}
+    seconds: dict[str, list[float]] = {name: [] for name in scorers}
+    results: dict[str, list[Any]] = {}
+    for _ in range(repeats):
+        for name, scorer in scorers.items():
+            start = time.process_time()
+            results[name] = [scorer(t) for t in texts]
+            seconds[name].append(time.process_time() - start)
+    fast, exhaustive = (statistics.median(seconds[n]) for n in ("fast", "exhaustive"))
+    return {
+        "texts": len(texts),
+        "repeats": repeats,
+        "fast_cpu_s": round(fast, 3),
+        "exhaustive_cpu_s": round(exhaustive, 3),
+        "speedup": round(exhaustive / fast, 2) if fast else None,
+        "differences": sum(
+            a != b for a, b in zip(results["fast"], results["exhaustive"], strict=True)
+        ),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--path", type=Path, default=None)
     parser.add_argument("--threshold", type=float, default=None)
+    parser.add_argument("--speed", type=int, default=0, metavar="N", help="time N 18F chunks")
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
-    print(json.dumps(run(args.path, args.threshold), indent=2))
+    if args.speed:
+        from trove.bench.embed import sample_chunks
+
+        result = speed(sample_chunks(args.speed, min_tokens=0), args.repeats)
+    else:
+        result = run(args.path, args.threshold)
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
