@@ -5,11 +5,20 @@ on CPU: on 2 cores, 256 chunks of ~200 word pieces embed ~1.8x faster in fp32
 and ~2.5-3x faster in int8 than with torch (docs/benchmarks.md).
 
 The ONNX file is built locally from the packaged weights, never downloaded:
-``torch.onnx.export`` of the transformer (the TorchScript exporter, opset 17),
-then, for ``onnx-int8``, ``quantize_dynamic`` of the MatMul nodes only (QInt8
-weights, per channel). Quantising every op type cost too much accuracy (min
-cosine 0.87 to fp32); MatMul only keeps the mean cosine above 0.99. Pooling
-and normalisation run in numpy, so the exported graph is the bare transformer.
+``torch.onnx.export`` of the transformer (the TorchScript exporter, opset 17,
+eager attention: the SDPA export adds NaN-guarding ``Where``/``IsNaN`` nodes
+that cost ~6% of a run), then, for ``onnx-int8``, ``quantize_dynamic`` of the
+weight MatMuls (QInt8, per channel) except those of the first transformer block.
+Quantising every op type cost too much accuracy (min cosine 0.87 to fp32);
+the first block reads the raw embeddings, whose outliers per-tensor activation
+scales handle worst: keeping its six MatMuls in fp32 took the mean cosine to
+torch from 0.992 to 0.996 for ~5% of the speed. Pooling and normalisation run
+in numpy, so the exported graph is the bare transformer.
+
+Runs use single-threaded sessions, one per core, side by side: a 200-word-piece
+text is too small for two intra-op threads to share well (one text per run in
+int8, see :attr:`OnnxEmbedder.run_size`), and two independent runs embedded
+~1.45x more texts per second than one two-thread run on 2 cores.
 
 The build (~10-30 s) happens once per model, backend and toolchain: the result
 is cached under ``cache_dir`` (default ``~/.cache/trove/models``) in a folder
@@ -35,6 +44,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,9 +65,11 @@ log = logging.getLogger(__name__)
 
 # Bump when the exported graph or the quantisation recipe changes: old builds
 # then live in other folders and are never loaded.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 OPSET = 17
 ONNX_FILE = "model.onnx"
+# The fp32 graph an int8 build keeps for queries (see OnnxEmbedder.encode_query).
+QUERY_FILE = "query-fp32.onnx"
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -147,7 +159,7 @@ def _export(model_dir: Path, target: Path) -> list[str]:
     from transformers import AutoModel, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    model = AutoModel.from_pretrained(str(model_dir))
+    model = AutoModel.from_pretrained(str(model_dir), attn_implementation="eager")
     model.eval()
     sample = tokenizer(
         ["an example sentence to trace", "and a second, longer one to pad against"],
@@ -181,6 +193,19 @@ def _export(model_dir: Path, target: Path) -> list[str]:
     return names
 
 
+# The first transformer block's nodes, as torch.onnx names them for BERT-style
+# (``/encoder/layer.0/``) and other (``/layers.0/``) architectures.
+_FIRST_BLOCK = re.compile(r"/(?:layer|layers|block|h)\.0/")
+
+
+def first_block_matmuls(path: Path) -> list[str]:
+    """Names of the MatMul nodes of the model's first transformer block (kept fp32)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return [n.name for n in graph.node if n.op_type == "MatMul" and _FIRST_BLOCK.search(n.name)]
+
+
 def _quantize(source: Path, target: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -190,6 +215,7 @@ def _quantize(source: Path, target: Path) -> None:
         op_types_to_quantize=["MatMul"],
         weight_type=QuantType.QInt8,
         per_channel=True,
+        nodes_to_exclude=first_block_matmuls(source),
     )
 
 
@@ -210,7 +236,7 @@ def build_onnx_model(model: str, backend: str, cache_dir: Path | None = None) ->
         )
     _layout(model_dir)
     final = build_dir_for(model, backend, cache_dir)
-    if (final / ONNX_FILE).is_file():
+    if (final / ONNX_FILE).is_file():  # the build folder appears whole (renamed into place)
         return final / ONNX_FILE, 0.0
     started = time.perf_counter()
     log.info("building the %s model for %s in %s (once)", backend, model, final)
@@ -220,12 +246,11 @@ def build_onnx_model(model: str, backend: str, cache_dir: Path | None = None) ->
     except OSError as exc:
         raise EmbeddingError(f"cannot create the model cache in {cache_dir}: {exc}") from exc
     try:
-        fp32 = work / ("model-fp32.onnx" if backend == "onnx-int8" else ONNX_FILE)
+        fp32 = work / (QUERY_FILE if backend == "onnx-int8" else ONNX_FILE)
         try:
             _export(model_dir, fp32)
             if backend == "onnx-int8":
                 _quantize(fp32, work / ONNX_FILE)
-                fp32.unlink()
         except Exception as exc:  # exporter errors come in many types; name the model
             raise EmbeddingError(
                 f"cannot build the {backend} model for {model!r} from {model_dir}: "
@@ -281,7 +306,10 @@ class OnnxEmbedder:
         self.onnx_path: Path | None = None
         self._layout: _Layout | None = None
         self._tokenizer: Any = None
-        self._sessions: dict[int, Any] = {}  # intra-op threads -> session
+        self._loaded: Any = None  # the onnxruntime session, once warm
+        self._query_loaded: Any = None  # int8 builds: the fp32 session for queries
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_size = 0
         self._lock = threading.Lock()
         self._count_lock = threading.Lock()
 
@@ -291,46 +319,65 @@ class OnnxEmbedder:
     @property
     def model_id(self) -> str:
         """Differs from the torch backend's: int8 vectors must not share its cache entries."""
-        return f"{canonical_model_name(self.name)}@{self.path}#{self.backend}"
+        # The format version too: a changed export or quantisation recipe gives
+        # other vectors, which must not mix with cached ones.
+        return f"{canonical_model_name(self.name)}@{self.path}#{self.backend}-v{FORMAT_VERSION}"
 
     def warm_up(self) -> None:
         """Build (first time only) and load the model; safe from several threads."""
-        if self._sessions:
+        if self._loaded is not None:
             return
         with self._lock:
-            if self._sessions:
+            if self._loaded is not None:
                 return
             path, seconds = build_onnx_model(self.name, self.backend, self.cache_dir)
             self.onnx_path, self.build_seconds = path, seconds
-            self._session_locked(batch_threads())
+            self._loaded = self._load_session(path)
 
-    def _session_locked(self, threads: int) -> Any:
-        session = self._sessions.get(threads)
-        if session is None:
-            import onnxruntime as ort
+    def _load_session(self, path: Path) -> Any:
+        import onnxruntime as ort
 
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            # Threads that spin between batches burn cores other work needs
-            # (parsing, chunking, other processes); waking them costs little.
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            try:
-                session = ort.InferenceSession(
-                    str(self.onnx_path), options, providers=["CPUExecutionProvider"]
-                )
-            except Exception as exc:  # onnxruntime raises its own exception types
-                raise EmbeddingError(
-                    f"cannot load {self.onnx_path} for {self.name!r}: {type(exc).__name__}: {exc}"
-                ) from exc
-            self._sessions[threads] = session
-        return session
+        options = ort.SessionOptions()
+        # One thread per run; parallelism comes from runs side by side (module docstring).
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Threads that spin between runs burn cores other work needs
+        # (parsing, chunking, other processes); waking them costs little.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise EmbeddingError(
+                f"cannot load {path} for {self.name!r}: {type(exc).__name__}: {exc}"
+            ) from exc
 
-    def _session(self, threads: int) -> Any:
+    def _session(self) -> Any:
         self.warm_up()
+        return self._loaded
+
+    def _query_session(self) -> Any:
+        """The fp32 graph for queries in int8 builds (loaded on the first query)."""
+        self.warm_up()
+        if self.backend != "onnx-int8":
+            return self._loaded
         with self._lock:
-            return self._session_locked(threads)
+            if self._query_loaded is None:
+                assert self.onnx_path is not None  # set by warm_up()
+                self._query_loaded = self._load_session(self.onnx_path.parent / QUERY_FILE)
+            return self._query_loaded
+
+    def _runner(self, workers: int) -> ThreadPoolExecutor | None:
+        """Threads that run the model side by side (``None``: run inline)."""
+        if workers < 2:
+            return None
+        with self._lock:
+            if self._pool is None or self._pool_size != workers:
+                if self._pool is not None:
+                    self._pool.shutdown(wait=False)
+                self._pool = ThreadPoolExecutor(workers, thread_name_prefix="trove-onnx")
+                self._pool_size = workers
+            return self._pool
 
     def _model_layout(self) -> _Layout:
         # Read from the model folder's JSON files: known without building the model.
@@ -359,17 +406,27 @@ class OnnxEmbedder:
         """Embed ``texts``: float32, shape ``(len(texts), dimensions)``, unit rows, input order."""
         if isinstance(texts, str):
             raise EmbeddingError("encode_documents takes a sequence of texts, not one str")
-        session = self._session(batch_threads())
+        session = self._session()
         dims = self.dimensions
         if len(texts) == 0:
             return np.zeros((0, dims), dtype=np.float32)
-        # Longest first, so each batch pads little; rows go back to input order.
+        # Longest first, so each batch pads little and the side-by-side runs
+        # finish together; rows go back to input order.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
-        out = np.empty((len(texts), dims), dtype=np.float32)
         step = self.run_size
-        for start in range(0, len(order), step):
-            idx = order[start : start + step]
-            out[idx] = self._encode_batch(session, [texts[i] for i in idx])
+        runs = [order[start : start + step] for start in range(0, len(order), step)]
+        out = np.empty((len(texts), dims), dtype=np.float32)
+
+        def run(idx: list[int]) -> np.ndarray:
+            return self._encode_batch(session, [texts[i] for i in idx])
+
+        # The process-wide model lock keeps other model calls (queries, other
+        # threads' batches) off the cores while this batch's runs share them.
+        with model_call_lock:
+            runner = self._runner(min(batch_threads(), len(runs)))
+            results = map(run, runs) if runner is None else runner.map(run, runs)
+            for idx, vectors in zip(runs, results, strict=True):
+                out[idx] = vectors
         return out
 
     @property
@@ -386,10 +443,19 @@ class OnnxEmbedder:
         return 1 if self.backend == "onnx-int8" else self.batch_size
 
     def encode_query(self, text: str) -> np.ndarray:
-        """Embed one query on one thread (see :meth:`pipelines.embed.Embedder.encode_query`)."""
+        """Embed one query on one thread (see :meth:`pipelines.embed.Embedder.encode_query`).
+
+        In ``onnx-int8`` queries run on the fp32 graph the build keeps: a query is
+        a few word pieces (~2 ms either way), and only the documents' side then
+        carries quantisation error. Measured on the 18F golden set, int8
+        documents with fp32 queries lost nothing against torch (nDCG@10 0.838
+        against 0.829; int8 on both sides: 0.823) - docs/benchmarks.md.
+        """
         if not isinstance(text, str):
             raise EmbeddingError(f"encode_query takes one str, got {type(text).__name__}")
-        return self._encode_batch(self._session(1), [text])[0]
+        session = self._query_session()
+        with model_call_lock:
+            return self._encode_batch(session, [text])[0]
 
     def _encode_batch(self, session: Any, batch: list[str]) -> np.ndarray:
         encoded = self.tokenizer(
@@ -401,8 +467,7 @@ class OnnxEmbedder:
         )
         wanted = [i.name for i in session.get_inputs()]
         feeds = {name: np.asarray(encoded[name], dtype=np.int64) for name in wanted}
-        with model_call_lock:
-            (hidden,) = session.run(["last_hidden_state"], feeds)
+        (hidden,) = session.run(["last_hidden_state"], feeds)
         mask = feeds["attention_mask"][:, :, None].astype(np.float32)
         pooled = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
@@ -414,8 +479,10 @@ class OnnxEmbedder:
 
 __all__ = [
     "FORMAT_VERSION",
+    "QUERY_FILE",
     "OnnxEmbedder",
     "build_dir_for",
     "build_onnx_model",
     "default_cache_dir",
+    "first_block_matmuls",
 ]

@@ -14,7 +14,14 @@ import numpy as np
 import pytest
 
 from pipelines.embed import Embedder, EmbeddingError, get_embedder, resolve_model_path
-from pipelines.embed_onnx import OnnxEmbedder, build_dir_for, build_onnx_model, default_cache_dir
+from pipelines.embed_onnx import (
+    FORMAT_VERSION,
+    OnnxEmbedder,
+    build_dir_for,
+    build_onnx_model,
+    default_cache_dir,
+    first_block_matmuls,
+)
 
 TEXTS = [
     "Annual leave can be carried over up to 240 hours into the next leave year.",
@@ -112,7 +119,7 @@ def test_build_folder_is_keyed_by_model_backend_and_format(tmp_path):
     assert a == build_dir_for("sentence-transformers/all-MiniLM-L6-v2", "onnx-int8", tmp_path)
     assert a != build_dir_for("all-MiniLM-L6-v2", "onnx", tmp_path)
     assert a.parent == tmp_path
-    assert "all-MiniLM-L6-v2-onnx-int8-v1-" in a.name
+    assert f"all-MiniLM-L6-v2-onnx-int8-v{FORMAT_VERSION}-" in a.name
 
 
 def test_a_failed_export_is_an_embedding_error_and_leaves_no_build(tmp_path, monkeypatch):
@@ -154,18 +161,37 @@ def test_int8_vectors_are_unit_length_in_input_order_and_close_to_torch(int8, em
 
 
 @pytest.mark.model
-def test_query_and_document_encodings_agree_and_are_counted(int8):
+def test_queries_run_in_fp32_documents_in_int8_and_both_are_counted(int8, embedder):
     before = int8.texts_encoded
-    query = int8.encode_query("how many leave hours can I carry over?")
-    doc = int8.encode_documents(["how many leave hours can I carry over?"])[0]
+    text = "how many leave hours can I carry over?"
+    query = int8.encode_query(text)
+    doc = int8.encode_documents([text])[0]
     assert query.shape == (384,)
-    np.testing.assert_allclose(query, doc, atol=1e-5)
+    # The query is torch's fp32 vector; the document carries the int8 error.
+    np.testing.assert_allclose(query, embedder.encode_query(text), atol=2e-5)
+    assert 0.98 <= float(query @ doc) < 0.99999
     assert int8.texts_encoded == before + 2
     assert int8.encode_documents([]).shape == (0, 384)
     with pytest.raises(EmbeddingError, match="not one str"):
         int8.encode_documents("one string")
     with pytest.raises(EmbeddingError, match="one str, got list"):
         int8.encode_query(["a"])
+
+
+@pytest.mark.model
+def test_int8_keeps_the_first_blocks_matmuls_in_float(int8):
+    import onnx
+
+    graph = onnx.load(str(int8.onnx_path)).graph
+    kept = first_block_matmuls(int8.onnx_path)
+    # Q, K, V, attention output, two feed-forward: 4 + 2 weight MatMuls, plus the
+    # two activation x activation MatMuls of attention (never quantised).
+    assert len(kept) == 8, kept
+    first_block_quantised = [
+        n.name for n in graph.node if "layer.0/" in n.name and n.op_type == "MatMulInteger"
+    ]
+    assert first_block_quantised == []
+    assert sum(n.op_type == "MatMulInteger" for n in graph.node) == 5 * 6  # blocks 1-5
 
 
 @pytest.mark.model
