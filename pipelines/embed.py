@@ -164,6 +164,15 @@ class Embedder:
         """
         return f"{canonical_model_name(self.name)}@{self.path}"
 
+    @property
+    def query_ready(self) -> bool:
+        """Whether :meth:`encode_query` runs without loading anything first."""
+        return self._model is not None
+
+    def warm_up_queries(self) -> None:
+        """Load what :meth:`encode_query` needs (here: the one model)."""
+        self.warm_up()
+
     def warm_up(self) -> None:
         """Load the model (once; safe to call from several threads)."""
         if self._model is not None:
@@ -257,6 +266,9 @@ class Embedder:
 
 
 BACKENDS = ("torch", "onnx-int8", "onnx")
+# ``embedding.backend``'s default too (trove.config): chosen by measurement,
+# docs/benchmarks.md "Embedding backends".
+DEFAULT_BACKEND = "onnx-int8"
 # Everything that has Embedder's API: ``Embedder`` or ``pipelines.embed_onnx.OnnxEmbedder``.
 AnyEmbedder = Any
 
@@ -268,14 +280,15 @@ def get_embedder(
     model: str = DEFAULT_MODEL,
     device: str = "cpu",
     batch_size: int = 32,
-    backend: str = "torch",
+    backend: str = DEFAULT_BACKEND,
     cache_dir: Path | None = None,
 ) -> AnyEmbedder:
     """The process-wide embedder for this configuration (created unloaded).
 
-    ``backend`` is ``embedding.backend`` from the config: ``"torch"``
-    (sentence-transformers) or ``"onnx-int8"`` (ONNX Runtime, int8 weights; see
-    :mod:`pipelines.embed_onnx`); ``"onnx"`` (fp32) exists for comparisons.
+    ``backend`` is ``embedding.backend`` from the config: ``"onnx-int8"`` (the
+    default: ONNX Runtime, int8 weights for documents, fp32 for queries; see
+    :mod:`pipelines.embed_onnx`) or ``"torch"`` (sentence-transformers);
+    ``"onnx"`` (fp32) exists for comparisons.
     ``cache_dir`` is where ONNX builds are kept. Names that resolve to the same
     model (``all-MiniLM-L6-v2`` and ``sentence-transformers/all-MiniLM-L6-v2``)
     share one instance.
@@ -315,6 +328,7 @@ def get_embedder(
 
 __all__ = [
     "BACKENDS",
+    "DEFAULT_BACKEND",
     "DEFAULT_MODEL",
     "AnyEmbedder",
     "Embedder",

@@ -356,6 +356,17 @@ class OnnxEmbedder:
         self.warm_up()
         return self._loaded
 
+    @property
+    def query_ready(self) -> bool:
+        """Whether :meth:`encode_query` runs without loading anything first."""
+        if self.backend != "onnx-int8":
+            return self._loaded is not None
+        return self._query_loaded is not None
+
+    def warm_up_queries(self) -> None:
+        """Load what :meth:`encode_query` needs (int8 builds: the fp32 query graph too)."""
+        self._query_session()
+
     def _query_session(self) -> Any:
         """The fp32 graph for queries in int8 builds (loaded on the first query)."""
         self.warm_up()

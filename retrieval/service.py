@@ -291,7 +291,7 @@ class RetrievalService:
         searcher = Searcher.from_config(index, embedder, r, identity=directory)
         reranker = build_reranker(r.reranker)
         if warm_up:
-            embedder.warm_up()
+            embedder.warm_up_queries()
             warm = getattr(reranker, "warm_up", None)
             if warm is not None:
                 warm()
@@ -304,7 +304,7 @@ class RetrievalService:
             verifier=verifier,
             reranker=reranker,
             audit=audit,
-            is_model_ready=lambda: getattr(embedder, "_model", None) is not None,
+            is_model_ready=lambda: embedder.query_ready,
         )
 
     # ------------------------------------------------------------------ who

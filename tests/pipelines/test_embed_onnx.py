@@ -37,7 +37,7 @@ TEXTS = [
 
 
 def test_get_embedder_honours_the_backend(tmp_path):
-    torch_emb = get_embedder("all-MiniLM-L6-v2")
+    torch_emb = get_embedder("all-MiniLM-L6-v2", backend="torch")
     onnx_emb = get_embedder("all-MiniLM-L6-v2", backend="onnx-int8", cache_dir=tmp_path)
     assert isinstance(torch_emb, Embedder)
     assert isinstance(onnx_emb, OnnxEmbedder)

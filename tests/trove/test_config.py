@@ -103,3 +103,15 @@ def test_secrets_are_not_printed(tmp_path, monkeypatch):
     settings = load_settings(write(tmp_path, CONTRACT_YAML))
     assert settings.api.jwt_secret.get_secret_value() == "s3cret-value"
     assert "s3cret-value" not in repr(settings)
+
+
+def test_embedding_backend_defaults_to_the_measured_choice_and_gpus_to_torch():
+    from pipelines.embed import DEFAULT_BACKEND
+    from trove.config import EmbeddingConfig
+
+    assert EmbeddingConfig().backend == DEFAULT_BACKEND == "onnx-int8"
+    # ONNX Runtime runs on the CPU only: naming a GPU without a backend picks torch ...
+    assert EmbeddingConfig(device="cuda").backend == "torch"
+    # ... while an explicit choice is kept (and refused later, with a reason).
+    assert EmbeddingConfig(device="cuda", backend="onnx-int8").backend == "onnx-int8"
+    assert EmbeddingConfig(backend="torch").backend == "torch"

@@ -70,7 +70,7 @@ def serve(
 
     t0 = time.perf_counter()
     embedder = get_embedder()
-    embedder.warm_up()
+    embedder.warm_up_queries()
     embedder.encode_query("warm up")
     model_load_s = time.perf_counter() - t0
 
@@ -102,10 +102,10 @@ def serve(
     recall = float(np.mean([len(set(fast[q]) & set(exact[q])) / 10 for q in sample]))
     same_order = sum(fast[q] == exact[q] for q in sample)
 
-    onnx = _onnx_hybrid(index, queries, main)
+    torch_encoder = _torch_hybrid(index, queries, main)
     stats = index.stats()
     return {
-        "hybrid_onnx_int8_encoder": onnx,
+        "hybrid_torch_encoder": torch_encoder,
         "hybrid": {**percentiles(hybrid), "qps": round(len(hybrid) / sum(hybrid), 1)},
         "lexical": percentiles(lexical),
         "dense_index": percentiles(dense),
@@ -127,14 +127,14 @@ def serve(
     }
 
 
-def _onnx_hybrid(index: Any, queries: list[str], main: Principal) -> dict[str, Any]:
-    """Hybrid latency with the ``onnx-int8`` query encoder (``embedding.backend``)."""
+def _torch_hybrid(index: Any, queries: list[str], main: Principal) -> dict[str, Any]:
+    """Hybrid latency with the ``torch`` query encoder (``embedding.backend: torch``)."""
     from pipelines.embed import EmbeddingError, get_embedder
     from retrieval.search import Searcher
 
     try:
-        encoder = get_embedder(backend="onnx-int8")
-        encoder.warm_up()
+        encoder = get_embedder(backend="torch")
+        encoder.warm_up_queries()
     except EmbeddingError as exc:
         return {"skipped": str(exc)}
     searcher = Searcher(index, encoder, **MEASURED_FUSION)
