@@ -1,19 +1,20 @@
 """The embedding model on ONNX Runtime, optionally with dynamic int8 quantisation.
 
 Same vectors as :class:`pipelines.embed.Embedder` (mean pooling, L2 norm), faster
-on CPU: on 2 cores, 256 chunks of ~200 word pieces embed ~1.8x faster in fp32
-and ~2.5-3x faster in int8 than with torch (docs/benchmarks.md).
+on CPU: on 2 cores, chunks of ~200 word pieces embed ~1.1x faster in fp32 and
+~2-2.3x faster in int8 than with torch (docs/benchmarks.md).
 
 The ONNX file is built locally from the packaged weights, never downloaded:
 ``torch.onnx.export`` of the transformer (the TorchScript exporter, opset 17,
 eager attention: the SDPA export adds NaN-guarding ``Where``/``IsNaN`` nodes
 that cost ~6% of a run), then, for ``onnx-int8``, ``quantize_dynamic`` of the
-weight MatMuls (QInt8, per channel) except those of the first transformer block.
-Quantising every op type cost too much accuracy (min cosine 0.87 to fp32);
-the first block reads the raw embeddings, whose outliers per-tensor activation
-scales handle worst: keeping its six MatMuls in fp32 took the mean cosine to
-torch from 0.992 to 0.996 for ~5% of the speed. Pooling and normalisation run
-in numpy, so the exported graph is the bare transformer.
+weight MatMuls (QInt8, per channel). Quantising every op type cost too much
+accuracy (min cosine 0.87 to fp32); weight MatMuls only keep the mean cosine
+to torch at 0.992. Keeping the first block in fp32 raised it to 0.996 but cost
+~7% of the speed and no retrieval quality: queries run on the fp32 graph
+(:meth:`OnnxEmbedder.encode_query`), and with that nDCG@10 did not drop on
+either golden set. Pooling and normalisation run in numpy, so the exported
+graph is the bare transformer.
 
 Runs use single-threaded sessions, one per core, side by side: a 200-word-piece
 text is too small for two intra-op threads to share well (one text per run in
@@ -65,7 +66,7 @@ log = logging.getLogger(__name__)
 
 # Bump when the exported graph or the quantisation recipe changes: old builds
 # then live in other folders and are never loaded.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 OPSET = 17
 ONNX_FILE = "model.onnx"
 # The fp32 graph an int8 build keeps for queries (see OnnxEmbedder.encode_query).
@@ -193,19 +194,6 @@ def _export(model_dir: Path, target: Path) -> list[str]:
     return names
 
 
-# The first transformer block's nodes, as torch.onnx names them for BERT-style
-# (``/encoder/layer.0/``) and other (``/layers.0/``) architectures.
-_FIRST_BLOCK = re.compile(r"/(?:layer|layers|block|h)\.0/")
-
-
-def first_block_matmuls(path: Path) -> list[str]:
-    """Names of the MatMul nodes of the model's first transformer block (kept fp32)."""
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-    return [n.name for n in graph.node if n.op_type == "MatMul" and _FIRST_BLOCK.search(n.name)]
-
-
 def _quantize(source: Path, target: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -215,7 +203,6 @@ def _quantize(source: Path, target: Path) -> None:
         op_types_to_quantize=["MatMul"],
         weight_type=QuantType.QInt8,
         per_channel=True,
-        nodes_to_exclude=first_block_matmuls(source),
     )
 
 
@@ -458,9 +445,9 @@ class OnnxEmbedder:
 
         In ``onnx-int8`` queries run on the fp32 graph the build keeps: a query is
         a few word pieces (~2 ms either way), and only the documents' side then
-        carries quantisation error. Measured on the 18F golden set, int8
-        documents with fp32 queries lost nothing against torch (nDCG@10 0.838
-        against 0.829; int8 on both sides: 0.823) - docs/benchmarks.md.
+        carries quantisation error. On the 18F golden set int8 documents with
+        fp32 queries scored nDCG@10 0.836 against torch's 0.829; int8 on both
+        sides lost up to 0.006 (docs/benchmarks.md).
         """
         if not isinstance(text, str):
             raise EmbeddingError(f"encode_query takes one str, got {type(text).__name__}")
@@ -495,5 +482,4 @@ __all__ = [
     "build_dir_for",
     "build_onnx_model",
     "default_cache_dir",
-    "first_block_matmuls",
 ]

@@ -16,11 +16,11 @@ import pytest
 from pipelines.embed import Embedder, EmbeddingError, get_embedder, resolve_model_path
 from pipelines.embed_onnx import (
     FORMAT_VERSION,
+    QUERY_FILE,
     OnnxEmbedder,
     build_dir_for,
     build_onnx_model,
     default_cache_dir,
-    first_block_matmuls,
 )
 
 TEXTS = [
@@ -179,19 +179,16 @@ def test_queries_run_in_fp32_documents_in_int8_and_both_are_counted(int8, embedd
 
 
 @pytest.mark.model
-def test_int8_keeps_the_first_blocks_matmuls_in_float(int8):
+def test_int8_quantises_every_weight_matmul_and_exports_eager_attention(int8):
     import onnx
 
-    graph = onnx.load(str(int8.onnx_path)).graph
-    kept = first_block_matmuls(int8.onnx_path)
-    # Q, K, V, attention output, two feed-forward: 4 + 2 weight MatMuls, plus the
-    # two activation x activation MatMuls of attention (never quantised).
-    assert len(kept) == 8, kept
-    first_block_quantised = [
-        n.name for n in graph.node if "layer.0/" in n.name and n.op_type == "MatMulInteger"
-    ]
-    assert first_block_quantised == []
-    assert sum(n.op_type == "MatMulInteger" for n in graph.node) == 5 * 6  # blocks 1-5
+    ops = [n.op_type for n in onnx.load(str(int8.onnx_path)).graph.node]
+    # Q, K, V, attention output and two feed-forward MatMuls in each of 6 blocks.
+    assert ops.count("MatMulInteger") == 6 * 6
+    # Eager attention: no NaN guards of the SDPA export in the graph.
+    assert "IsNaN" not in ops
+    # The fp32 graph for queries is kept beside it.
+    assert (int8.onnx_path.parent / QUERY_FILE).is_file()
 
 
 @pytest.mark.model
