@@ -1,4 +1,4 @@
-"""MaxScore pruning of common query terms (ranking._lexical_pruned) never changes an answer:
+"""MaxScore pruning of common query terms (``ranking._maxscore``) never changes an answer:
 the top-k equals full BM25 scoring, under a permission filter, across segments."""
 
 from __future__ import annotations

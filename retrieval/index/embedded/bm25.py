@@ -93,3 +93,17 @@ def term_saturation(
     tf: np.ndarray, doc_len: np.ndarray, avgdl: float, k1: float, b: float
 ) -> np.ndarray:
     return saturation(tf, length_norm(doc_len, avgdl, k1, b), k1)
+
+
+def weighted_saturation(tf: np.ndarray, norm: np.ndarray, k1: float, weight: float) -> np.ndarray:
+    """``weight * saturation(tf, norm, k1)``, bit for bit, with two temporaries instead of five.
+
+    The same IEEE operations on the same operands (addition and multiplication
+    commute exactly), so a score does not depend on which of the two computed it.
+    """
+    out = np.array(tf, dtype=np.float64)  # always a copy: it is written below
+    denominator = out + norm
+    out *= k1 + 1.0
+    out /= denominator
+    out *= weight
+    return out

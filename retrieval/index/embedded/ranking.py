@@ -18,7 +18,7 @@ from retrieval.index.embedded.bm25 import (
     Bm25Variant,
     idf_lucene,
     idf_okapi,
-    saturation,
+    weighted_saturation,
 )
 from retrieval.index.embedded.files import release_pages
 from retrieval.index.embedded.quantized import torch_or_none
@@ -29,12 +29,26 @@ from retrieval.models import ScoredId
 # Below this fraction of readable rows, gather the readable vectors in float32
 # instead of scanning every row (exact, and cheaper than any full scan).
 _GATHER_FRACTION = 0.08
-# Accumulate into a dense per-row array once postings exceed 1/16 of the rows.
-_DENSE_ACCUMULATE = 16
-# A query term in more than 1/_COMMON_TERM of a segment's rows is "common": its
-# postings are read only when MaxScore pruning cannot rule them out.
+# Below 1/_SPARSE_MASK readable rows, a term's postings are filtered by the row mask
+# before they are scored. Above it, scoring every posting and dropping unreadable rows
+# from the few candidates left is cheaper than the filter (a gather and two
+# compressions per term, each dearer than scoring).
+_SPARSE_MASK = 8
+# A query term in more than 1/_COMMON_TERM of a segment's rows is "common": MaxScore
+# may skip its postings (see _maxscore).
 _COMMON_TERM = 20
-# Segment searches answered without reading the common terms' postings (for tests and tuning).
+# MaxScore is tried only when the common terms' postings number at least this share of
+# the segment's rows. Below it, scoring them in bulk costs less than the attempt: at
+# 100k rows a failed attempt costs ~0.1 ms, and a success saves no more than that
+# until the common postings approach the row count.
+_PRUNE_MIN_COMMON = 1.0
+# Scoring a candidate row by binary search in every posting list costs about as much,
+# per list, as scoring _LOOKUP_COST postings in bulk (numpy call overhead included).
+_LOOKUP_COST = 20
+# Relative slack when a bound is compared with sums added in another order: rounding
+# moves such sums by ~1e-15 relative; the slack only ever keeps more rows.
+_SLACK = 1e-9
+# Segment searches answered without scoring the common terms' postings (for tests and tuning).
 lexical_pruned_segments = 0
 
 
@@ -60,31 +74,14 @@ def _merge(
     rows = np.concatenate([r for _, r, _ in hits])
     scores = np.concatenate([s for _, _, s in hits])
     order = np.lexsort((rows, seg_ix, -scores))[:k]
+    # Plain Python values: indexing a numpy array for one scalar costs ~0.3 us a time.
+    views = snapshot.views
     return [
-        ScoredId(snapshot.views[int(seg_ix[i])].segment.chunk_id(int(rows[i])), float(scores[i]))
-        for i in order
+        ScoredId(views[s].segment.chunk_id(r), score)
+        for s, r, score in zip(
+            seg_ix[order].tolist(), rows[order].tolist(), scores[order].tolist(), strict=True
+        )
     ]
-
-
-def _accumulate(
-    rows_parts: list[np.ndarray], score_parts: list[np.ndarray], n_rows: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Sum per-term scores per row: sparse (sort) for rare terms, dense for common ones."""
-    total = sum(len(r) for r in rows_parts)
-    if total * _DENSE_ACCUMULATE > n_rows:
-        acc = np.zeros(n_rows, dtype=np.float64)
-        for rows, scores in zip(rows_parts, score_parts, strict=True):
-            acc[rows] += scores  # rows are unique within one term's postings
-        if all(bool(np.all(s > 0)) for s in score_parts):
-            cand = np.flatnonzero(acc)  # positive scores: a row was hit iff its sum is > 0
-        else:
-            present = np.zeros(n_rows, dtype=bool)
-            for rows in rows_parts:
-                present[rows] = True
-            cand = np.flatnonzero(present)
-        return cand, acc[cand]
-    cand, inverse = np.unique(np.concatenate(rows_parts), return_inverse=True)
-    return cand, np.bincount(inverse, weights=np.concatenate(score_parts), minlength=len(cand))
 
 
 def lexical_top_k(
@@ -129,7 +126,7 @@ def lexical_top_k(
         terms = {t: p for t, p in found.items() if t in weight}
         if not terms:
             continue
-        scored = _lexical_pruned(terms, weight, mask, norm, k, params.k1)
+        scored = _lexical_segment(terms, weight, mask, norm, k, params.k1)
         if scored is None:
             continue
         cand, scores = scored
@@ -138,27 +135,7 @@ def lexical_top_k(
     return _merge(snapshot, hits, k)
 
 
-def _score_terms(
-    terms: dict[str, tuple[np.ndarray, np.ndarray]],
-    weight: dict[str, float],
-    mask: np.ndarray,
-    norm: np.ndarray,
-    k1: float,
-) -> tuple[np.ndarray, np.ndarray] | None:
-    rows_parts, score_parts = [], []
-    for term, (rows, tfs) in terms.items():
-        keep = mask[rows]
-        rows = rows[keep]
-        if len(rows) == 0:
-            continue
-        rows_parts.append(rows)
-        score_parts.append(weight[term] * saturation(tfs[keep], norm[rows], k1))
-    if not rows_parts:
-        return None
-    return _accumulate(rows_parts, score_parts, len(mask))
-
-
-def _lexical_pruned(
+def _lexical_segment(
     terms: dict[str, tuple[np.ndarray, np.ndarray]],
     weight: dict[str, float],
     mask: np.ndarray,
@@ -166,44 +143,164 @@ def _lexical_pruned(
     k: int,
     k1: float,
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """Readable rows with a query term and their BM25 scores: all of them, or a superset
-    of the top-k that skips the common terms' postings (MaxScore, Turtle & Flood 1995).
+    """Readable rows holding a query term, with their BM25 scores: all of them or a
+    superset of the segment's top-k. None: no readable row has a query term.
 
-    A term's contribution is below ``weight * (k1 + 1)``. The rare terms are scored
-    first; their k-th best partial score ``theta`` is a lower bound of the final
-    k-th best. When the common terms' bounds sum to less than ``theta``, a row
-    with none of the rare terms cannot reach the top-k, and neither can a row
-    whose partial score plus that sum stays below ``theta``: only the few rows
-    left look up their common-term frequencies (binary search in the postings,
-    whose rows are sorted). Otherwise every term is scored in full. Either way
-    the top-k is exact. None: no readable row has a query term.
+    Every path sums a row's term scores in query order, as full scoring does, so the
+    scores are bit-identical whichever path answers.
     """
     n_rows = len(mask)
-    common = {t: p for t, p in terms.items() if len(p[0]) * _COMMON_TERM > n_rows}
-    rare = {t: p for t, p in terms.items() if t not in common}
-    if not common or not rare or any(weight[t] <= 0 for t in terms):
-        return _score_terms(terms, weight, mask, norm, k1)
+    if np.count_nonzero(mask) * _SPARSE_MASK < n_rows:
+        return _score_all(terms, weight, mask, norm, k, k1, filtered=True)
+    common = [t for t, (rows, _) in terms.items() if len(rows) * _COMMON_TERM > n_rows]
+    common_postings = sum(len(terms[t][0]) for t in common)
+    if (
+        common
+        and len(common) < len(terms)
+        and common_postings >= _PRUNE_MIN_COMMON * n_rows
+        and all(weight[t] > 0 for t in terms)
+    ):
+        found = _maxscore(terms, common, weight, mask, norm, k, k1)
+        if found is not None:
+            return found
+    return _score_all(terms, weight, mask, norm, k, k1, filtered=False)
+
+
+def _add_term(
+    acc: np.ndarray, rows: np.ndarray, tfs: np.ndarray, norm: np.ndarray, k1: float, w: float
+) -> None:
+    # np.add.at equals acc[rows] += ... for distinct rows (one term's are), at half the cost.
+    np.add.at(acc, rows, weighted_saturation(tfs, norm[rows], k1, w))
+
+
+def _score_all(
+    terms: dict[str, tuple[np.ndarray, np.ndarray]],
+    weight: dict[str, float],
+    mask: np.ndarray,
+    norm: np.ndarray,
+    k: int,
+    k1: float,
+    *,
+    filtered: bool,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Every posting scored into a dense per-row array; ``filtered``: readable postings only.
+
+    Only rows scoring at least a cheap lower bound of the k-th best score are returned,
+    so the candidates are a pass over a boolean array away, not a sort.
+    """
+    acc = np.zeros(len(mask))
+    hit_rows = []
+    for term, (rows, tfs) in terms.items():
+        # Converted once: fancy indexing would convert int32 indices on every use.
+        rows = rows.astype(np.intp)
+        if filtered:
+            keep = np.flatnonzero(mask[rows])
+            rows, tfs = rows[keep], tfs[keep]
+        _add_term(acc, rows, tfs, norm, k1, weight[term])
+        hit_rows.append(rows)
+    theta = _kth_of_one_list(acc, hit_rows, mask, k)
+    if theta > 0:
+        cand = np.flatnonzero(acc >= theta)
+    elif all(weight[t] > 0 for t in terms):
+        cand = np.flatnonzero(acc > 0)  # positive scores: a row was hit iff its sum is > 0
+    else:
+        cand = _present(hit_rows, len(mask))
+    if not filtered:
+        cand = cand[mask[cand]]
+    if len(cand) == 0:
+        return None
+    return cand, acc[cand]
+
+
+def _kth_of_one_list(
+    acc: np.ndarray, hit_rows: list[np.ndarray], mask: np.ndarray, k: int
+) -> float:
+    """The k-th best score among the readable rows of the shortest posting list that has k.
+
+    A list's rows are distinct, so at least k readable rows score this much: a lower
+    bound of the k-th best overall. 0.0 when no list has k readable rows.
+    """
+    for rows in sorted(hit_rows, key=len):
+        if len(rows) < k:
+            continue
+        readable = rows[np.flatnonzero(mask[rows])]  # twice as fast as a boolean index
+        if len(readable) >= k:
+            return _kth(acc[readable], k)
+    return 0.0
+
+
+def _kth(values: np.ndarray, k: int) -> float:
+    return float(np.partition(values, len(values) - k)[len(values) - k])
+
+
+def _present(hit_rows: list[np.ndarray], n_rows: int) -> np.ndarray:
+    present = np.zeros(n_rows, dtype=bool)
+    for rows in hit_rows:
+        present[rows] = True
+    return np.flatnonzero(present)
+
+
+def _maxscore(
+    terms: dict[str, tuple[np.ndarray, np.ndarray]],
+    common: list[str],
+    weight: dict[str, float],
+    mask: np.ndarray,
+    norm: np.ndarray,
+    k: int,
+    k1: float,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """A superset of the top-k without scoring the common terms' postings (MaxScore,
+    Turtle & Flood 1995), or None when that cannot be shown or would not pay.
+
+    A term adds less than ``weight * (k1 + 1)`` to a row's score. The rare terms are
+    scored first; theta, a lower bound of their k-th best partial score, bounds the
+    final k-th best from below too (scores only grow). When the common terms' bounds
+    sum to less than theta, a row with none of the rare terms cannot reach the top-k,
+    and neither can a row whose partial score plus that sum stays below theta: only the
+    few rows left are scored in full, by binary search in every posting list (rows are
+    sorted). Weights must be positive.
+    """
     bound = sum(weight[t] * (k1 + 1.0) for t in common)
+    rare = [t for t in terms if t not in common]
     if bound >= sum(weight[t] * (k1 + 1.0) for t in rare):
-        # theta can never exceed the rare terms' own bound: pruning would fail.
-        return _score_terms(terms, weight, mask, norm, k1)
-    partial = _score_terms(rare, weight, mask, norm, k1)
-    if partial is not None and len(partial[0]) >= k:
-        cand, scores = partial
-        theta = float(np.partition(scores, len(scores) - k)[len(scores) - k])
-        if bound < theta:
-            global lexical_pruned_segments
-            lexical_pruned_segments += 1
-            keep = scores + bound >= theta
-            cand, scores = cand[keep], scores[keep].copy()
-            for term, (rows, tfs) in common.items():
-                pos = np.minimum(np.searchsorted(rows, cand), len(rows) - 1)
-                hit = np.flatnonzero(rows[pos] == cand)
-                scores[hit] += weight[term] * saturation(tfs[pos[hit]], norm[cand[hit]], k1)
-            return cand, scores
-    # Scoring everything again repeats only the rare terms' short postings, and is
-    # cheaper than merging two accumulations (each a pass over the segment's rows).
-    return _score_terms(terms, weight, mask, norm, k1)
+        return None  # theta can never exceed the rare terms' own bound
+    acc = np.zeros(len(mask))
+    hit_rows = []
+    for term in rare:
+        rows, tfs = terms[term]
+        rows = rows.astype(np.intp)
+        _add_term(acc, rows, tfs, norm, k1, weight[term])
+        hit_rows.append(rows)
+    # Rows whose partial score is below this cannot reach theta (see _SLACK).
+    floor = _kth_of_one_list(acc, hit_rows, mask, k) * (1.0 - _SLACK) - bound
+    if floor <= 0:
+        return None
+    cand = np.flatnonzero(acc >= floor)
+    cand = cand[mask[cand]]
+    if len(terms) * len(cand) * _LOOKUP_COST > sum(len(terms[t][0]) for t in common):
+        return None
+    global lexical_pruned_segments
+    lexical_pruned_segments += 1
+    return cand, _scores_of_rows(terms, weight, norm, k1, cand)
+
+
+def _scores_of_rows(
+    terms: dict[str, tuple[np.ndarray, np.ndarray]],
+    weight: dict[str, float],
+    norm: np.ndarray,
+    k1: float,
+    cand: np.ndarray,
+) -> np.ndarray:
+    """BM25 of rows ``cand`` (sorted), summed in query order like :func:`_score_all`."""
+    scores = np.zeros(len(cand))
+    for term, (rows, tfs) in terms.items():
+        needles = cand.astype(rows.dtype)  # searchsorted would convert the longer array
+        pos = np.searchsorted(rows, needles)
+        np.minimum(pos, len(rows) - 1, out=pos)
+        hit = np.flatnonzero(rows[pos] == needles)
+        if len(hit):
+            scores[hit] += weighted_saturation(tfs[pos[hit]], norm[cand[hit]], k1, weight[term])
+    return scores
 
 
 def dense_top_k(
