@@ -189,18 +189,20 @@ class Searcher:
         return self._passages(hits, principal, k), ranked
 
     def _passages(self, hits: list[ScoredId], principal: Principal, k: int) -> list[Passage]:
-        # Fetch a few spare records: a chunk deleted or re-permissioned between the search
-        # and this read (another generation) is dropped, never shown.
-        wanted = hits[: k + min(k, 10)]
-        records = {r.chunk_id: r for r in self.index.get_chunks([h.chunk_id for h in wanted])}
+        # Records are read k at a time (each costs reads from disk): a chunk deleted
+        # or re-permissioned between the search and this read (another generation)
+        # is dropped, never shown, and the next hits take its place.
         out: list[Passage] = []
-        for hit in wanted:
-            record = records.get(hit.chunk_id)
-            if record is None or not record.acl.permits(principal):
-                continue
-            out.append(passage_from_record(record, hit.score))
-            if len(out) == k:
-                break
+        start = 0
+        while len(out) < k and start < len(hits):
+            window = hits[start : start + k - len(out)]
+            start += len(window)
+            ids = [h.chunk_id for h in window]
+            records = {r.chunk_id: r for r in self.index.get_chunks(ids)}
+            for hit in window:
+                record = records.get(hit.chunk_id)
+                if record is not None and record.acl.permits(principal):
+                    out.append(passage_from_record(record, hit.score))
         return out
 
 

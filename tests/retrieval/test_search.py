@@ -109,3 +109,34 @@ def test_argument_validation(setup):
         Searcher(ix, encoder, dense_weight=1.5)
     with pytest.raises(ValueError, match="needs an embedder"):
         Searcher(ix, None).search("x", ALICE)
+
+
+class _ShiftingIndex:
+    """Lexical hits over records that change between the search and the record read:
+    some are gone (deleted by another generation), one was re-permissioned."""
+
+    def __init__(self, records, gone: set[str]):
+        self.records = {r.chunk_id: r for r in records}
+        self.gone = gone
+        self.reads: list[list[str]] = []
+
+    def search_lexical(self, query, principal, n, filters):
+        from retrieval.index.base import ScoredId
+
+        ids = list(self.records)[:n]
+        return [ScoredId(chunk_id, float(len(ids) - i)) for i, chunk_id in enumerate(ids)]
+
+    def get_chunks(self, chunk_ids):
+        self.reads.append(list(chunk_ids))
+        return [self.records[c] for c in chunk_ids if c not in self.gone]
+
+
+def test_passages_lost_between_search_and_read_are_replaced_by_the_next_hits():
+    rng = np.random.default_rng(3)
+    recs = [record(f"d{i}", 0, f"text {i}", STAFF, rng=rng) for i in range(12)]
+    recs[2] = record("d2", 0, "now secret", SECRET, rng=rng)  # re-permissioned
+    index = _ShiftingIndex(recs, gone={"d0#0", "d4#0"})
+    got = Searcher(index, None).search("text", ALICE, k=5, mode="lexical")
+    assert [p.chunk_id for p in got] == ["d1#0", "d3#0", "d5#0", "d6#0", "d7#0"]
+    # Records are read k at a time, then only as many as are still missing.
+    assert [len(r) for r in index.reads] == [5, 3]
