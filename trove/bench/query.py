@@ -123,6 +123,8 @@ def run(
     :returns: ``chunks``, ``p50_ms``, ``p95_ms``, ``qps``, ``rss_mb``, ``open_first_query_s``,
         ``lexical``, ``peers`` and details; ``{"chunks", "skipped"}`` when the corpus is absent.
     """
+    from trove.config import EmbeddingConfig
+
     if chunks < 1 or queries < 1:
         raise BenchError(f"chunks and queries must be >= 1, got {chunks} and {queries}")
     try:
@@ -154,8 +156,10 @@ def run(
             **facts,
             "details": served,
             "notes": [
-                "hybrid = query embedding (MiniLM, torch, 1 thread) + lexical + dense + RRF "
-                "fusion + passages, k=10, 50 candidates per retriever, permission filter on",
+                "hybrid = query embedding (MiniLM, embedding.backend's default "
+                f"{EmbeddingConfig().backend}, 1 thread) + lexical + dense + RRF fusion + "
+                "passages, k=10, 50 candidates per retriever, permission filter on; "
+                "details.hybrid_torch_encoder: the same with the torch query encoder",
                 "open_first_query_s excludes loading the embedding model (model_load_s)",
             ],
         }
