@@ -68,26 +68,6 @@ def load_npy(path: Path) -> np.ndarray:
         raise IndexCorruptError(f"unreadable array file {path}: {exc}") from exc
 
 
-def _mapping(array: np.ndarray) -> mmap.mmap | None:
-    base: Any = array
-    while base is not None and not isinstance(base, np.memmap):
-        base = base.base
-    return getattr(base, "_mmap", None)
-
-
-def advise_random(array: np.ndarray) -> None:
-    """Tell the OS a memory-mapped array is read at random rows, so no read-ahead.
-
-    The float32 vectors are read only for the few hundred rows a dense search
-    rescores. With the default read-ahead each such row read from a cold file
-    pulled ~128 KiB from disk: the first query on a cold 1M-chunk index spent
-    most of its time there (docs/benchmarks.md).
-    """
-    mapped = _mapping(array)
-    if mapped is not None and hasattr(mmap, "MADV_RANDOM"):
-        mapped.madvise(mmap.MADV_RANDOM)
-
-
 def release_pages(array: np.ndarray) -> None:
     """Unmap this process's pages of a memory-mapped array; they stay in the OS page cache.
 
@@ -98,7 +78,10 @@ def release_pages(array: np.ndarray) -> None:
     threads read the array: the file is read-only, so a dropped page is
     faulted in again with the same bytes.
     """
-    mapped = _mapping(array)
+    base: Any = array
+    while base is not None and not isinstance(base, np.memmap):
+        base = base.base
+    mapped = getattr(base, "_mmap", None)
     if mapped is not None and hasattr(mmap, "MADV_DONTNEED"):
         mapped.madvise(mmap.MADV_DONTNEED)
 

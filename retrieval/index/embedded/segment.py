@@ -40,7 +40,6 @@ from retrieval.index.base import ChunkRecord, IndexCorruptError
 from retrieval.index.embedded.acl_table import AclTable
 from retrieval.index.embedded.files import (
     Blob,
-    advise_random,
     fsync_dir,
     load_npy,
     read_json,
@@ -287,7 +286,6 @@ class Segment:
             self.doc_types: list[str] = header["doc_types"]
             self._quantized_kind: str | None = header.get("quantized")
             self.vectors = load_npy(directory / "vectors.npy")
-            advise_random(self.vectors)
             self.tf_indptr = load_npy(directory / "tf_indptr.npy")
             self.tf_rows = load_npy(directory / "tf_rows.npy")
             self.tf_vals = load_npy(directory / "tf_vals.npy")
