@@ -12,8 +12,8 @@ weight MatMuls (QInt8, per channel). Quantising every op type cost too much
 accuracy (min cosine 0.87 to fp32); weight MatMuls only keep the mean cosine
 to torch at 0.992. Keeping the first block in fp32 raised it to 0.996 but cost
 ~7% of the speed and no retrieval quality: queries run on the fp32 graph
-(:meth:`OnnxEmbedder.encode_query`), and with that nDCG@10 did not drop on
-either golden set. Pooling and normalisation run in numpy, so the exported
+(:meth:`OnnxEmbedder.encode_query`), and with that nDCG@10 stayed within
+0.002 of torch's on both golden sets. Pooling and normalisation run in numpy, so the exported
 graph is the bare transformer.
 
 Runs use single-threaded sessions, one per core, side by side: a 200-word-piece
@@ -446,8 +446,8 @@ class OnnxEmbedder:
         In ``onnx-int8`` queries run on the fp32 graph the build keeps: a query is
         a few word pieces (~2 ms either way), and only the documents' side then
         carries quantisation error. On the 18F golden set int8 documents with
-        fp32 queries scored nDCG@10 0.836 against torch's 0.829; int8 on both
-        sides lost up to 0.006 (docs/benchmarks.md).
+        fp32 queries scored nDCG@10 0.836 against torch's 0.837; int8 on both
+        sides lost 0.006 (docs/benchmarks.md).
         """
         if not isinstance(text, str):
             raise EmbeddingError(f"encode_query takes one str, got {type(text).__name__}")
