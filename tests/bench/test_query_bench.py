@@ -39,6 +39,21 @@ def test_run_prints_the_contract_with_peers(shared_corpora, tmp_path):
     assert again["build_s"] == result["build_s"] and again["peers"] == {}
 
 
+@pytest.mark.slow  # builds a 100k-chunk index and times both peers (~4 min on 2 cores)
+@pytest.mark.model
+@pytest.mark.corpus
+def test_100k_chunks_meet_the_query_bars(shared_corpora, tmp_path):
+    result = run(100_000, workdir=tmp_path)
+    print(json.dumps(result))
+    assert result["p50_ms"] <= 15 and result["p95_ms"] <= 30
+    fusion = result["peers"]["llamaindex_fusion"]
+    assert fusion["p50_ms"] >= 5 * result["p50_ms"]
+    bm25 = result["peers"]["rank_bm25_lexical"]
+    assert bm25["p50_ms"] >= 100 * result["lexical"]["p50_ms"]
+    assert bm25["p95_ms"] >= 100 * result["lexical"]["p95_ms"]
+    assert result["details"]["dense_recall_at_10_vs_float32"] == 1.0
+
+
 def test_run_skips_cleanly_without_the_corpus(monkeypatch, tmp_path):
     monkeypatch.setattr(bench_corpus, "HANDBOOK", tmp_path / "absent")
     result = run(1000, queries=10, peers=True, workdir=tmp_path)
