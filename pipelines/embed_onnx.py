@@ -58,7 +58,6 @@ from pipelines.embed import (
     batch_threads,
     canonical_model_name,
     load_model_tokenizer,
-    model_call_lock,
     resolve_model_path,
 )
 
@@ -297,6 +296,7 @@ class OnnxEmbedder:
         self._query_loaded: Any = None  # int8 builds: the fp32 session for queries
         self._pool: ThreadPoolExecutor | None = None
         self._pool_size = 0
+        self._run_slots: threading.BoundedSemaphore | None = None
         self._lock = threading.Lock()
         self._count_lock = threading.Lock()
 
@@ -415,16 +415,17 @@ class OnnxEmbedder:
         runs = [order[start : start + step] for start in range(0, len(order), step)]
         out = np.empty((len(texts), dims), dtype=np.float32)
 
-        def run(idx: list[int]) -> np.ndarray:
-            return self._encode_batch(session, [texts[i] for i in idx])
+        # Tokenised once, here: the fast tokenizer is not safe to call from the
+        # run threads (it mutates its padding and truncation state per call).
+        encoded = self._tokenize(list(texts))
 
-        # The process-wide model lock keeps other model calls (queries, other
-        # threads' batches) off the cores while this batch's runs share them.
-        with model_call_lock:
-            runner = self._runner(min(batch_threads(), len(runs)))
-            results = map(run, runs) if runner is None else runner.map(run, runs)
-            for idx, vectors in zip(runs, results, strict=True):
-                out[idx] = vectors
+        def run(idx: list[int]) -> np.ndarray:
+            return self._encode_batch(session, [encoded[i] for i in idx])
+
+        runner = self._runner(min(batch_threads(), len(runs)))
+        results = map(run, runs) if runner is None else runner.map(run, runs)
+        for idx, vectors in zip(runs, results, strict=True):
+            out[idx] = vectors
         return out
 
     @property
@@ -451,21 +452,34 @@ class OnnxEmbedder:
         """
         if not isinstance(text, str):
             raise EmbeddingError(f"encode_query takes one str, got {type(text).__name__}")
-        session = self._query_session()
-        with model_call_lock:
-            return self._encode_batch(session, [text])[0]
+        return self._encode_batch(self._query_session(), self._tokenize([text]))[0]
 
-    def _encode_batch(self, session: Any, batch: list[str]) -> np.ndarray:
-        encoded = self.tokenizer(
-            batch,
-            padding=True,
-            truncation=True,
-            max_length=self.max_seq_length,
-            return_tensors="np",
-        )
+    def _slots(self) -> threading.BoundedSemaphore:
+        """One permit per core: every model run takes one, documents' and queries' alike.
+
+        Per run, not per call: a query waits for one document run (tens of ms),
+        never for a whole batch, and two threads' batches never oversubscribe
+        the cores.
+        """
+        with self._lock:
+            if self._run_slots is None:
+                self._run_slots = threading.BoundedSemaphore(batch_threads())
+            return self._run_slots
+
+    def _tokenize(self, texts: list[str]) -> list[dict[str, list[int]]]:
+        """Each text's model inputs, truncated and unpadded (runs pad their own)."""
+        tokenizer = self.tokenizer
+        with self._lock:
+            encoded = tokenizer(texts, truncation=True, max_length=self.max_seq_length)
+        names = [n for n in _INPUTS if n in encoded]
+        return [{n: encoded[n][i] for n in names} for i in range(len(texts))]
+
+    def _encode_batch(self, session: Any, batch: list[dict[str, list[int]]]) -> np.ndarray:
+        padded = self.tokenizer.pad(batch, padding=True, return_tensors="np")
         wanted = [i.name for i in session.get_inputs()]
-        feeds = {name: np.asarray(encoded[name], dtype=np.int64) for name in wanted}
-        (hidden,) = session.run(["last_hidden_state"], feeds)
+        feeds = {name: np.asarray(padded[name], dtype=np.int64) for name in wanted}
+        with self._slots():
+            (hidden,) = session.run(["last_hidden_state"], feeds)
         mask = feeds["attention_mask"][:, :, None].astype(np.float32)
         pooled = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)

@@ -192,6 +192,32 @@ def test_int8_quantises_every_weight_matmul_and_exports_eager_attention(int8):
 
 
 @pytest.mark.model
+def test_threads_share_the_model_runs_without_changing_a_vector(int8):
+    import threading
+
+    long_texts = [f"{i} " + TEXTS[4] for i in range(48)]
+    alone = int8.encode_documents(long_texts)
+    query_alone = int8.encode_query("carry over leave")
+    results: dict[str, np.ndarray] = {}
+
+    def batch(name: str) -> None:
+        results[name] = int8.encode_documents(long_texts)
+
+    threads = [threading.Thread(target=batch, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    # Runs take a slot each, not the whole batch: a query gets in while both
+    # batches are still running (48 long texts each, seconds; a run is ms).
+    query = int8.encode_query("carry over leave")
+    assert any(t.is_alive() for t in threads)
+    for t in threads:
+        t.join()
+    np.testing.assert_array_equal(query, query_alone)
+    np.testing.assert_array_equal(results["a"], alone)
+    np.testing.assert_array_equal(results["b"], alone)
+
+
+@pytest.mark.model
 def test_second_embedder_loads_the_cached_build(int8):
     again = OnnxEmbedder("all-MiniLM-L6-v2", quantize=True, cache_dir=default_cache_dir())
     again.warm_up()
