@@ -257,7 +257,7 @@ class IndexConfig(_Strict):
 class EmbeddingConfig(_Strict):
     model: str = "all-MiniLM-L6-v2"
     # "onnx-int8" (default): the model on ONNX Runtime, documents with dynamic
-    # int8 weights, queries in fp32. Chosen by measurement: 2.4x torch's
+    # int8 weights, queries in fp32. Chosen by measurement: 2.1-2.5x torch's
     # document throughput (1.7x end to end), 4x faster query embedding,
     # nDCG@10 within 0.002 of torch on both golden sets (docs/benchmarks.md,
     # "Embedding backends"). "torch": sentence-transformers, for GPUs.
