@@ -311,15 +311,20 @@ class OnnxEmbedder:
         return f"{canonical_model_name(self.name)}@{self.path}#{self.backend}-v{FORMAT_VERSION}"
 
     def warm_up(self) -> None:
-        """Build (first time only) and load the model; safe from several threads."""
+        """Build (first time only) and load the documents' model; safe from several threads."""
         if self._loaded is not None:
             return
         with self._lock:
-            if self._loaded is not None:
-                return
-            path, seconds = build_onnx_model(self.name, self.backend, self.cache_dir)
-            self.onnx_path, self.build_seconds = path, seconds
-            self._loaded = self._load_session(path)
+            if self._loaded is None:
+                self._loaded = self._load_session(self._built_locked())
+
+    def _built_locked(self) -> Path:
+        """The built model file (building it the first time); call with ``_lock`` held."""
+        if self.onnx_path is None:
+            self.onnx_path, self.build_seconds = build_onnx_model(
+                self.name, self.backend, self.cache_dir
+            )
+        return self.onnx_path
 
     def _load_session(self, path: Path) -> Any:
         import onnxruntime as ort
@@ -355,14 +360,14 @@ class OnnxEmbedder:
         self._query_session()
 
     def _query_session(self) -> Any:
-        """The fp32 graph for queries in int8 builds (loaded on the first query)."""
-        self.warm_up()
+        """The fp32 graph for queries in int8 builds, loaded on the first query without
+        the int8 graph (a server never embeds documents)."""
         if self.backend != "onnx-int8":
-            return self._loaded
+            return self._session()
         with self._lock:
             if self._query_loaded is None:
-                assert self.onnx_path is not None  # set by warm_up()
-                self._query_loaded = self._load_session(self.onnx_path.parent / QUERY_FILE)
+                query_file = self._built_locked().parent / QUERY_FILE
+                self._query_loaded = self._load_session(query_file)
             return self._query_loaded
 
     def _runner(self, workers: int) -> ThreadPoolExecutor | None:

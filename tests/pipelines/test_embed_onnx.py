@@ -218,6 +218,16 @@ def test_threads_share_the_model_runs_without_changing_a_vector(int8):
 
 
 @pytest.mark.model
+def test_a_query_only_process_loads_only_the_query_graph(int8):
+    server = OnnxEmbedder("all-MiniLM-L6-v2", quantize=True)
+    assert not server.query_ready
+    server.warm_up_queries()
+    assert server.query_ready
+    np.testing.assert_array_equal(server.encode_query("leave"), int8.encode_query("leave"))
+    assert server._loaded is None  # the int8 documents' graph (59 MB) was never loaded
+
+
+@pytest.mark.model
 def test_second_embedder_loads_the_cached_build(int8):
     again = OnnxEmbedder("all-MiniLM-L6-v2", quantize=True, cache_dir=default_cache_dir())
     again.warm_up()
