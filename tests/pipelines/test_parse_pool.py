@@ -184,11 +184,13 @@ def test_a_crash_costs_one_document_and_matches_the_sequential_run(tmp_path):
         limits, workers=[ParseWorker(f"{HOOKS}:crashing_parse") for _ in range(2)]
     ) as two:
         pooled = _run(source, two)
-        # Each worker that took a document started once (whether the second one is
-        # needed depends on timing: idle workers are reused last in, first out),
-        # and the crash cost exactly one restart.
+        # Each worker that took a document started once; the crashed one restarts
+        # only if it takes another document. Which worker takes what depends on
+        # timing (idle workers are reused last in, first out), so: one crash, at
+        # most one restart.
         used = sum(1 for w in two.workers if w.starts)
-        assert sum(w.starts for w in two.workers) == used + 1
+        assert used >= 1
+        assert used <= sum(w.starts for w in two.workers) <= used + 1
     assert pooled == sequential
     [failure] = pooled["failures"]
     assert failure["path"] == "b-crash.txt" and failure["reason_class"] == "parser_crash"
