@@ -84,22 +84,12 @@ def length_norm(doc_len: np.ndarray, avgdl: float, k1: float, b: float) -> np.nd
     return k1 * (1.0 - b + b * np.asarray(doc_len, dtype=np.float64) / avgdl)
 
 
-def saturation(tf: np.ndarray, norm: np.ndarray, k1: float) -> np.ndarray:
-    tf = np.asarray(tf, dtype=np.float64)
-    return tf * (k1 + 1.0) / (tf + norm)
-
-
-def term_saturation(
-    tf: np.ndarray, doc_len: np.ndarray, avgdl: float, k1: float, b: float
-) -> np.ndarray:
-    return saturation(tf, length_norm(doc_len, avgdl, k1, b), k1)
-
-
 def weighted_saturation(tf: np.ndarray, norm: np.ndarray, k1: float, weight: float) -> np.ndarray:
-    """``weight * saturation(tf, norm, k1)``, bit for bit, with two temporaries instead of five.
+    """``weight * tf * (k1 + 1) / (tf + norm)`` per posting, in float64.
 
-    The same IEEE operations on the same operands (addition and multiplication
-    commute exactly), so a score does not depend on which of the two computed it.
+    Written in place with two temporaries (the plain expression makes five):
+    every lexical path scores through this one function, so a row's score is
+    bit-identical whichever path computed it.
     """
     out = np.array(tf, dtype=np.float64)  # always a copy: it is written below
     denominator = out + norm
