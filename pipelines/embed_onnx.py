@@ -2,7 +2,7 @@
 
 Same vectors as :class:`pipelines.embed.Embedder` (mean pooling, L2 norm), faster
 on CPU: on 2 cores, chunks of ~200 word pieces embed ~1.1x faster in fp32 and
-~2-2.3x faster in int8 than with torch (docs/benchmarks.md).
+~2.1-2.5x faster in int8 than with torch (docs/benchmarks.md).
 
 The ONNX file is built locally from the packaged weights, never downloaded:
 ``torch.onnx.export`` of the transformer (the TorchScript exporter, opset 17,
@@ -13,8 +13,8 @@ accuracy (min cosine 0.87 to fp32); weight MatMuls only keep the mean cosine
 to torch at 0.992. Keeping the first block in fp32 raised it to 0.996 but cost
 ~7% of the speed and no retrieval quality: queries run on the fp32 graph
 (:meth:`OnnxEmbedder.encode_query`), and with that nDCG@10 stayed within
-0.002 of torch's on both golden sets. Pooling and normalisation run in numpy, so the exported
-graph is the bare transformer.
+0.002 of torch's on both golden sets. Pooling and normalisation run in numpy,
+so the exported graph is the bare transformer.
 
 Runs use single-threaded sessions, one per core, side by side: a 200-word-piece
 text is too small for two intra-op threads to share well (one text per run in
@@ -298,6 +298,9 @@ class OnnxEmbedder:
         self._pool_size = 0
         self._run_slots: threading.BoundedSemaphore | None = None
         self._lock = threading.Lock()
+        # Apart from _lock: a batch's tokenisation must not hold up other threads'
+        # model runs, which look up their slot under _lock.
+        self._tokenize_lock = threading.Lock()
         self._count_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -466,21 +469,23 @@ class OnnxEmbedder:
         never for a whole batch, and two threads' batches never oversubscribe
         the cores.
         """
-        with self._lock:
-            if self._run_slots is None:
-                self._run_slots = threading.BoundedSemaphore(batch_threads())
-            return self._run_slots
+        if self._run_slots is None:  # checked again under the lock: created once
+            with self._lock:
+                if self._run_slots is None:
+                    self._run_slots = threading.BoundedSemaphore(batch_threads())
+        return self._run_slots
 
     def _tokenize(self, texts: list[str]) -> list[dict[str, list[int]]]:
         """Each text's model inputs, truncated and unpadded (runs pad their own)."""
         tokenizer = self.tokenizer
-        with self._lock:
+        with self._tokenize_lock:
             encoded = tokenizer(texts, truncation=True, max_length=self.max_seq_length)
         names = [n for n in _INPUTS if n in encoded]
         return [{n: encoded[n][i] for n in names} for i in range(len(texts))]
 
     def _encode_batch(self, session: Any, batch: list[dict[str, list[int]]]) -> np.ndarray:
-        padded = self.tokenizer.pad(batch, padding=True, return_tensors="np")
+        # pad() is plain Python over the given ids: safe from the run threads.
+        padded = self._tokenizer.pad(batch, padding=True, return_tensors="np")
         wanted = [i.name for i in session.get_inputs()]
         feeds = {name: np.asarray(padded[name], dtype=np.int64) for name in wanted}
         with self._slots():
