@@ -11,6 +11,7 @@ from assets.freshness import groups_schedule_name
 from assets.groups import GROUPS_JOB
 from retrieval.index.base import WriteBatch
 from retrieval.index.embedded import EmbeddedIndex
+from tests.connectors.confluence.fake import unreachable_source_config
 from tests.retrieval.builders import DIM, record
 from trove.acl import Acl
 from trove.config import load_settings
@@ -122,17 +123,7 @@ def test_a_missing_secret_fails_at_once_with_its_message_and_no_retries(tmp_path
         yaml.safe_dump(
             {
                 "state": {"path": str(tmp_path / "state")},
-                "sources": [
-                    {
-                        "name": "wiki",
-                        "type": "confluence",
-                        "confluence": {
-                            "url": "http://127.0.0.1:9/wiki",
-                            "email": "bot@acme.com",
-                            "api_token": {"env": "TROVE_TEST_UNSET_TOKEN_VARIABLE"},
-                        },
-                    }
-                ],
+                "sources": [unreachable_source_config("TROVE_TEST_UNSET_TOKEN_VARIABLE")],
             }
         )
     )

@@ -172,25 +172,30 @@ def test_a_hanging_document_holds_one_worker_while_the_other_parses_the_rest(tmp
         assert sum(w.starts for w in pool.workers) == 3
 
 
+def _alone_and_pooled(source: _Source, target: str) -> tuple[dict, dict, tuple[ParseWorker, ...]]:
+    """The same documents through one worker and through a pool of two running ``target``;
+    returns both outcomes and the pool's workers (stopped)."""
+    limits = LimitsConfig()
+    with GuardedParser(limits, ParseWorker(target)) as one:
+        sequential = _run(source, one)
+    with GuardedParser(limits, workers=[ParseWorker(target) for _ in range(2)]) as two:
+        pooled = _run(source, two)
+    return sequential, pooled, two.workers
+
+
 def test_a_crash_costs_one_document_and_matches_the_sequential_run(tmp_path):
     source = _Source(tmp_path / "docs")
     hostile.make_text(source.root, "b-crash.txt", "boom")
     for i in range(5):
         hostile.make_text(source.root, f"{'a' if i < 2 else 'c'}-good-{i}.txt", f"Fine text {i}.")
-    limits = LimitsConfig()
-    with GuardedParser(limits, ParseWorker(f"{HOOKS}:crashing_parse")) as one:
-        sequential = _run(source, one)
-    with GuardedParser(
-        limits, workers=[ParseWorker(f"{HOOKS}:crashing_parse") for _ in range(2)]
-    ) as two:
-        pooled = _run(source, two)
-        # Each worker that took a document started once; the crashed one restarts
-        # only if it takes another document. Which worker takes what depends on
-        # timing (idle workers are reused last in, first out), so: one crash, at
-        # most one restart.
-        used = sum(1 for w in two.workers if w.starts)
-        assert used >= 1
-        assert used <= sum(w.starts for w in two.workers) <= used + 1
+    sequential, pooled, workers = _alone_and_pooled(source, f"{HOOKS}:crashing_parse")
+    # Each worker that took a document started once; the crashed one restarts
+    # only if it takes another document. Which worker takes what depends on
+    # timing (idle workers are reused last in, first out), so: one crash, at
+    # most one restart.
+    used = sum(1 for w in workers if w.starts)
+    assert used >= 1
+    assert used <= sum(w.starts for w in workers) <= used + 1
     assert pooled == sequential
     [failure] = pooled["failures"]
     assert failure["path"] == "b-crash.txt" and failure["reason_class"] == "parser_crash"
@@ -202,13 +207,7 @@ def test_a_parser_bug_in_every_worker_fails_each_document_alike(tmp_path):
     source = _Source(tmp_path / "docs")
     for name in ("x.txt", "y.txt", "z.txt"):
         hostile.make_text(source.root, name, "text")
-    limits = LimitsConfig()
-    with GuardedParser(limits, ParseWorker(f"{HOOKS}:raising_parse")) as one:
-        sequential = _run(source, one)
-    with GuardedParser(
-        limits, workers=[ParseWorker(f"{HOOKS}:raising_parse") for _ in range(2)]
-    ) as two:
-        pooled = _run(source, two)
+    sequential, pooled, _ = _alone_and_pooled(source, f"{HOOKS}:raising_parse")
     assert pooled == sequential
     assert [f["path"] for f in pooled["failures"]] == ["x.txt", "y.txt", "z.txt"]
     assert {f["reason_class"] for f in pooled["failures"]} == {"parser_crash"}

@@ -3,6 +3,7 @@
 from datetime import UTC, datetime
 
 from connectors.base import GroupSnapshot
+from tests.connectors.confluence.fake import unreachable_source_config
 from trove.config import settings_from_dict
 from trove.directory import GroupDirectory
 from trove.status import source_status
@@ -12,18 +13,8 @@ def test_remote_sources_report_without_calling_the_remote_system(tmp_path):
     settings = settings_from_dict(
         {
             "state": {"path": str(tmp_path / "state")},
-            "sources": [
-                {
-                    "name": "wiki",
-                    "type": "confluence",
-                    # Nothing listens here: any call would fail the status.
-                    "confluence": {
-                        "url": "http://127.0.0.1:9/wiki",
-                        "email": "bot@acme.com",
-                        "api_token": {"env": "UNSET_TOKEN_VARIABLE"},
-                    },
-                }
-            ],
+            # Nothing listens there: any call would fail the status.
+            "sources": [unreachable_source_config("UNSET_TOKEN_VARIABLE")],
         },
         tmp_path,
     )

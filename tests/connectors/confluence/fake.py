@@ -1099,6 +1099,20 @@ def make_source_config(
     }
 
 
+def unreachable_source_config(token_env: str, name: str = "wiki") -> dict[str, Any]:
+    """A Confluence ``sources:`` entry that nothing answers (port 9) and whose token
+    comes from ``token_env``: for tests that must not, or cannot, reach the site."""
+    return {
+        "name": name,
+        "type": "confluence",
+        "confluence": {
+            "url": "http://127.0.0.1:9/wiki",
+            "email": "bot@acme.com",
+            "api_token": {"env": token_env},
+        },
+    }
+
+
 def principal_for(snapshot: GroupSnapshot, email: str) -> Principal:
     """The query-time identity of the person signing in with ``email``, resolved like the
     group directory does: their e-mail, their user token, and every group holding either."""
