@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -74,8 +76,41 @@ def test_length_size_and_tokenizer_are_known_without_building(tmp_path):
     emb = OnnxEmbedder("all-MiniLM-L6-v2", cache_dir=tmp_path / "cache")
     assert emb.max_seq_length == 256
     assert emb.dimensions == 384
-    assert emb.tokenizer("hello world")["input_ids"][0] == emb.tokenizer.cls_token_id
+    assert emb.tokenizer.encode("hello world").ids[0] == emb.tokenizer.token_to_id("[CLS]")
     assert not (tmp_path / "cache").exists()  # nothing was built
+
+
+def test_word_pieces_and_padding_equal_transformers_without_importing_it():
+    """The bare Rust tokenizer gives transformers' ids, masks and padding (the vectors
+    depend on nothing else), and a fresh process never imports transformers or torch."""
+    from pipelines.embed_onnx import _padded_inputs
+    from pipelines.tokens import load_tokenizer
+
+    emb = OnnxEmbedder("all-MiniLM-L6-v2")
+    texts = [*TEXTS, "", "Ünïcödé café — “quotes” 中文 🎉\x0b tabs\t", "word " * 600]
+    wrapped = load_tokenizer(emb.path)
+    expected = wrapped(texts, truncation=True, max_length=emb.max_seq_length)
+    encoded = emb._tokenize(texts)
+    assert [e.ids for e in encoded] == expected["input_ids"]
+    assert [e.type_ids for e in encoded] == expected["token_type_ids"]
+    assert max(len(e.ids) for e in encoded) == emb.max_seq_length  # the long text was cut
+    rows = [{k: expected[k][i] for k in expected} for i in range(len(texts))]
+    padded = wrapped.pad(rows, padding=True, return_tensors="np")
+    ours = _padded_inputs(encoded, emb._pad_ids)
+    for name in ("input_ids", "attention_mask", "token_type_ids"):
+        assert np.array_equal(ours[name], padded[name]), name
+
+    probe = (
+        "import sys\n"
+        "from pipelines.embed_onnx import OnnxEmbedder\n"
+        "emb = OnnxEmbedder('all-MiniLM-L6-v2')\n"
+        "emb.tokenizer.encode('a chunk'); emb.dimensions\n"
+        "print(sorted(m for m in ('transformers', 'torch') if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "[]"
 
 
 def _fake_model(folder, pooling: dict, modules: list[str]) -> str:

@@ -181,7 +181,8 @@ def _llamaindex(files: list[Path], model_path: str, batch_size: int, tokenizer: 
 
     embed = HuggingFaceEmbedding(model_name=model_path, device="cpu", embed_batch_size=batch_size)
     # The model's own word pieces, untruncated (as Trove's chunker counts them).
-    pieces = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    rust = getattr(tokenizer, "backend_tokenizer", tokenizer)  # transformers' or the bare one
+    pieces = Tokenizer.from_str(rust.to_str())
     pieces.no_truncation()
     splitter = SentenceSplitter(
         chunk_size=200,
