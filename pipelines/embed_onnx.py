@@ -69,12 +69,15 @@ log = logging.getLogger(__name__)
 
 # Bump when the exported graph or the quantisation recipe changes: old builds
 # then live in other folders and are never loaded.
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 OPSET = 17
 ONNX_FILE = "model.onnx"
 # The fp32 graph an int8 build keeps for queries (see OnnxEmbedder.encode_query).
 QUERY_FILE = "query-fp32.onnx"
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# ORT fusions the int8 documents' graph runs without: the CPU SkipLayerNormalization
+# kernel is slower than the Add + LayerNormalization it replaces (onnx_single_text).
+INT8_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 
 
 def default_cache_dir() -> Path:
@@ -201,15 +204,34 @@ def _export(model_dir: Path, target: Path) -> list[str]:
 
 
 def _quantize(source: Path, target: Path) -> None:
+    """``target``: the int8 documents' graph, rewritten for one text per run
+    (:mod:`pipelines.onnx_single_text`) when the export has the known layout."""
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(
-        str(source),
-        str(target),
-        op_types_to_quantize=["MatMul"],
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-    )
+    from pipelines.onnx_single_text import UnsupportedGraph, single_text_graph
+
+    single_text = target.with_name("single-text-fp32.onnx")
+    try:
+        model = single_text_graph(onnx.load(str(source)))
+        onnx.checker.check_model(model)
+        onnx.save(model, str(single_text))
+    except UnsupportedGraph as exc:
+        log.info("int8 documents keep the general graph: %s", exc)
+        single_text = source
+    try:
+        quantize_dynamic(
+            str(single_text),
+            str(target),
+            op_types_to_quantize=["MatMul"],
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            # Shape inference stops at com.microsoft nodes; their outputs are float.
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
+    finally:
+        if single_text != source:
+            single_text.unlink(missing_ok=True)
 
 
 def build_onnx_model(model: str, backend: str, cache_dir: Path | None = None) -> tuple[Path, float]:
@@ -387,7 +409,8 @@ class OnnxEmbedder:
             return
         with self._lock:
             if self._loaded is None:
-                self._loaded = self._load_session(self._built_locked())
+                disabled = INT8_DISABLED_OPTIMIZERS if self.backend == "onnx-int8" else ()
+                self._loaded = self._load_session(self._built_locked(), disabled)
 
     def _built_locked(self) -> Path:
         """The built model file (building it the first time); call with ``_lock`` held."""
@@ -397,7 +420,7 @@ class OnnxEmbedder:
             )
         return self.onnx_path
 
-    def _load_session(self, path: Path) -> Any:
+    def _load_session(self, path: Path, disabled_optimizers: Sequence[str] = ()) -> Any:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -409,7 +432,12 @@ class OnnxEmbedder:
         # (parsing, chunking, other processes); waking them costs little.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            return ort.InferenceSession(
+                str(path),
+                options,
+                providers=["CPUExecutionProvider"],
+                disabled_optimizers=list(disabled_optimizers) or None,
+            )
         except Exception as exc:  # onnxruntime raises its own exception types
             raise EmbeddingError(
                 f"cannot load {path} for {self.name!r}: {type(exc).__name__}: {exc}"
@@ -552,10 +580,11 @@ class OnnxEmbedder:
 
     def _encode_batch(self, session: Any, batch: list[Encoding]) -> np.ndarray:
         inputs = _padded_inputs(batch, self._pad_ids)
+        # The single-text graph reads input_ids only; the mask still pools.
         feeds = {i.name: inputs[i.name] for i in session.get_inputs()}
         with self._slots():
             (hidden,) = session.run(["last_hidden_state"], feeds)
-        mask = feeds["attention_mask"][:, :, None].astype(np.float32)
+        mask = inputs["attention_mask"][:, :, None].astype(np.float32)
         pooled = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         vectors = (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)

@@ -227,6 +227,59 @@ def test_int8_quantises_every_weight_matmul_and_exports_eager_attention(int8):
 
 
 @pytest.mark.model
+def test_the_single_text_graph_equals_the_export_and_reads_word_pieces_only(int8):
+    """The int8 documents' graph is rewritten for one unpadded text per run; in fp32 the
+    rewrite computes what the export computes, and a batch of two is refused."""
+    import onnx
+    import onnxruntime as ort
+
+    from pipelines.onnx_single_text import single_text_graph
+
+    query_graph = int8.onnx_path.parent / QUERY_FILE
+    rewritten = single_text_graph(onnx.load(str(query_graph)))
+    onnx.checker.check_model(rewritten)
+    cpu = ["CPUExecutionProvider"]
+    general = ort.InferenceSession(str(query_graph), providers=cpu)
+    single = ort.InferenceSession(rewritten.SerializeToString(), providers=cpu)
+    assert [i.name for i in single.get_inputs()] == ["input_ids"]
+    documents = ort.InferenceSession(str(int8.onnx_path), providers=cpu)
+    assert [i.name for i in documents.get_inputs()] == ["input_ids"]
+    for text in TEXTS:
+        ids = np.array([int8.tokenizer.encode(text).ids], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+        feeds["token_type_ids"] = np.zeros_like(ids)
+        (want,) = general.run(None, feeds)
+        (got,) = single.run(None, {"input_ids": ids})
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, atol=1e-4)
+    with pytest.raises(Exception):  # noqa: B017 - onnxruntime raises its own Fail type
+        single.run(None, {"input_ids": np.zeros((2, 5), dtype=np.int64)})
+
+
+@pytest.mark.model
+def test_an_export_of_another_layout_keeps_the_general_int8_graph(int8, tmp_path, monkeypatch):
+    import onnx
+
+    import pipelines.onnx_single_text as single_text
+    from pipelines.embed_onnx import _quantize
+
+    with pytest.raises(single_text.UnsupportedGraph, match="no attention Softmax"):
+        single_text.single_text_graph(
+            onnx.helper.make_model(onnx.helper.make_graph([], "g", [], []))
+        )
+
+    def unknown_layout(model):
+        raise single_text.UnsupportedGraph("not the eager export")
+
+    monkeypatch.setattr(single_text, "single_text_graph", unknown_layout)
+    _quantize(int8.onnx_path.parent / QUERY_FILE, tmp_path / "model.onnx")
+    graph = onnx.load(str(tmp_path / "model.onnx")).graph
+    assert [i.name for i in graph.input] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert [n.op_type for n in graph.node].count("MatMulInteger") == 6 * 6
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # no leftovers
+
+
+@pytest.mark.model
 def test_threads_share_the_model_runs_without_changing_a_vector(int8):
     import threading
 
