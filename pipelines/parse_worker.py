@@ -1,9 +1,14 @@
 """Parsing in a separate, killable process with a wall-clock timeout.
 
 A parser that hangs, segfaults or is killed for memory must cost one document,
-never the run. :class:`ParseWorker` keeps one long-lived child process (the
-``spawn`` start method: no copy of the caller's threads or locks) that imports
-unstructured once and parses the documents sent to it, one at a time. For each
+never the run. :class:`ParseWorker` keeps one long-lived child process that
+imports unstructured once and parses the documents sent to it, one at a time.
+Children are forked from a ``multiprocessing`` forkserver (never from the caller:
+no copy of its threads or locks) whose preload, :mod:`pipelines.parse_preload`,
+has already imported spaCy and unstructured and warmed up the Markdown, HTML and
+plain-text partitioners, so a child starts in milliseconds instead of seconds and
+shares those pages with its siblings. Where there is no forkserver (Windows), or
+it fails, children are spawned and import everything themselves. For each
 document the caller waits at most ``limits.timeout_s``; past that the child is
 killed with SIGKILL and the document fails with reason class ``timeout``. A child
 that dies on its own (segfault, OOM killer, ``os._exit``) fails the document with
@@ -29,17 +34,21 @@ Usage::
     with make_parse_fn(source_config.limits) as parse:
         result = parse_pending(store, parse)
 
-A worker's first document of each type also pays for importing that unstructured
-partitioner (seconds), inside ``timeout_s``; keep the timeout well above that.
-Workers start on first use, and the most recently used idle worker is reused
-first, so a run with fewer documents than cores starts no more workers than it
-can use at once.
+A worker's first document of a type the preload did not warm up (PDF, DOCX...)
+also pays for importing that unstructured partitioner (seconds), inside
+``timeout_s``; keep the timeout well above that. Workers start on first use, and
+the most recently used idle worker is reused first, so a run with fewer documents
+than cores starts no more workers than it can use at once. The forkserver starts
+with the first worker, or earlier with :func:`prestart_parse_workers`, and lives
+as long as the calling process.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib
+import logging
 import multiprocessing
 import os
 import queue
@@ -52,7 +61,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from types import TracebackType
+from types import ModuleType, TracebackType
 from typing import Any
 
 from connectors.models import SourceDocument
@@ -61,7 +70,11 @@ from pipelines.models import ParsedDocument
 from trove.config import LimitsConfig
 
 DEFAULT_TARGET = "pipelines.parse:parse_file"
-_CONTEXT = multiprocessing.get_context("spawn")
+PRELOAD_MODULE = "pipelines.parse_preload"
+START_METHODS = ("forkserver", "spawn")
+
+log = logging.getLogger(__name__)
+_SPAWN = multiprocessing.get_context("spawn")
 
 
 @dataclass(frozen=True)
@@ -91,8 +104,9 @@ def _serve(conn: Connection, target: str) -> None:
     from pipelines.offline_nlp import import_spacy_without_torch
     from trove.runtime import configure_offline_environment
 
+    # Done already when forked from the preloaded forkserver; a spawned worker (and
+    # each restart after a kill) pays for its imports: keep them lean.
     configure_offline_environment()
-    # Each worker (and each restart after a kill) pays for its imports: keep them lean.
     import_spacy_without_torch()
     parse = _resolve(target)
     conn.send(("ready", None))
@@ -164,14 +178,30 @@ class ParseWorker:
     :param target: ``"module:function"`` called in the child as
         ``func(path, doc_id=, version=, doc_type=, title=, max_chars=, max_line_chars=)``;
         tests point it at misbehaving parsers.
-    :param start_timeout_s: how long a fresh child may take to import and say ready.
+    :param start_timeout_s: how long a fresh child may take to import and say ready;
+        a child that waits for the forkserver's preload to finish may wait as long
+        again, after which the forkserver is killed and the child spawned instead.
+    :param start_method: ``"forkserver"`` or ``"spawn"``; default
+        :func:`default_start_method`. :attr:`start_method` then says how the current
+        (or last) child was started: ``spawn`` after a fall-back.
     """
 
-    def __init__(self, target: str = DEFAULT_TARGET, *, start_timeout_s: float = 120.0) -> None:
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        start_timeout_s: float = 120.0,
+        start_method: str | None = None,
+    ) -> None:
         if start_timeout_s <= 0:
             raise ValueError(f"start_timeout_s must be positive, got {start_timeout_s}")
+        method = start_method or default_start_method()
+        available = [m for m in START_METHODS if m in multiprocessing.get_all_start_methods()]
+        if method not in available:
+            raise ValueError(f"start_method must be one of {available}, got {method!r}")
         self.target = target
         self.start_timeout_s = start_timeout_s
+        self._requested = self.start_method = method
         self._lock = threading.Lock()
         self._process: multiprocessing.process.BaseProcess | None = None
         self._conn: Connection | None = None
@@ -274,12 +304,7 @@ class ParseWorker:
         if self._process is not None and self._conn is not None and self._process.is_alive():
             return self._conn
         self._stop(graceful=False)
-        parent_conn, child_conn = _CONTEXT.Pipe(duplex=True)
-        process = _CONTEXT.Process(
-            target=_serve, args=(child_conn, self.target), name="trove-parse-worker", daemon=True
-        )
-        process.start()
-        child_conn.close()  # so the parent sees EOF when the child dies
+        process, parent_conn = self._launch()
         self._process, self._conn = process, parent_conn
         self._finalizer = weakref.finalize(self, _kill, process, parent_conn)
         self.starts += 1
@@ -298,6 +323,36 @@ class ParseWorker:
             self._stop(graceful=False)
             raise ParserCrashError(f"the parser process failed to start ({how})")
         return parent_conn
+
+    def _launch(self) -> tuple[multiprocessing.process.BaseProcess, Connection]:
+        """A started child and our end of its pipe: forked by the forkserver, else spawned."""
+        if self._requested == "forkserver" and _ensure_forkserver():
+            try:
+                return self._start_with(multiprocessing.get_context("forkserver"))
+            except (OSError, EOFError) as exc:  # it died, or was killed as hung
+                _give_up_forkserver(f"failed to start a parse worker ({exc!r})")
+        return self._start_with(_SPAWN)
+
+    def _start_with(
+        self, context: multiprocessing.context.BaseContext
+    ) -> tuple[multiprocessing.process.BaseProcess, Connection]:
+        method = context.get_start_method()
+        parent_conn, child_conn = context.Pipe(duplex=True)
+        process = context.Process(
+            target=_serve, args=(child_conn, self.target), name="trove-parse-worker", daemon=True
+        )
+        try:
+            if method == "forkserver":
+                _start_forked(process, self.start_timeout_s)
+            else:
+                process.start()
+        except BaseException:
+            parent_conn.close()
+            raise
+        finally:
+            child_conn.close()  # so the parent sees EOF when the child dies
+        self.start_method = method
+        return process, parent_conn
 
     def _stop(self, *, graceful: bool) -> None:
         process, conn = self._process, self._conn
@@ -337,6 +392,146 @@ def _describe_exit(exitcode: int | None) -> str:
         hint = ", likely the out-of-memory killer" if -exitcode == signal.SIGKILL else ""
         return f"killed by {name}{hint}"
     return f"exit code {exitcode}"
+
+
+# ---------------------------------------------------------------- the forkserver
+
+_forkserver_lock = threading.Lock()
+_forkserver_unusable: str | None = None  # why workers are spawned from now on
+_idle_forkserver: int | None = None  # the pid of ours while it has forked no worker
+_exit_hook_pid: int | None = None
+
+
+def default_start_method() -> str:
+    """How workers start: ``forkserver`` where the platform has one, else ``spawn`` (Windows)."""
+    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+def prestart_parse_workers() -> bool:
+    """Start the parse workers' forkserver now, so that its imports overlap the caller's.
+
+    The forkserver's preload (:mod:`pipelines.parse_preload`) spends ~3 s of CPU,
+    once, importing spaCy and unstructured and warming up the common partitioners;
+    every worker is then forked from it ready to parse. Without this call that
+    happens when the first worker starts, and the parse stage waits for it. Called
+    at the top of :func:`trove.ingest.run_ingest`, it runs on an otherwise idle
+    core while the caller imports Dagster, creates its instance and scans the
+    sources, single-threaded. Returns at once: the preload runs in the background.
+
+    The price: that CPU is spent even when the scan finds nothing to parse (an
+    unchanged re-sync), and the forkserver (~190 MB, mostly shared with the
+    workers) lives as long as the calling process. A caller that knows nothing
+    will be parsed can skip this: workers start the forkserver on first use anyway.
+
+    :returns: True when the forkserver runs (or is starting); False where workers
+        are spawned instead (no forkserver on this platform, or it failed before).
+    """
+    return default_start_method() == "forkserver" and _ensure_forkserver()
+
+
+def _ensure_forkserver() -> bool:
+    """Start the forkserver with our preload unless it runs; False: spawn workers instead."""
+    from multiprocessing import forkserver
+
+    global _idle_forkserver
+    with _forkserver_lock:
+        if _forkserver_unusable is not None:
+            return False
+        _add_preload(forkserver)
+        before = _forkserver_pid(forkserver)
+        try:
+            forkserver.ensure_running()
+        except (OSError, ValueError) as exc:
+            _give_up_forkserver(f"did not start ({exc!r})")
+            return False
+        after = _forkserver_pid(forkserver)
+        if after is not None and after != before:
+            _idle_forkserver = after
+            _stop_idle_forkserver_at_exit()
+    return True
+
+
+def _add_preload(forkserver: ModuleType) -> None:
+    # The list is process-wide and each call replaces it: keep what others asked for,
+    # with ours first (it imports spaCy before anything can import torch). It applies
+    # when the forkserver starts; one already running (without it) still works: its
+    # workers import everything themselves, as spawned ones do.
+    current = list(getattr(forkserver._forkserver, "_preload_modules", None) or ())
+    if PRELOAD_MODULE not in current:
+        forkserver.set_forkserver_preload([PRELOAD_MODULE, *current])
+
+
+def _forkserver_pid(forkserver: ModuleType) -> int | None:
+    return getattr(forkserver._forkserver, "_forkserver_pid", None)
+
+
+def _give_up_forkserver(why: str) -> None:
+    global _forkserver_unusable
+    if _forkserver_unusable is None:
+        log.warning(
+            "parse workers are spawned from now on (slower to start): the forkserver %s", why
+        )
+    _forkserver_unusable = why
+
+
+def _start_forked(process: multiprocessing.process.BaseProcess, timeout_s: float) -> None:
+    """``process.start()`` through the forkserver, in at most ``timeout_s``.
+
+    The forkserver forks only once its preload is done, and ``start`` waits for
+    that: a hung preload would hang the caller. Past ``timeout_s`` the forkserver
+    is killed, which makes ``start`` raise ``EOFError``.
+    """
+    from multiprocessing import forkserver
+
+    global _idle_forkserver
+    pid = _forkserver_pid(forkserver)
+    killed = threading.Event()
+
+    def kill_forkserver() -> None:
+        if pid is not None:
+            killed.set()
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+    timer = threading.Timer(timeout_s, kill_forkserver)
+    timer.daemon = True
+    timer.start()
+    try:
+        process.start()
+    finally:
+        timer.cancel()
+    if killed.is_set():  # it forked just as the timer fired: the forkserver is gone anyway
+        with contextlib.suppress(OSError):
+            os.kill(process.pid, signal.SIGKILL)
+        raise EOFError("the forkserver was killed: it did not start a worker in time")
+    _idle_forkserver = None
+
+
+def _stop_idle_forkserver_at_exit() -> None:
+    global _exit_hook_pid
+    if _exit_hook_pid != os.getpid():
+        _exit_hook_pid = os.getpid()
+        atexit.register(_stop_idle_forkserver, os.getpid())
+
+
+def _stop_idle_forkserver(owner: int) -> None:
+    """At exit: kill our forkserver if it never forked a worker (it may still be preloading).
+
+    It would exit by itself once we are gone, but only after its preload: seconds
+    in which it holds our stdout and stderr open, so that whoever reads our output
+    to the end (a shell pipe, ``subprocess.run``) waits for it. One that forked
+    workers is left alone: its preload is over, it exits with them, and it is what
+    reports their exit (so that a hung one can still be killed).
+    """
+    from multiprocessing import forkserver
+
+    pid = _idle_forkserver
+    if os.getpid() != owner or pid is None or pid != _forkserver_pid(forkserver):
+        return
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(Exception):
+        forkserver._forkserver._stop()  # reaps it, closes our end, removes its socket file
 
 
 # ---------------------------------------------------------------- ingestion entry point
