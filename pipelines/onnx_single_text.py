@@ -199,29 +199,21 @@ def _rewrite_attention(graph: _Graph, layer: _Attention) -> str:
     for reshape in (layer.q_reshape, layer.k_reshape, layer.v_reshape):
         reshape.input[1] = by_head
     # [S, N, H] read as [N, S, H] through strides: scores = Q K^T * scale, per head.
-    scores = helper.make_node(
-        "FusedMatMul",
+    scores = _fused_matmul(
         [layer.q_reshape.output[0], layer.k_reshape.output[0]],
-        [layer.softmax.input[0]],
-        name=f"{layer.qk.name}/single_text",
-        domain=MICROSOFT,
+        layer.softmax.input[0],
+        f"{layer.qk.name}/single_text",
         alpha=scale,
-        transA=0,
-        transB=1,
-        transBatchA=1,
-        transBatchB=1,
+        trans_b=1,
+        trans_batch_a=1,
     )
-    context = helper.make_node(
-        "FusedMatMul",
+    context = _fused_matmul(
         [layer.softmax.output[0], layer.v_reshape.output[0]],
-        [layer.pv.output[0]],
-        name=f"{layer.pv.name}/single_text",
-        domain=MICROSOFT,
+        layer.pv.output[0],
+        f"{layer.pv.name}/single_text",
         alpha=1.0,
-        transA=0,
-        transB=0,
-        transBatchA=0,
-        transBatchB=1,
+        trans_b=0,
+        trans_batch_a=0,
     )
     graph.graph.node.extend([scores, context])
     for node in (
@@ -234,6 +226,24 @@ def _rewrite_attention(graph: _Graph, layer: _Attention) -> str:
     perm.ints.extend([1, 0, 2])  # [N, S, H] -> [S, N, H], then flattened to [S, N*H]
     layer.out_reshape.input[1] = flat
     return q_projection.input[0]
+
+
+def _fused_matmul(
+    inputs: list[str], output: str, name: str, *, alpha: float, trans_b: int, trans_batch_a: int
+) -> NodeProto:
+    """``alpha * A @ B`` per head, B always read head-first (``transBatchB``)."""
+    return helper.make_node(
+        "FusedMatMul",
+        inputs,
+        [output],
+        name=name,
+        domain=MICROSOFT,
+        alpha=alpha,
+        transA=0,
+        transB=trans_b,
+        transBatchA=trans_batch_a,
+        transBatchB=1,
+    )
 
 
 def _single_batch(graph: _Graph, encoder_input: str) -> None:

@@ -14,27 +14,11 @@ from pipelines.errors import ParseError
 from pipelines.parse import parse_file
 from pipelines.parse_worker import GuardedParser, ParseWorker, make_parse_fn
 from tests.pipelines import hostile_files as hostile
-from trove.acl import Acl
+from tests.pipelines.worker_probe import document as _doc
 from trove.config import LimitsConfig
 
 LIMITS = LimitsConfig()
 HOOKS = "tests.pipelines.hostile_files"
-
-
-def _doc(path: Path) -> SourceDocument:
-    return SourceDocument(
-        doc_id=f"test:{path.name}",
-        source="test",
-        path=path.name,
-        uri=path.as_uri(),
-        title="",
-        version="v1",
-        size=path.stat().st_size,
-        modified_at=None,
-        doc_type=path.suffix.lstrip("."),
-        acl=Acl.empty(),
-        local_path=path,
-    )
 
 
 @pytest.fixture(scope="module")
