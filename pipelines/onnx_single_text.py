@@ -1,8 +1,9 @@
-"""Rewrite an exported BERT-style encoder for what int8 document runs always are: one text.
+"""Rewrite an exported BERT-style encoder for what an int8 build's runs always are: one text.
 
-``onnx-int8`` embeds documents one text per run (``OnnxEmbedder.run_size``), so
-every run has batch 1 and no padding. The general export pays for cases that never
-happen there. :func:`single_text_graph` rewrites the fp32 graph before quantisation:
+``onnx-int8`` embeds documents one text per run (``OnnxEmbedder.run_size``) and
+queries one at a time, so every run has batch 1 and no padding. The general
+export pays for cases that never happen there. :func:`single_text_graph`
+rewrites the fp32 graph, which queries then run as is and documents quantised:
 
 1. **Batch 1**: a ``Squeeze`` after the embeddings and an ``Unsqueeze`` before the
    output, so the encoder works on ``[sequence, hidden]`` (a batch of 2 fails at the

@@ -11,6 +11,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -226,24 +227,34 @@ def test_int8_quantises_every_weight_matmul_and_exports_eager_attention(int8):
     assert (int8.onnx_path.parent / QUERY_FILE).is_file()
 
 
+@pytest.fixture(scope="module")
+def general_export(tmp_path_factory) -> object:
+    """The fp32 export before any rewrite (an int8 build keeps only the rewritten one)."""
+    from pipelines.embed_onnx import _export
+
+    path = tmp_path_factory.mktemp("export") / "general.onnx"
+    _export(Path(resolve_model_path("all-MiniLM-L6-v2")), path)
+    return path
+
+
 @pytest.mark.model
-def test_the_single_text_graph_equals_the_export_and_reads_word_pieces_only(int8):
-    """The int8 documents' graph is rewritten for one unpadded text per run; in fp32 the
-    rewrite computes what the export computes, and a batch of two is refused."""
+def test_the_single_text_graph_equals_the_export_and_reads_word_pieces_only(int8, general_export):
+    """Both graphs of an int8 build are rewritten for one unpadded text per run; in fp32
+    the rewrite computes what the export computes, and a batch of two is refused."""
     import onnx
     import onnxruntime as ort
 
     from pipelines.onnx_single_text import single_text_graph
 
-    query_graph = int8.onnx_path.parent / QUERY_FILE
-    rewritten = single_text_graph(onnx.load(str(query_graph)))
+    rewritten = single_text_graph(onnx.load(str(general_export)))
     onnx.checker.check_model(rewritten)
     cpu = ["CPUExecutionProvider"]
-    general = ort.InferenceSession(str(query_graph), providers=cpu)
+    general = ort.InferenceSession(str(general_export), providers=cpu)
     single = ort.InferenceSession(rewritten.SerializeToString(), providers=cpu)
+    for built in (int8.onnx_path, int8.onnx_path.parent / QUERY_FILE):
+        graph = ort.InferenceSession(str(built), providers=cpu)
+        assert [i.name for i in graph.get_inputs()] == ["input_ids"], built.name
     assert [i.name for i in single.get_inputs()] == ["input_ids"]
-    documents = ort.InferenceSession(str(int8.onnx_path), providers=cpu)
-    assert [i.name for i in documents.get_inputs()] == ["input_ids"]
     for text in TEXTS:
         ids = np.array([int8.tokenizer.encode(text).ids], dtype=np.int64)
         feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
@@ -257,11 +268,13 @@ def test_the_single_text_graph_equals_the_export_and_reads_word_pieces_only(int8
 
 
 @pytest.mark.model
-def test_an_export_of_another_layout_keeps_the_general_int8_graph(int8, tmp_path, monkeypatch):
+def test_an_export_of_another_layout_keeps_the_general_graphs(
+    general_export, tmp_path, monkeypatch
+):
     import onnx
 
     import pipelines.onnx_single_text as single_text
-    from pipelines.embed_onnx import _quantize
+    from pipelines.embed_onnx import _quantize, _single_text
 
     with pytest.raises(single_text.UnsupportedGraph, match="no attention Softmax"):
         single_text.single_text_graph(
@@ -272,11 +285,16 @@ def test_an_export_of_another_layout_keeps_the_general_int8_graph(int8, tmp_path
         raise single_text.UnsupportedGraph("not the eager export")
 
     monkeypatch.setattr(single_text, "single_text_graph", unknown_layout)
-    _quantize(int8.onnx_path.parent / QUERY_FILE, tmp_path / "model.onnx")
+    fp32 = tmp_path / QUERY_FILE
+    shutil.copyfile(general_export, fp32)
+    _single_text(fp32)
+    _quantize(fp32, tmp_path / "model.onnx")
+    inputs = ["input_ids", "attention_mask", "token_type_ids"]
+    for name in (QUERY_FILE, "model.onnx"):
+        assert [i.name for i in onnx.load(str(tmp_path / name)).graph.input] == inputs
     graph = onnx.load(str(tmp_path / "model.onnx")).graph
-    assert [i.name for i in graph.input] == ["input_ids", "attention_mask", "token_type_ids"]
     assert [n.op_type for n in graph.node].count("MatMulInteger") == 6 * 6
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # no leftovers
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", QUERY_FILE]
 
 
 @pytest.mark.model
