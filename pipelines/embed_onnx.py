@@ -311,12 +311,14 @@ def load_rust_tokenizer(
     """
     from tokenizers import Tokenizer
 
+    from pipelines.tokens import rust_tokenizer
+
     file = model_dir / "tokenizer.json"
     try:
         if file.is_file():
             tokenizer = Tokenizer.from_file(str(file))
         else:
-            backend = load_model_tokenizer(name, str(model_dir)).backend_tokenizer
+            backend = rust_tokenizer(load_model_tokenizer(name, str(model_dir)))
             tokenizer = Tokenizer.from_str(backend.to_str())
     except Exception as exc:  # tokenizers raises plain Exception on a bad file
         raise EmbeddingError(f"cannot load the tokenizer of {name!r}: {exc}") from exc

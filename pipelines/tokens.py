@@ -74,14 +74,7 @@ class HFTokenCounter:
     """
 
     def __init__(self, tokenizer: Any) -> None:
-        backend = tokenizer if isinstance(tokenizer, Tokenizer) else None
-        if backend is None:
-            backend = getattr(tokenizer, "backend_tokenizer", None)
-        if not isinstance(backend, Tokenizer):
-            raise TokenizerError(
-                "HFTokenCounter needs a fast (Rust-backed) tokenizer, "
-                f"got {type(tokenizer).__name__}"
-            )
+        backend = rust_tokenizer(tokenizer)
         self._tok = Tokenizer.from_str(backend.to_str())
         self._tok.no_truncation()
         self._tok.no_padding()
@@ -242,6 +235,22 @@ def _additive_across_whitespace(config: dict[str, Any]) -> bool:
     return True
 
 
+def rust_tokenizer(tokenizer: Any) -> Tokenizer:
+    """The ``tokenizers.Tokenizer`` behind ``tokenizer``: itself, or a transformers
+    fast tokenizer's backend (the ONNX embedders hand out the former, torch's the latter).
+
+    :raises TokenizerError: a slow (pure Python) tokenizer, which has none.
+    """
+    backend = tokenizer if isinstance(tokenizer, Tokenizer) else None
+    if backend is None:
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+    if not isinstance(backend, Tokenizer):
+        raise TokenizerError(
+            f"a fast (Rust-backed) tokenizer is needed, got {type(tokenizer).__name__}"
+        )
+    return backend
+
+
 def load_tokenizer(path: str) -> Any:
     """Load only the tokenizer of a local model folder (fast; no weights)."""
     from transformers import AutoTokenizer
@@ -257,4 +266,5 @@ __all__ = [
     "TokenCounter",
     "TokenizerError",
     "load_tokenizer",
+    "rust_tokenizer",
 ]

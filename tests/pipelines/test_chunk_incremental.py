@@ -258,3 +258,16 @@ def test_handbook_and_formats_corpus_chunk_identically(shared_corpora, minilm):
             assert chunk_document(doc, minilm, **kwargs) == whole, path
         compared += 1
     assert compared >= 40
+
+
+def test_a_slow_tokenizer_is_refused_with_a_clear_error():
+    from pipelines.tokens import TokenizerError, rust_tokenizer
+
+    class SlowTokenizer:  # pure Python: no backend_tokenizer
+        pass
+
+    with pytest.raises(TokenizerError, match=r"fast \(Rust-backed\).*got SlowTokenizer"):
+        HFTokenCounter(SlowTokenizer())
+    wrapped = load_tokenizer(resolve_model_path("all-MiniLM-L6-v2"))
+    assert rust_tokenizer(wrapped) is wrapped.backend_tokenizer
+    assert rust_tokenizer(wrapped.backend_tokenizer) is wrapped.backend_tokenizer

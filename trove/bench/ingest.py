@@ -179,10 +179,11 @@ def _llamaindex(files: list[Path], model_path: str, batch_size: int, tokenizer: 
 
     from tokenizers import Tokenizer
 
+    from pipelines.tokens import rust_tokenizer
+
     embed = HuggingFaceEmbedding(model_name=model_path, device="cpu", embed_batch_size=batch_size)
     # The model's own word pieces, untruncated (as Trove's chunker counts them).
-    rust = getattr(tokenizer, "backend_tokenizer", tokenizer)  # transformers' or the bare one
-    pieces = Tokenizer.from_str(rust.to_str())
+    pieces = Tokenizer.from_str(rust_tokenizer(tokenizer).to_str())
     pieces.no_truncation()
     splitter = SentenceSplitter(
         chunk_size=200,
