@@ -140,3 +140,35 @@ def test_passages_lost_between_search_and_read_are_replaced_by_the_next_hits():
     assert [p.chunk_id for p in got] == ["d1#0", "d3#0", "d5#0", "d6#0", "d7#0"]
     # Records are read k at a time, then only as many as are still missing.
     assert [len(r) for r in index.reads] == [5, 3]
+
+
+def test_hybrid_lexical_step_overlaps_the_query_embedding(setup, monkeypatch):
+    """The lexical search runs beside the embedding on an idle core; same answer inline."""
+    import threading
+    import time
+
+    from retrieval import parallel
+
+    ix, encoder = setup
+    searcher = Searcher(ix, encoder, fusion="rrf", dense_weight=0.5, candidates=3)
+    threads: list[str] = []
+    lexical = ix.search_lexical
+
+    def recording(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return lexical(*args, **kwargs)
+
+    def slow_encode(text: str) -> np.ndarray:
+        time.sleep(0.2)  # a real query embedding takes ms: the helper has time to start
+        return encoder.vectors[text]
+
+    monkeypatch.setattr(ix, "search_lexical", recording)
+    monkeypatch.setattr(encoder, "encode_query", slow_encode)
+    beside = searcher.search_ranked("per diem travel", ALICE, k=3)
+    monkeypatch.setattr(parallel, "helper_threads", lambda: 0)
+    inline = searcher.search_ranked("per diem travel", ALICE, k=3)
+    assert beside == inline
+    here = threading.current_thread().name
+    assert threads[1] == here
+    if (parallel.os.cpu_count() or 1) > 1:
+        assert threads[0].startswith("trove-query-helper")
