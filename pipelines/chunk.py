@@ -189,6 +189,18 @@ class _Chunker:
 
     # -- budgets ---------------------------------------------------------------
 
+    def count_units(self, units: list[_Unit]) -> None:
+        """Count every unit's text in one call, when the counter can (``count_many``):
+        packing asks for each of them, one at a time, otherwise."""
+        count_many = getattr(self.counter, "count_many", None)
+        if not callable(count_many):
+            return
+        text = self.parsed.text
+        todo = [
+            t for t in dict.fromkeys(text[u.start : u.end] for u in units) if t not in self._counts
+        ]
+        self._counts.update(zip(todo, count_many(todo), strict=True))
+
     def count(self, text: str) -> int:
         n = self._counts.get(text)
         if n is None:
@@ -424,7 +436,9 @@ def chunk_document(
     if min_tokens < 0:
         raise ChunkingError(f"min_tokens must be >= 0, got {min_tokens}")
     chunker = _Chunker(parsed, counter, max_tokens, max_seq_length, min_tokens, overhead)
-    for unit in _units(parsed):
+    units = list(_units(parsed))
+    chunker.count_units(units)
+    for unit in units:
         chunker.add(unit)
     chunker.flush()
     chunker.merge_tiny()

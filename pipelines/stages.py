@@ -185,8 +185,12 @@ def parse_pending(store: StagingStore, parse: ParseFn) -> StageResult:
                 record(i, attempt(doc))
                 advance()
         else:
+            # Largest first: the pool's last minutes are small files on every worker,
+            # not one big file on one worker while the others idle (18F handbook on
+            # two workers: 3.5 -> 3.2 s).
+            largest_first = sorted(range(len(docs)), key=lambda i: -(docs[i].size or 0))
             with ThreadPoolExecutor(threads, thread_name_prefix="trove-parse") as pool:
-                futures = {pool.submit(attempt, doc): i for i, doc in enumerate(docs)}
+                futures = {pool.submit(attempt, docs[i]): i for i in largest_first}
                 try:
                     for future in as_completed(futures):
                         record(futures[future], future.result())

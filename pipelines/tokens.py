@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from tokenizers import Tokenizer
@@ -39,6 +40,9 @@ class TokenCounter(Protocol):
     A counter may also offer ``separates(gap) -> bool`` (:meth:`HFTokenCounter.separates`):
     True promises ``count(a + gap + b) == count(a) + count(b) - count("")`` for any
     ``a`` and ``b``, and the chunker then counts a span from its elements' counts.
+
+    It may offer ``count_many(texts) -> list[int]`` too, equal to ``count`` of
+    each text: the chunker then counts a document's elements in one call.
     """
 
     def count(self, text: str) -> int: ...
@@ -50,6 +54,10 @@ class TokenCounter(Protocol):
 # stage of a BERT tokenizer treats as whitespace. Not \x0b, \x0c, \x1c-\x1f or \x85,
 # which BERT's normaliser deletes as control characters (gluing the words around them).
 _SEPARATING_WHITESPACE = " \t\n\r"
+
+_WORD_GAPS = re.compile(f"[{_SEPARATING_WHITESPACE}]+")
+# Distinct words whose counts a counter remembers (~100 bytes each).
+WORD_CACHE_SIZE = 500_000
 
 _SENTENCE_END = re.compile(r"[.!?;:][\"')\]]*$")
 
@@ -80,9 +88,53 @@ class HFTokenCounter:
         self._tok.no_padding()
         self.special_tokens = len(self._tok.encode("").ids)
         self._additive = _additive_across_whitespace(json.loads(backend.to_str()))
+        self._word_counts: dict[str, int] = {}  # word -> count(word), see count_many
 
     def count(self, text: str) -> int:
-        return len(self._tok.encode(text).ids)
+        return self.count_many([text])[0]
+
+    def count_many(self, texts: Sequence[str]) -> list[int]:
+        """``count`` of each text, in one call.
+
+        With a tokenizer whose counts add up across whitespace (:meth:`separates`),
+        a text costs the sum of its words' counts less the special tokens between
+        them, and each distinct word is encoded once per process (BERT's Rust
+        pipeline takes ~90 us for a 130-character paragraph, a dictionary lookup per
+        word ~50 ns). Otherwise every text is encoded whole.
+        """
+        if not texts:
+            return []
+        if not self._additive:
+            return [len(encoding.ids) for encoding in self._encode_batch(list(texts))]
+        split = [[w for w in _WORD_GAPS.split(text) if w] for text in texts]
+        cache = self._word_counts
+        known: dict[str, int] = {}
+        missing: list[str] = []
+        for words in split:
+            for word in words:
+                if word not in known:
+                    n = cache.get(word)
+                    if n is None:
+                        missing.append(word)
+                        n = -1
+                    known[word] = n
+        if missing:
+            fresh = [len(e.ids) for e in self._encode_batch(missing)]
+            known.update(zip(missing, fresh, strict=True))
+            if len(cache) + len(missing) > WORD_CACHE_SIZE:
+                cache.clear()  # a bound on memory; the corpus's common words come back
+            cache.update(zip(missing, fresh, strict=True))
+        overhead = self.special_tokens
+        # count(a + gap + b) == count(a) + count(b) - overhead, word after word.
+        return [
+            sum(known[w] for w in words) - overhead * (len(words) - 1) if words else overhead
+            for words in split
+        ]
+
+    def _encode_batch(self, texts: list[str]) -> list[Any]:
+        # Without offsets where the library can skip them (tokenizers >= 0.21).
+        encode = getattr(self._tok, "encode_batch_fast", None) or self._tok.encode_batch
+        return encode(texts)
 
     def separates(self, gap: str) -> bool:
         """Whether counts add up across ``gap``: for every ``a`` and ``b``,

@@ -451,6 +451,39 @@ def test_hf_counter_split_holds_its_contract_on_any_text(minilm_counter, text, m
     assert all(i in covered for i, ch in enumerate(text) if not ch.isspace())
 
 
+_ANY_TEXT = st.lists(
+    st.one_of(
+        st.sampled_from(
+            [" ", "\n", "\t", "\r", "\x0b", "\x85", "\xa0", "\u3000", ".", "-", "word", "Über"]
+        ),
+        st.sampled_from(["中文字", "naïve", "x" * 120, "\x00", "\u200b", "e\u0301"]),
+        st.text(st.characters(codec="utf-8"), max_size=8),
+    ),
+    max_size=60,
+).map("".join)
+
+
+@settings(max_examples=150, deadline=None)
+@given(texts=st.lists(_ANY_TEXT, max_size=6))
+def test_hf_counter_word_counts_equal_encoding_the_whole_text(minilm_counter, texts):
+    """count/count_many sum cached word counts: exactly what encoding each text gives."""
+    whole = [len(minilm_counter._tok.encode(text).ids) for text in texts]
+    assert minilm_counter.count_many(texts) == whole
+    assert [minilm_counter.count(text) for text in texts] == whole
+
+
+def test_hf_counter_stays_exact_when_its_word_cache_is_emptied(minilm_counter, monkeypatch):
+    from pipelines import tokens
+
+    monkeypatch.setattr(tokens, "WORD_CACHE_SIZE", 4)
+    texts = [f"alpha beta gamma{i} delta\tepsilon\nzeta {i}" for i in range(30)]
+    whole = [len(minilm_counter._tok.encode(text).ids) for text in texts]
+    assert minilm_counter.count_many(texts) == whole
+    assert [minilm_counter.count(text) for text in texts] == whole
+    # Cleared whenever it would pass its size: at most one text's new words beyond it.
+    assert len(minilm_counter._word_counts) <= 4 + 7
+
+
 def _markdown_document(path: Path, doc_id: str) -> ParsedDocument:
     """Markdown read as plain blocks: '#' lines become leveled titles."""
     raw = path.read_text(encoding="utf-8")
