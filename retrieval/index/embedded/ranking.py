@@ -323,13 +323,18 @@ def dense_top_k(
             if seg.rows < QUANTIZED_MIN_ROWS:
                 rows, scores = _dense_exact(seg.vectors, query, mask, allowed)
             else:
-                if allowed < _GATHER_FRACTION * seg.rows:
-                    rows, scores = _dense_exact(seg.vectors, query, mask, allowed)
-                else:
+                found = None
+                if allowed >= _GATHER_FRACTION * seg.rows:
                     found = _dense_quantized(seg, query, mask, allowed, k)
-                    rows, scores = found or _dense_exact_scan(seg, query, mask)
-                # Rows read at random must not pile up as resident memory (files.py).
-                release_pages(seg.vectors)
+                if found is not None:
+                    rows, scores = found  # its float32 rows were read, not mapped
+                else:
+                    if allowed < _GATHER_FRACTION * seg.rows:
+                        rows, scores = _dense_exact(seg.vectors, query, mask, allowed)
+                    else:
+                        rows, scores = _dense_exact_scan(seg, query, mask)
+                    # Rows read at random must not pile up as resident memory (files.py).
+                    release_pages(seg.vectors)
             best = _top(scores, k)
             hits.append((seg_ix, rows[best].astype(np.int64), scores[best].astype(np.float64)))
     return _merge(snapshot, hits, k)
@@ -375,9 +380,10 @@ def _dense_quantized(
     approx[~mask] = -np.inf
     n_cand = max(_OVERSAMPLE * k, _MIN_CANDIDATES)
     if n_cand >= allowed:
-        return _dense_exact(seg.vectors, query, mask, allowed)
+        rows = np.flatnonzero(mask)
+        return rows, np.asarray(seg.vector_rows.rows(rows) @ query, dtype=np.float32)
     cand = np.sort(np.argpartition(approx, len(approx) - n_cand)[-n_cand:])
-    exact = np.asarray(seg.vectors[cand] @ query, dtype=np.float32)
+    exact = np.asarray(seg.vector_rows.rows(cand) @ query, dtype=np.float32)
     tau = float(np.partition(exact, len(exact) - k)[len(exact) - k])
     # Rows whose first-pass score plus its error bound reaches tau may still beat the
     # k-th candidate: a cheap global bound first, then each row's own.
@@ -388,7 +394,8 @@ def _dense_quantized(
     extra = np.setdiff1d(wide[approx[wide] + bounds >= tau], cand, assume_unique=True)
     if len(extra):
         rows = np.concatenate([cand, extra])
-        scores = np.concatenate([exact, np.asarray(seg.vectors[extra] @ query, np.float32)])
+        more = np.asarray(seg.vector_rows.rows(extra) @ query, dtype=np.float32)
+        scores = np.concatenate([exact, more])
     else:
         rows, scores = cand, exact
     global dense_rescored_rows

@@ -40,6 +40,7 @@ from retrieval.index.base import ChunkRecord, IndexCorruptError
 from retrieval.index.embedded.acl_table import AclTable
 from retrieval.index.embedded.files import (
     Blob,
+    RowReader,
     fsync_dir,
     load_npy,
     read_json,
@@ -286,6 +287,7 @@ class Segment:
             self.doc_types: list[str] = header["doc_types"]
             self._quantized_kind: str | None = header.get("quantized")
             self.vectors = load_npy(directory / "vectors.npy")
+            self.vector_rows = RowReader(directory / "vectors.npy")
             self.tf_indptr = load_npy(directory / "tf_indptr.npy")
             self.tf_rows = load_npy(directory / "tf_rows.npy")
             self.tf_vals = load_npy(directory / "tf_vals.npy")
