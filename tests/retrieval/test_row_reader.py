@@ -51,3 +51,54 @@ def test_a_cut_short_or_foreign_file_is_corrupt(matrix, tmp_path):
     save_npy(flat, np.zeros(10, dtype=np.float32))
     with pytest.raises(IndexCorruptError, match="matrix"):
         RowReader(flat)
+
+
+def test_rows_not_in_the_page_cache_are_read_with_their_neighbours(matrix, monkeypatch):
+    """RWF_NOWAIT fails for an uncached row (or reads only its cached first page): it is
+    read with the window around it, and the remaining rows' windows are prefetched."""
+    from retrieval.index.embedded import files
+
+    path, data = matrix
+    reader = RowReader(path)
+    real = files.os.preadv
+    advised = []
+
+    def cold_rows(fd, buffers, offset, flags=0):
+        row = (offset - reader._offset) // reader._row_bytes
+        if flags and row == 3:
+            raise BlockingIOError("not cached")
+        if flags and row == 998:
+            return 100  # the row's first page only
+        return real(fd, buffers, offset, flags)
+
+    monkeypatch.setattr(files.os, "preadv", cold_rows)
+    monkeypatch.setattr(files.os, "posix_fadvise", lambda *args: advised.append(args))
+    rows = np.array([2, 3, 998, 999])
+    np.testing.assert_array_equal(reader.rows(rows), data[rows])
+    # One prefetch pass, from the first miss on: rows 998 and 999 share a window.
+    assert [a[1] for a in advised] == [reader._window_start(reader._offset + 998 * 1536)]
+    assert all(a[2] == files.READ_AROUND for a in advised)
+    advised.clear()
+    np.testing.assert_array_equal(reader.rows(np.array([0, 2])), data[[0, 2]])
+    assert advised == []  # every row was cached: nothing to prefetch
+
+
+def test_a_file_system_without_nowait_reads_plainly(matrix, monkeypatch):
+    import errno
+
+    from retrieval.index.embedded import files
+
+    path, data = matrix
+    reader = RowReader(path)
+    real = files.os.preadv
+
+    def no_nowait(fd, buffers, offset, flags=0):
+        if flags:
+            raise OSError(errno.EOPNOTSUPP, "not supported")
+        return real(fd, buffers, offset)
+
+    monkeypatch.setattr(files.os, "preadv", no_nowait)
+    rows = np.array([5, 1, 700])
+    np.testing.assert_array_equal(reader.rows(rows), data[rows])
+    assert reader._flags == 0
+    np.testing.assert_array_equal(reader.rows(rows), data[rows])
