@@ -374,18 +374,41 @@ def _looks_secret(value: str) -> bool:
     )
 
 
+# Literals every _PROVIDER_KEYS match contains (GitHub's and Stripe's forms all hold "_").
+_PROVIDER_LITERALS = (
+    "_",
+    "AKIA",
+    "ASIA",
+    "AGPA",
+    "AIDA",
+    "AROA",
+    "ANPA",
+    "AIPA",
+    "xox",
+    "AIza",
+    "eyJ",
+)
+
+
 def _api_keys(text: str) -> Iterator[_Candidate]:
-    for m in _PROVIDER_KEYS.finditer(text):
-        yield _Candidate("api_key", m.start(), m.end(), _SPECIFICITY["api_key"])
-    for m in _OPENAI_KEY.finditer(text):
-        tail = m.group()[3:]
-        if any(c.isdigit() for c in tail) and shannon_entropy(tail) >= ENTROPY_THRESHOLD:
+    # Each search runs only when the text holds a literal its every match needs.
+    if any(literal in text for literal in _PROVIDER_LITERALS):
+        for m in _PROVIDER_KEYS.finditer(text):
             yield _Candidate("api_key", m.start(), m.end(), _SPECIFICITY["api_key"])
-    keyed = [
-        m
-        for m in _ASSIGNED_VALUE.finditer(text)
-        if _KEY_NAME_BEFORE.search(text, max(0, m.start() - _KEY_NAME_WINDOW), m.start())
-    ]
+    if "sk-" in text:
+        for m in _OPENAI_KEY.finditer(text):
+            tail = m.group()[3:]
+            if any(c.isdigit() for c in tail) and shannon_entropy(tail) >= ENTROPY_THRESHOLD:
+                yield _Candidate("api_key", m.start(), m.end(), _SPECIFICITY["api_key"])
+    keyed = (
+        [
+            m
+            for m in _ASSIGNED_VALUE.finditer(text)
+            if _KEY_NAME_BEFORE.search(text, max(0, m.start() - _KEY_NAME_WINDOW), m.start())
+        ]
+        if "=" in text or ":" in text
+        else []
+    )
     if "bearer" in text.lower():
         keyed.extend(_BEARER.finditer(text))
     for m in keyed:
@@ -449,6 +472,21 @@ _DETECTORS: dict[str, Callable[[str], Iterator[_Candidate]]] = {
 assert set(_DETECTORS) == set(PII_TYPES), "every PII type needs a detector"
 
 
+# Every match of these detectors holds a digit (\d, as their patterns say), and every
+# e-mail an "@": a text without one cannot produce a candidate, so it is not searched.
+_NEED_A_DIGIT = frozenset({"phone", "us_ssn", "payment_card", "iban"})
+_ANY_DIGIT = re.compile(r"\d")
+
+
+def _detectors_for(text: str) -> list[Callable[[str], Iterator[_Candidate]]]:
+    has_digit = _ANY_DIGIT.search(text) is not None
+    return [
+        detector
+        for name, detector in _DETECTORS.items()
+        if (has_digit or name not in _NEED_A_DIGIT) and (name != "email" or "@" in text)
+    ]
+
+
 def _check_types(types: Iterable[str]) -> frozenset[str]:
     wanted = frozenset(types)
     unknown = sorted(wanted - set(PII_TYPES))
@@ -466,7 +504,7 @@ def detect(text: str, types: Iterable[str] = PII_TYPES) -> list[Finding]:
     :raises ConfigError: a type not in ``PII_TYPES``.
     """
     wanted = _check_types(types)
-    candidates = [c for detector in _DETECTORS.values() for c in detector(text)]
+    candidates = [c for detector in _detectors_for(text) for c in detector(text)]
     candidates.sort(key=lambda c: (-(c.end - c.start), -c.rank, c.start))
     # Kept spans never overlap, so sorted starts and ends stay in step: a new span
     # is free iff the kept span before it ends in time and the one after starts late.

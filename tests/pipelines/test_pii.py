@@ -327,6 +327,40 @@ def test_redaction_is_idempotent_on_random_compositions(parts: list[str], seps: 
     assert redacted.count("[REDACTED:") == len(findings)
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(BENIGN + _VALUES),
+            st.text(st.characters(codec="utf-8"), max_size=12),
+            st.sampled_from(["\u0664\u0662", "١٢٣", "sk-", "AKIA", "eyJ", "@", "=", ":", "_"]),
+        ),
+        min_size=1,
+        max_size=8,
+    ).map(" ".join)
+)
+def test_gates_never_change_what_is_found(text: str) -> None:
+    """Detectors skipped for lack of a digit, an "@" or a literal find nothing anyway."""
+    from unittest import mock
+
+    from pipelines import pii
+
+    every = list(pii._DETECTORS.values())
+    with mock.patch.object(pii, "_detectors_for", lambda _text: every):
+        reference = detect(text)
+    assert detect(text) == reference
+    raw = [c for detector in every for c in detector(text)]
+    gated = [c for detector in pii._detectors_for(text) for c in detector(text)]
+    assert sorted(raw, key=repr) == sorted(gated, key=repr)
+    # The API-key detector's own gates: a match implies the literal it checks for.
+    if pii._PROVIDER_KEYS.search(text):
+        assert any(literal in text for literal in pii._PROVIDER_LITERALS)
+    if pii._OPENAI_KEY.search(text):
+        assert "sk-" in text
+    if pii._ASSIGNED_VALUE.search(text):
+        assert "=" in text or ":" in text
+
+
 def test_placeholders_are_inert() -> None:
     text = " ".join(placeholder(t) for t in PII_TYPES)
     assert detect(text) == []
