@@ -130,9 +130,14 @@ class Blob(_PreadFile):
     kernels a fault in a mapped file maps a whole page-cache folio (measured:
     ~0.9 MB of resident memory per random 1 KB read of ``meta.bin``), so a
     server reading a few records per query would soon hold the whole file.
+
+    ``mapped=True`` reads through a memory map instead, for a column small
+    enough to be resident whole (chunk ids: ~45 MB at 1M chunks) and read often
+    (50 ids per retriever per query): a slice of the map costs ~0.3 us where a
+    ``pread`` costs ~2 us, a third of a lexical search at 100k chunks.
     """
 
-    def __init__(self, data_path: Path, offsets_path: Path):
+    def __init__(self, data_path: Path, offsets_path: Path, *, mapped: bool = False):
         self.offsets = load_npy(offsets_path)
         size = int(self.offsets[-1]) if len(self.offsets) else 0
         if data_path.stat().st_size != size:
@@ -140,12 +145,17 @@ class Blob(_PreadFile):
                 f"{data_path}: {data_path.stat().st_size} bytes, offsets say {size}"
             )
         super().__init__(data_path)
+        self._map: mmap.mmap | None = None
+        if mapped and size:  # an empty file cannot be mapped; nothing to read anyway
+            self._map = mmap.mmap(self._open_fd(), size, access=mmap.ACCESS_READ)
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
     def get(self, i: int) -> bytes:
         start, end = int(self.offsets[i]), int(self.offsets[i + 1])
+        if self._map is not None:
+            return self._map[start:end]  # the size was checked against the offsets
         data = os.pread(self._open_fd(), end - start, start)
         if len(data) != end - start:
             raise IndexCorruptError(f"{self._path}: item {i} is cut short")

@@ -294,7 +294,7 @@ class Segment:
             vocab = read_json(directory / "vocab.json")
             self.vocab: dict[str, int] = {t: i for i, t in enumerate(vocab)}
             self.doc_len = np.asarray(load_npy(directory / "doc_len.npy"))
-            self.ids = Blob(directory / "ids.bin", directory / "ids_off.npy")
+            self.ids = Blob(directory / "ids.bin", directory / "ids_off.npy", mapped=True)
             self.id_hash = load_npy(directory / "id_hash.npy")
             self.id_rows = load_npy(directory / "id_rows.npy")
             self.meta = Blob(directory / "meta.bin", directory / "meta_off.npy")

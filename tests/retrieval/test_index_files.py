@@ -1,5 +1,6 @@
-"""files.RowReader: rows read with pread equal the memory-mapped rows, and bad files or
-rows fail with a clear error."""
+"""The embedded index's readers (files.py): RowReader's rows equal the memory-mapped
+rows, Blob reads the same items through pread or its map, and bad files or rows fail
+with a clear error."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 from retrieval.index.base import IndexCorruptError
-from retrieval.index.embedded.files import RowReader, load_npy, save_npy
+from retrieval.index.embedded.files import Blob, RowReader, load_npy, save_npy, write_blob
 
 
 @pytest.fixture
@@ -102,3 +103,24 @@ def test_a_file_system_without_nowait_reads_plainly(matrix, monkeypatch):
     np.testing.assert_array_equal(reader.rows(rows), data[rows])
     assert reader._flags == 0
     np.testing.assert_array_equal(reader.rows(rows), data[rows])
+
+
+@pytest.mark.parametrize("mapped", [False, True])
+def test_blob_items_read_the_same_through_pread_or_the_map(tmp_path, mapped):
+    items = [b"doc-1#0", b"", "d\u00e9j\u00e0-vu#12".encode(), b"x" * 5000]
+    write_blob(tmp_path / "ids.bin", tmp_path / "ids_off.npy", items)
+    blob = Blob(tmp_path / "ids.bin", tmp_path / "ids_off.npy", mapped=mapped)
+    assert len(blob) == 4
+    assert [blob.get(i) for i in range(4)] == items
+    assert blob.get_str(2) == "d\u00e9j\u00e0-vu#12"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    write_blob(empty / "ids.bin", empty / "ids_off.npy", [b"", b""])
+    assert Blob(empty / "ids.bin", empty / "ids_off.npy", mapped=mapped).get(1) == b""
+
+
+def test_a_blob_whose_offsets_disagree_with_its_file_is_corrupt(tmp_path):
+    write_blob(tmp_path / "ids.bin", tmp_path / "ids_off.npy", [b"abc", b"de"])
+    (tmp_path / "ids.bin").write_bytes(b"abcd")
+    with pytest.raises(IndexCorruptError, match="offsets say 5"):
+        Blob(tmp_path / "ids.bin", tmp_path / "ids_off.npy", mapped=True)
