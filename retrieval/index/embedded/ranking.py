@@ -328,11 +328,8 @@ def dense_top_k(
                     found = _dense_quantized(seg, query, mask, allowed, k)
                 if found is not None:
                     rows, scores = found  # its float32 rows were read, not mapped
-                else:
-                    if allowed < _GATHER_FRACTION * seg.rows:
-                        rows, scores = _dense_exact(seg.vectors, query, mask, allowed)
-                    else:
-                        rows, scores = _dense_exact_scan(seg, query, mask)
+                else:  # few readable rows, or a bound broken: float32 through the map
+                    rows, scores = _dense_exact(seg.vectors, query, mask, allowed)
                     # Rows read at random must not pile up as resident memory (files.py).
                     release_pages(seg.vectors)
             best = _top(scores, k)
@@ -359,11 +356,6 @@ def _dense_exact(
     if allowed < _GATHER_FRACTION * len(mask):
         return rows, vectors[rows] @ query
     return rows, (vectors @ query)[rows]
-
-
-def _dense_exact_scan(seg, query: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    rows = np.flatnonzero(mask)
-    return rows, (seg.vectors @ query)[rows]
 
 
 def _dense_quantized(
