@@ -45,6 +45,37 @@ def test_first_pass_error_stays_within_its_bound():
         assert float(np.median(bound)) < 0.05
 
 
+@pytest.mark.parametrize("share", [0.01, 0.5, 1.0])
+def test_first_pass_picks_the_best_readable_rows(share):
+    rng = np.random.default_rng(5)
+    x = _clustered(rng, 3000, 30, 0.05)
+    qv = QuantizedVectors(*quantize(x))
+    readable = rng.random(len(x)) < share
+    q = x[40] + rng.normal(scale=0.1, size=DIM).astype(np.float32)
+    q /= np.linalg.norm(q)
+    approx, q_err = qv.approximate_scores(q)
+    first = qv.first_pass(q, readable, 64)
+    assert first.query_error == q_err
+    np.testing.assert_array_equal(first.scores[readable], approx[readable])
+    assert np.all(first.scores[~readable] == -np.inf)
+    n = min(64, int(readable.sum()))
+    assert len(first.best) == n and np.all(np.diff(first.best) > 0)
+    assert np.all(readable[first.best])
+    # Nothing left out scores above the lowest row picked.
+    others = np.setdiff1d(np.flatnonzero(readable), first.best)
+    if len(others):
+        assert approx[others].max() <= approx[first.best].min()
+
+
+def test_first_pass_refuses_a_mask_of_another_shape():
+    x = _clustered(np.random.default_rng(6), 100, 2, 0.1)
+    qv = QuantizedVectors(*quantize(x))
+    with pytest.raises(ValueError, match="bool mask of 100 rows"):
+        qv.first_pass(x[0], np.ones(99, dtype=bool), 10)
+    with pytest.raises(ValueError, match="n must be"):
+        qv.first_pass(x[0], np.ones(100, dtype=bool), 0)
+
+
 def test_residual_is_the_true_quantisation_error():
     rng = np.random.default_rng(4)
     x = _clustered(rng, 500, 5, 0.2)
@@ -86,13 +117,13 @@ def quantized_everywhere(monkeypatch):
     """Take the int8 path on small segments too, and count that it ran."""
     monkeypatch.setattr(ranking, "QUANTIZED_MIN_ROWS", 0)
     calls = []
-    original = QuantizedVectors.approximate_scores
+    original = QuantizedVectors.first_pass
 
-    def spy(self, query):
+    def spy(self, query, readable, n):
         calls.append(self.rows)
-        return original(self, query)
+        return original(self, query, readable, n)
 
-    monkeypatch.setattr(QuantizedVectors, "approximate_scores", spy)
+    monkeypatch.setattr(QuantizedVectors, "first_pass", spy)
     return calls
 
 

@@ -117,6 +117,78 @@ def test_blob_items_read_the_same_through_pread_or_the_map(tmp_path, mapped):
     empty.mkdir()
     write_blob(empty / "ids.bin", empty / "ids_off.npy", [b"", b""])
     assert Blob(empty / "ids.bin", empty / "ids_off.npy", mapped=mapped).get(1) == b""
+    assert blob.get_many([3, 0, 1, 0]) == [items[3], items[0], items[1], items[0]]
+    assert blob.get_many([]) == []
+
+
+def test_blob_items_not_in_the_page_cache_are_asked_for_together(tmp_path, monkeypatch):
+    """get_many reads cached items without waiting, then prefetches every cold item in
+    one pass before reading them, and returns all of them in the order asked."""
+    from retrieval.index.embedded import files
+
+    items = [f"record {i} ".encode() * (i + 1) for i in range(8)]
+    write_blob(tmp_path / "meta.bin", tmp_path / "meta_off.npy", items)
+    blob = Blob(tmp_path / "meta.bin", tmp_path / "meta_off.npy")
+    cold_offsets = {int(blob.offsets[i]) for i in (1, 6)}
+    real = files.os.preadv
+    events = []
+
+    def partly_cold(fd, buffers, offset, flags=0):
+        if flags and offset in cold_offsets:
+            events.append(("miss", offset))
+            raise BlockingIOError("not cached")
+        return real(fd, buffers, offset, flags)
+
+    real_pread = files.os.pread
+    monkeypatch.setattr(files.os, "preadv", partly_cold)
+    monkeypatch.setattr(files.os, "posix_fadvise", lambda *a: events.append(("advise", a[1], a[2])))
+    monkeypatch.setattr(
+        files.os, "pread", lambda fd, n, off: events.append(("read", off)) or real_pread(fd, n, off)
+    )
+    wanted = [6, 0, 1, 7]
+    assert blob.get_many(wanted) == [items[i] for i in wanted]
+    o, size = blob.offsets, blob.item_size
+    assert events == [
+        ("miss", int(o[6])),
+        ("miss", int(o[1])),
+        ("advise", int(o[6]), size(6)),
+        ("advise", int(o[1]), size(1)),
+        ("read", int(o[6])),
+        ("read", int(o[1])),
+    ]
+    events.clear()
+    assert blob.get_many([0, 7]) == [items[0], items[7]]
+    assert events == []  # all cached: no advice, no waiting read
+
+
+def test_blob_get_many_on_a_file_system_without_nowait(tmp_path, monkeypatch):
+    import errno
+
+    from retrieval.index.embedded import files
+
+    items = [b"alpha", b"beta", b"gamma"]
+    write_blob(tmp_path / "meta.bin", tmp_path / "meta_off.npy", items)
+    blob = Blob(tmp_path / "meta.bin", tmp_path / "meta_off.npy")
+    real = files.os.preadv
+
+    def no_nowait(fd, buffers, offset, flags=0):
+        if flags:
+            raise OSError(errno.EOPNOTSUPP, "not supported")
+        return real(fd, buffers, offset)
+
+    monkeypatch.setattr(files.os, "preadv", no_nowait)
+    assert blob.get_many([2, 0]) == [b"gamma", b"alpha"]
+    assert blob._flags == 0
+    assert blob.get_many([1]) == [b"beta"]
+
+
+def test_blob_get_many_refuses_a_cut_short_file(tmp_path):
+    write_blob(tmp_path / "meta.bin", tmp_path / "meta_off.npy", [b"abc", b"defgh"])
+    blob = Blob(tmp_path / "meta.bin", tmp_path / "meta_off.npy")
+    with open(tmp_path / "meta.bin", "r+b") as f:
+        f.truncate(5)  # the file shrinks after it was opened
+    with pytest.raises(IndexCorruptError, match="item 1 is cut short"):
+        blob.get_many([0, 1])
 
 
 def test_a_blob_whose_offsets_disagree_with_its_file_is_corrupt(tmp_path):

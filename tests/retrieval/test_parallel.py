@@ -93,3 +93,22 @@ def test_split_first_pass_equals_the_single_pass(monkeypatch):
     halves, q_err_split = qv.approximate_scores(q)
     np.testing.assert_array_equal(halves, whole)
     assert q_err_split == q_err
+
+
+@pytest.mark.parametrize("share", [0.005, 0.3, 1.0])
+def test_split_first_pass_picks_the_same_rows(monkeypatch, share):
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(6001, 384)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    q = x[5] + rng.normal(scale=0.2, size=384).astype(np.float32)
+    q /= np.linalg.norm(q)
+    readable = rng.random(len(x)) < share
+    qv = QuantizedVectors(*quantize(x))
+    monkeypatch.setattr(quantized, "SPLIT_MIN_ROWS", 10**9)
+    whole = qv.first_pass(q, readable, 64)
+    monkeypatch.setattr(quantized, "SPLIT_MIN_ROWS", 1000)
+    halves = qv.first_pass(q, readable, 64)
+    np.testing.assert_array_equal(halves.scores, whole.scores)
+    # Random normal rows: no ties among the 64 best, so the same rows exactly.
+    np.testing.assert_array_equal(halves.best, whole.best)
+    assert len(whole.best) == min(64, int(readable.sum()))

@@ -111,6 +111,7 @@ class _PreadFile:
     def __init__(self, path: Path) -> None:
         self._path = path
         self._fd: int | None = os.open(path, os.O_RDONLY)
+        self._flags = _NOWAIT
 
     def __del__(self) -> None:
         fd, self._fd = getattr(self, "_fd", None), None
@@ -121,6 +122,31 @@ class _PreadFile:
         if self._fd is None:
             raise IndexCorruptError(f"{self._path}: read after close")
         return self._fd
+
+    def _read_cached(self, fd: int, target: memoryview | bytearray, offset: int) -> int:
+        """Fill ``target`` from ``offset`` if the page cache holds it all; -1 if it does not.
+
+        Never waits for the disk (``RWF_NOWAIT``). On a file system without that
+        flag it reads plainly, from then on, and returns what it read.
+        """
+        try:
+            return os.preadv(fd, [target], offset, self._flags)
+        except BlockingIOError:  # not in the page cache
+            return -1
+        except OSError as exc:
+            if not self._flags or exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            self._flags = 0  # a file system without RWF_NOWAIT: plain reads from now on
+            return os.preadv(fd, [target], offset)
+
+    @staticmethod
+    def _advise_will_need(fd: int, spans: Sequence[tuple[int, int]]) -> None:
+        """Ask the kernel to start reading ``(offset, length)`` spans now, all at once."""
+        advise = getattr(os, "posix_fadvise", None)
+        if advise is None:
+            return
+        for offset, length in spans:
+            advise(fd, offset, length, os.POSIX_FADV_WILLNEED)
 
 
 class Blob(_PreadFile):
@@ -160,6 +186,40 @@ class Blob(_PreadFile):
         if len(data) != end - start:
             raise IndexCorruptError(f"{self._path}: item {i} is cut short")
         return data
+
+    def item_size(self, i: int) -> int:
+        return int(self.offsets[i + 1]) - int(self.offsets[i])
+
+    def get_many(self, indices: Sequence[int]) -> list[bytes]:
+        """Items ``indices``, in that order; those not in the page cache come from disk together.
+
+        A query's records are a handful of random items: read one after another
+        from a cold file, each waits for the disk in turn (10 records, 4.7 ms at
+        100k chunks). Here the cached ones are read first without waiting, the
+        kernel is asked for all the others at once, and only then are they read.
+        """
+        if self._map is not None or not self._flags:
+            return [self.get(i) for i in indices]
+        fd = self._open_fd()
+        out: list[bytes] = []
+        cold: list[int] = []
+        for pos, i in enumerate(indices):
+            start, end = int(self.offsets[i]), int(self.offsets[i + 1])
+            buffer = bytearray(end - start)
+            if end > start and self._read_cached(fd, buffer, start) != end - start:
+                cold.append(pos)
+            out.append(bytes(buffer))
+        if cold:
+            self._advise_will_need(
+                fd,
+                [
+                    (int(self.offsets[indices[pos]]), int(self.item_size(indices[pos])))
+                    for pos in cold
+                ],
+            )
+            for pos in cold:
+                out[pos] = self.get(indices[pos])
+        return out
 
     def get_str(self, i: int) -> str:
         return self.get(i).decode()
@@ -203,7 +263,6 @@ class RowReader(_PreadFile):
         expected = self._offset + self.shape[0] * self._row_bytes
         if path.stat().st_size != expected:
             raise IndexCorruptError(f"{path}: {path.stat().st_size} bytes, header says {expected}")
-        self._flags = _NOWAIT
         super().__init__(path)
 
     def rows(self, indices: np.ndarray) -> np.ndarray:
@@ -219,15 +278,7 @@ class RowReader(_PreadFile):
                 raise IndexError(f"row {row} out of range for {self.shape[0]} rows")
             target = view[i * size : (i + 1) * size]
             offset = self._offset + row * size
-            try:
-                got = os.preadv(fd, [target], offset, self._flags)
-            except BlockingIOError:  # not in the page cache
-                got = -1
-            except OSError as exc:
-                if not self._flags or exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
-                    raise
-                self._flags = 0  # a file system without RWF_NOWAIT: plain reads from now on
-                got = os.preadv(fd, [target], offset)
+            got = self._read_cached(fd, target, offset)
             if got != size and self._flags:
                 # Not cached, or a row across two pages of which only the first is.
                 if not prefetched:
@@ -241,15 +292,8 @@ class RowReader(_PreadFile):
         return out
 
     def _prefetch(self, fd: int, rows: list[int]) -> None:
-        advise = getattr(os, "posix_fadvise", None)
-        if advise is None:
-            return
-        last = -1
-        for row in rows:
-            start = self._window_start(self._offset + row * self._row_bytes)
-            if start != last:
-                advise(fd, start, READ_AROUND, os.POSIX_FADV_WILLNEED)
-                last = start
+        starts = (self._window_start(self._offset + row * self._row_bytes) for row in rows)
+        self._advise_will_need(fd, [(start, READ_AROUND) for start in dict.fromkeys(starts)])
 
     @staticmethod
     def _window_start(offset: int) -> int:

@@ -260,14 +260,21 @@ class EmbeddedIndex:
 
     def get_chunks(self, chunk_ids: Sequence[str]) -> list[ChunkRecord]:
         snap = self._snap()
-        out = []
+        found: list[tuple[int, int]] = []  # (view, row) of each id found, in order
         for chunk_id in chunk_ids:
-            for view in reversed(snap.views):
+            for v in range(len(snap.views) - 1, -1, -1):
+                view = snap.views[v]
                 rows = [r for r in view.segment.find_row(chunk_id) if view.live[r]]
                 if rows:
-                    out.append(view.segment.record(rows[0], _acl_of(view, rows[0])))
+                    found.append((v, rows[0]))
                     break
-        return out
+        records: dict[tuple[int, int], ChunkRecord] = {}
+        for v in dict.fromkeys(v for v, _ in found):
+            view = snap.views[v]
+            rows = [row for w, row in found if w == v]
+            read = view.segment.records(rows, [_acl_of(view, row) for row in rows])
+            records.update(((v, row), record) for row, record in zip(rows, read, strict=True))
+        return [records[key] for key in found]
 
     def document_chunks(self, doc_id: str) -> list[ChunkRecord]:
         snap = self._snap()

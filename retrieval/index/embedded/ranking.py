@@ -339,8 +339,10 @@ def dense_top_k(
 
 # Segments smaller than this are scanned in float32 (a few ms at most).
 QUANTIZED_MIN_ROWS = 32_768
-# First-pass candidates rescored before the bound is applied: a multiple of k.
-_OVERSAMPLE = 4
+# First-pass candidates rescored before the bound is applied: k and a quarter, at
+# least 64. The int8 order is nearly the exact one, so more candidates only cost
+# reads: at k=50 on the 100k benchmark, 200 candidates meant 200 rows read per
+# query, 64 candidates 72 rows (the bound adds the few it must), 0.35 ms less.
 _MIN_CANDIDATES = 64
 # Counts first passes abandoned because a rescored row broke the error bound (never
 # seen; kept so a test or an operator can tell).
@@ -367,14 +369,13 @@ def _dense_quantized(
     scans in float32).
     """
     global quantized_fallbacks
-    qv = seg.quantized()
-    approx, q_err = qv.approximate_scores(query)
-    approx[~mask] = -np.inf
-    n_cand = max(_OVERSAMPLE * k, _MIN_CANDIDATES)
+    n_cand = max(k + k // 4, _MIN_CANDIDATES)
     if n_cand >= allowed:
         rows = np.flatnonzero(mask)
         return rows, np.asarray(seg.vector_rows.rows(rows) @ query, dtype=np.float32)
-    cand = np.sort(np.argpartition(approx, len(approx) - n_cand)[-n_cand:])
+    qv = seg.quantized()
+    first = qv.first_pass(query, mask, n_cand)
+    approx, cand, q_err = first.scores, first.best, first.query_error
     exact = np.asarray(seg.vector_rows.rows(cand) @ query, dtype=np.float32)
     tau = float(np.partition(exact, len(exact) - k)[len(exact) - k])
     # Rows whose first-pass score plus its error bound reaches tau may still beat the

@@ -403,6 +403,13 @@ class Segment:
     def record(self, row: int, acl: Acl) -> ChunkRecord:
         return record_from_meta(self.meta.get(row), acl)
 
+    def records(self, rows: Sequence[int], acls: Sequence[Acl]) -> list[ChunkRecord]:
+        """The records of ``rows`` (with their ``acls``), read from disk together."""
+        return [
+            record_from_meta(raw, acl)
+            for raw, acl in zip(self.meta.get_many(rows), acls, strict=True)
+        ]
+
     def size_bytes(self) -> int:
         return self._size_bytes
 
