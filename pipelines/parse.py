@@ -142,6 +142,9 @@ _HEAD_BYTES = 8192
 # These are all of them (Unicode category Cc: U+0000-U+001F and U+007F-U+009F, a set
 # Unicode never changes) but newline and tab.
 _DROPPED_CONTROLS_RE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# libyaml's safe loader when PyYAML was built with it: the same documents, ~10x faster
+# (the pure-Python loader took 8% of parsing the 18F handbook's Markdown).
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _FRONT_MATTER_RE = re.compile(
     r"\A(?:\ufeff)?---[ \t]*\r?\n(.*?)\r?\n(?:---|\.\.\.)[ \t]*(?:\r?\n|\Z)", re.S
 )
@@ -484,7 +487,7 @@ def _split_front_matter(text: str) -> tuple[str, str | None]:
         return text, None
     body = text[match.end() :]
     try:
-        meta = yaml.safe_load(match.group(1))
+        meta = yaml.load(match.group(1), Loader=_YAML_LOADER)
     except yaml.YAMLError:
         # Still front matter by shape, so it is stripped; it just declares no title we can read.
         return body, None

@@ -292,6 +292,9 @@ class RetrievalService:
         reranker = build_reranker(r.reranker)
         if warm_up:
             embedder.warm_up_queries()
+            warm_index = getattr(index, "warm_up", None)
+            if warm_index is not None:  # the embedded index's int8 kernel (torch, ~2 s)
+                warm_index()
             warm = getattr(reranker, "warm_up", None)
             if warm is not None:
                 warm()

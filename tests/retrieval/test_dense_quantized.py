@@ -170,3 +170,29 @@ def test_segments_without_int8_files_are_quantised_in_memory(tmp_path, quantized
     expected = np.argsort(-(vectors @ q), kind="stable")[:5]
     assert [h.chunk_id for h in got] == [f"d{i}#0" for i in expected]
     assert quantized_everywhere == [800]
+
+
+def test_warm_up_loads_the_int8_copies_and_kernel_only_where_used(tmp_path, monkeypatch):
+    """A server's start-up loads what its first dense search needs, and nothing for an
+    index whose segments are all scanned in float32."""
+    from retrieval.index.embedded import quantized
+
+    rng = np.random.default_rng(10)
+    vectors = _clustered(rng, 300, 5, 0.05)
+    acl = Acl(allow_groups=frozenset({"staff"}))
+    records = [record(f"d{i}", 0, "t", acl, vector=v) for i, v in enumerate(vectors)]
+    path = tmp_path / "ix"
+    with EmbeddedIndex.open(path, create=True, dimensions=DIM) as ix:
+        ix.apply(WriteBatch(upserts=records))
+    probed = []
+    monkeypatch.setattr(quantized, "_kernel_state", {})
+    monkeypatch.setattr(quantized, "_torch_kernel", lambda: probed.append(1))
+    with EmbeddedIndex.open(path) as ix:
+        (view,) = ix._snap().views
+        ix.warm_up()  # 300 rows: below the int8 path's size
+        assert probed == [] and view.segment._quantized is None
+        monkeypatch.setattr(ranking, "QUANTIZED_MIN_ROWS", 100)
+        ix.warm_up()
+        assert probed == [1] and view.segment._quantized is not None
+        ix.warm_up()
+        assert probed == [1]  # probed once per process

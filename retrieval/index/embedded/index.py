@@ -48,6 +48,7 @@ from retrieval.index.base import (
     WriteBatch,
     validate_upserts,
 )
+from retrieval.index.embedded import ranking
 from retrieval.index.embedded.acl_table import AclTable
 from retrieval.index.embedded.bm25 import Bm25Params
 from retrieval.index.embedded.files import fsync_dir, save_npy
@@ -62,6 +63,7 @@ from retrieval.index.embedded.manifest import (
     write_manifest,
 )
 from retrieval.index.embedded.merge_policy import plan_merge
+from retrieval.index.embedded.quantized import torch_or_none
 from retrieval.index.embedded.ranking import dense_top_k, lexical_top_k
 from retrieval.index.embedded.segment import (
     Segment,
@@ -157,6 +159,21 @@ class EmbeddedIndex:
     @property
     def generation(self) -> int:
         return self._snap().generation
+
+    def warm_up(self) -> None:
+        """Load now what the first dense search would: the int8 copies and their kernel.
+
+        The kernel is torch's (quantized.py), and importing torch takes ~2 s: a
+        server calls this at start-up so that its first request does not wait.
+        Nothing to do when every segment is small enough for the float32 scan.
+        """
+        large = [
+            v.segment for v in self._snap().views if v.segment.rows >= ranking.QUANTIZED_MIN_ROWS
+        ]
+        if large:
+            torch_or_none()
+            for segment in large:
+                segment.quantized()
 
     def close(self) -> None:
         self._closed = True
