@@ -118,6 +118,12 @@ def test_blob_items_read_the_same_through_pread_or_the_map(tmp_path, mapped):
     write_blob(empty / "ids.bin", empty / "ids_off.npy", [b"", b""])
     assert Blob(empty / "ids.bin", empty / "ids_off.npy", mapped=mapped).get(1) == b""
     assert blob.get_many([3, 0, 1, 0]) == [items[3], items[0], items[1], items[0]]
+    assert blob.get_strs(np.array([2, 1, 2])) == [
+        "d\u00e9j\u00e0-vu#12",
+        "",
+        "d\u00e9j\u00e0-vu#12",
+    ]
+    assert blob.get_strs(np.array([], dtype=np.int64)) == []
     assert blob.get_many([]) == []
 
 

@@ -224,6 +224,17 @@ class Blob(_PreadFile):
     def get_str(self, i: int) -> str:
         return self.get(i).decode()
 
+    def get_strs(self, indices: np.ndarray) -> list[str]:
+        """Items ``indices`` decoded, in that order; one offsets lookup for all of them."""
+        indices = np.asarray(indices, dtype=np.int64)
+        if self._map is None:
+            return [item.decode() for item in self.get_many(indices.tolist())]
+        # Slicing the map per item costs ~0.2 us; two numpy scalar reads per item cost more.
+        mapped = self._map
+        starts = self.offsets[indices].tolist()
+        ends = self.offsets[indices + 1].tolist()
+        return [mapped[a:b].decode() for a, b in zip(starts, ends, strict=True)]
+
 
 class RowReader(_PreadFile):
     """Rows of a 2-d ``.npy`` file read with ``os.pread``, not through its memory map.

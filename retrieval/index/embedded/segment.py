@@ -400,6 +400,9 @@ class Segment:
     def chunk_id(self, row: int) -> str:
         return self.ids.get_str(row)
 
+    def chunk_ids(self, rows: np.ndarray) -> list[str]:
+        return self.ids.get_strs(rows)
+
     def record(self, row: int, acl: Acl) -> ChunkRecord:
         return record_from_meta(self.meta.get(row), acl)
 
