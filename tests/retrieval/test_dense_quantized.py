@@ -149,15 +149,20 @@ def test_quantized_dense_top_k_equals_brute_force(index, quantized_everywhere, k
     assert ranking.quantized_fallbacks == fallbacks
 
 
-def test_segments_without_int8_files_are_quantised_in_memory(tmp_path, quantized_everywhere):
-    """Indexes written before the int8 copy existed keep working, with the same answers."""
-    rng = np.random.default_rng(9)
-    vectors = _clustered(rng, 800, 10, 0.05)
+def _one_segment(tmp_path, rng, n: int, centres: int):
+    """An index of one segment: ``n`` clustered vectors, one chunk per document."""
+    vectors = _clustered(rng, n, centres, 0.05)
     acl = Acl(allow_groups=frozenset({"staff"}))
     records = [record(f"d{i}", 0, "t", acl, vector=v) for i, v in enumerate(vectors)]
     path = tmp_path / "ix"
     with EmbeddedIndex.open(path, create=True, dimensions=DIM) as ix:
         ix.apply(WriteBatch(upserts=records))
+    return path, vectors
+
+
+def test_segments_without_int8_files_are_quantised_in_memory(tmp_path, quantized_everywhere):
+    """Indexes written before the int8 copy existed keep working, with the same answers."""
+    path, vectors = _one_segment(tmp_path, np.random.default_rng(9), 800, 10)
     (seg_dir,) = (path / "segments").iterdir()
     for name in ("q8_codes.npy", "q8_scale.npy", "q8_residual.npy"):
         (seg_dir / name).unlink()
@@ -177,13 +182,7 @@ def test_warm_up_loads_the_int8_copies_and_kernel_only_where_used(tmp_path, monk
     index whose segments are all scanned in float32."""
     from retrieval.index.embedded import quantized
 
-    rng = np.random.default_rng(10)
-    vectors = _clustered(rng, 300, 5, 0.05)
-    acl = Acl(allow_groups=frozenset({"staff"}))
-    records = [record(f"d{i}", 0, "t", acl, vector=v) for i, v in enumerate(vectors)]
-    path = tmp_path / "ix"
-    with EmbeddedIndex.open(path, create=True, dimensions=DIM) as ix:
-        ix.apply(WriteBatch(upserts=records))
+    path, _ = _one_segment(tmp_path, np.random.default_rng(10), 300, 5)
     probed = []
     monkeypatch.setattr(quantized, "_kernel_state", {})
     monkeypatch.setattr(quantized, "_torch_kernel", lambda: probed.append(1))

@@ -84,13 +84,13 @@ def test_rows_not_in_the_page_cache_are_read_with_their_neighbours(matrix, monke
     assert advised == []  # every row was cached: nothing to prefetch
 
 
-def test_a_file_system_without_nowait_reads_plainly(matrix, monkeypatch):
+@pytest.fixture
+def without_nowait(monkeypatch):
+    """A file system that refuses RWF_NOWAIT (EOPNOTSUPP) but reads plainly."""
     import errno
 
     from retrieval.index.embedded import files
 
-    path, data = matrix
-    reader = RowReader(path)
     real = files.os.preadv
 
     def no_nowait(fd, buffers, offset, flags=0):
@@ -99,6 +99,11 @@ def test_a_file_system_without_nowait_reads_plainly(matrix, monkeypatch):
         return real(fd, buffers, offset)
 
     monkeypatch.setattr(files.os, "preadv", no_nowait)
+
+
+def test_a_file_system_without_nowait_reads_plainly(matrix, without_nowait):
+    path, data = matrix
+    reader = RowReader(path)
     rows = np.array([5, 1, 700])
     np.testing.assert_array_equal(reader.rows(rows), data[rows])
     assert reader._flags == 0
@@ -167,22 +172,10 @@ def test_blob_items_not_in_the_page_cache_are_asked_for_together(tmp_path, monke
     assert events == []  # all cached: no advice, no waiting read
 
 
-def test_blob_get_many_on_a_file_system_without_nowait(tmp_path, monkeypatch):
-    import errno
-
-    from retrieval.index.embedded import files
-
+def test_blob_get_many_on_a_file_system_without_nowait(tmp_path, without_nowait):
     items = [b"alpha", b"beta", b"gamma"]
     write_blob(tmp_path / "meta.bin", tmp_path / "meta_off.npy", items)
     blob = Blob(tmp_path / "meta.bin", tmp_path / "meta_off.npy")
-    real = files.os.preadv
-
-    def no_nowait(fd, buffers, offset, flags=0):
-        if flags:
-            raise OSError(errno.EOPNOTSUPP, "not supported")
-        return real(fd, buffers, offset)
-
-    monkeypatch.setattr(files.os, "preadv", no_nowait)
     assert blob.get_many([2, 0]) == [b"gamma", b"alpha"]
     assert blob._flags == 0
     assert blob.get_many([1]) == [b"beta"]
