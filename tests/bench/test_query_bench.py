@@ -26,6 +26,8 @@ def test_run_prints_the_contract_with_peers(shared_corpora, tmp_path):
     for key in ("p50_ms", "p95_ms", "qps", "rss_mb", "open_first_query_s"):
         assert result[key] > 0, key
     assert result["p50_ms"] <= result["p95_ms"]
+    again_in_process = result["details"]["hybrid_second_pass"]
+    assert 0 < again_in_process["p50_ms"] <= again_in_process["p95_ms"]
     assert set(result["lexical"]) == {"p50_ms", "p95_ms"}
     assert set(result["peers"]) == {"llamaindex_fusion", "rank_bm25_lexical"}
     for peer in result["peers"].values():

@@ -87,6 +87,9 @@ def serve(
     dense = timed(lambda q: index.search_dense(vectors[q], main, searcher.candidates), queries)
     sel_hybrid = timed(lambda q: searcher.search(q, selective, k=10), queries)
     sel_lexical = timed(lambda q: index.search_lexical(q, selective, searcher.candidates), queries)
+    # The same queries again, the index now read once: serving at steady state. The
+    # headline numbers stay those of the first pass, right after the open.
+    hybrid_again = timed(lambda q: searcher.search(q, main, k=10), queries)
     current_rss, peak_rss = rss_mb()
 
     # Exactness of the dense path on this corpus: the same index with the int8 first
@@ -107,6 +110,10 @@ def serve(
     return {
         "hybrid_torch_encoder": torch_encoder,
         "hybrid": {**percentiles(hybrid), "qps": round(len(hybrid) / sum(hybrid), 1)},
+        "hybrid_second_pass": {
+            **percentiles(hybrid_again),
+            "qps": round(len(hybrid_again) / sum(hybrid_again), 1),
+        },
         "lexical": percentiles(lexical),
         "dense_index": percentiles(dense),
         "query_embedding": percentiles(embed),
