@@ -127,8 +127,16 @@ def quantized_everywhere(monkeypatch):
     return calls
 
 
+@pytest.mark.parametrize("kernel", ["torch", "numpy"])
 @pytest.mark.parametrize("k", [1, K, 50])
-def test_quantized_dense_top_k_equals_brute_force(index, quantized_everywhere, k):
+def test_quantized_dense_top_k_equals_brute_force(
+    index, quantized_everywhere, k, kernel, monkeypatch
+):
+    """Exact with torch's int8 kernel and with the numpy pass used where torch is missing."""
+    from retrieval.index.embedded import quantized
+
+    if kernel == "numpy":
+        monkeypatch.setattr(quantized, "_kernel_state", {"torch": None})
     ix, live = index
     readable = [r for r in live if r.acl.permits(READER)]
     assert 0.35 * len(live) < len(readable) < 0.55 * len(live)
