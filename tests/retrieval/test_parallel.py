@@ -88,11 +88,12 @@ def test_split_first_pass_equals_the_single_pass(monkeypatch):
     q /= np.linalg.norm(q)
     qv = QuantizedVectors(*quantize(x))
     monkeypatch.setattr(quantized, "SPLIT_MIN_ROWS", 10**9)
-    whole, q_err = qv.approximate_scores(q)
+    everything = np.ones(qv.rows, dtype=bool)
+    whole = qv.first_pass(q, everything, 10)
     monkeypatch.setattr(quantized, "SPLIT_MIN_ROWS", 1000)
-    halves, q_err_split = qv.approximate_scores(q)
-    np.testing.assert_array_equal(halves, whole)
-    assert q_err_split == q_err
+    halves = qv.first_pass(q, everything, 10)
+    np.testing.assert_array_equal(halves.scores, whole.scores)
+    assert halves.query_error == whole.query_error
 
 
 @pytest.mark.parametrize("share", [0.005, 0.3, 1.0])

@@ -187,9 +187,6 @@ class Blob(_PreadFile):
             raise IndexCorruptError(f"{self._path}: item {i} is cut short")
         return data
 
-    def item_size(self, i: int) -> int:
-        return int(self.offsets[i + 1]) - int(self.offsets[i])
-
     def get_many(self, indices: Sequence[int]) -> list[bytes]:
         """Items ``indices``, in that order; those not in the page cache come from disk together.
 
@@ -202,22 +199,16 @@ class Blob(_PreadFile):
             return [self.get(i) for i in indices]
         fd = self._open_fd()
         out: list[bytes] = []
-        cold: list[int] = []
+        cold: list[tuple[int, int, int]] = []  # (position, offset, length)
         for pos, i in enumerate(indices):
             start, end = int(self.offsets[i]), int(self.offsets[i + 1])
             buffer = bytearray(end - start)
             if end > start and self._read_cached(fd, buffer, start) != end - start:
-                cold.append(pos)
+                cold.append((pos, start, end - start))
             out.append(bytes(buffer))
         if cold:
-            self._advise_will_need(
-                fd,
-                [
-                    (int(self.offsets[indices[pos]]), int(self.item_size(indices[pos])))
-                    for pos in cold
-                ],
-            )
-            for pos in cold:
+            self._advise_will_need(fd, [(start, length) for _, start, length in cold])
+            for pos, _, _ in cold:
                 out[pos] = self.get(indices[pos])
         return out
 

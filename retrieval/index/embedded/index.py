@@ -298,7 +298,7 @@ class EmbeddedIndex:
         for view in snap.views:
             rows = [r for r in view.segment.doc_rows(doc_id) if view.live[r]]
             if rows:
-                records = [view.segment.record(r, _acl_of(view, r)) for r in rows]
+                records = view.segment.records(rows, [_acl_of(view, r) for r in rows])
                 return sorted(records, key=lambda r: r.ord)
         return []
 

@@ -142,11 +142,6 @@ class QuantizedVectors:
     def rows(self) -> int:
         return int(self.codes.shape[0])
 
-    def approximate_scores(self, query: np.ndarray) -> tuple[np.ndarray, float]:
-        """First-pass scores (float32, one per row) and ``|q - q_used|``, the query's rounding."""
-        scores, q_err, _ = self._scan(query, None)
-        return scores, q_err
-
     def first_pass(self, query: np.ndarray, readable: np.ndarray, n: int) -> FirstPass:
         """The first pass over the ``readable`` rows (bool mask) and its ``n`` best rows.
 
@@ -177,9 +172,10 @@ class QuantizedVectors:
         return FirstPass(scores=scores, best=np.sort(best), query_error=q_err)
 
     def _scan(
-        self, query: np.ndarray, after: Callable[[np.ndarray, int, int], T] | None
+        self, query: np.ndarray, after: Callable[[np.ndarray, int, int], T]
     ) -> tuple[np.ndarray, float, list[T]]:
-        """Scores of every row, in one part or two (the second on a helper thread).
+        """Scores of every row, in one part or two (the second on a helper thread), and
+        ``|q - q_used|``, the query's rounding.
 
         ``after(scores, lo, hi)`` runs on the thread that scanned ``[lo, hi)``, right
         after it; its results come back in row order.
@@ -192,9 +188,9 @@ class QuantizedVectors:
         else:
             score_rows, q_err = self._torch_scorer(torch, query, out)
 
-        def part(lo: int, hi: int) -> Any:
+        def part(lo: int, hi: int) -> T:
             score_rows(lo, hi)
-            return after(out, lo, hi) if after is not None else None
+            return after(out, lo, hi)
 
         # Each row's score is its own dot product, so halves give the same numbers.
         half = self.rows // 2 if self.rows >= SPLIT_MIN_ROWS and helper_threads() else self.rows

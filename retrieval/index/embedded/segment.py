@@ -403,9 +403,6 @@ class Segment:
     def chunk_ids(self, rows: np.ndarray) -> list[str]:
         return self.ids.get_strs(rows)
 
-    def record(self, row: int, acl: Acl) -> ChunkRecord:
-        return record_from_meta(self.meta.get(row), acl)
-
     def records(self, rows: Sequence[int], acls: Sequence[Acl]) -> list[ChunkRecord]:
         """The records of ``rows`` (with their ``acls``), read from disk together."""
         return [
