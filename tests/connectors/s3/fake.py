@@ -36,6 +36,26 @@ DEFAULT_BUCKET = "trove-docs"
 ACCESS_KEY_ID = "AKIAFAKETROVE0000001"
 SECRET_ACCESS_KEY = "fake/secret+value-for-tests-only-0000001"
 
+# What AWS documents against what moto checks. The Amazon S3 API Reference,
+# "ListObjectsV2", section "Permissions": "You must have permission to perform
+# the s3:ListBucket action" (likewise "ListObjects"). There is no IAM action
+# named s3:ListObjectsV2. moto 5.2 authorises S3 calls by their botocore
+# operation name instead (it asks for "s3:ListObjectsV2"), so a user granted
+# what AWS requires would be refused. The fake follows AWS: a policy written
+# with the documented IAM actions is widened to the names moto asks for.
+_MOTO_OPERATION_NAMES: dict[str, tuple[str, ...]] = {
+    "s3:ListBucket": ("s3:ListObjectsV2", "s3:ListObjects"),
+}
+
+
+def moto_actions(actions: list[str]) -> list[str]:
+    """``actions`` (documented IAM action names) plus the names moto checks for them."""
+    widened = list(actions)
+    for action in actions:
+        widened.extend(a for a in _MOTO_OPERATION_NAMES.get(action, ()) if a not in widened)
+    return widened
+
+
 # A small mixed corpus: readable text for the pipeline, one folder marker.
 SAMPLE_OBJECTS: dict[str, str] = {
     "public/handbook.md": "# Employee handbook\n\nOffice hours are 9 to 5. Badges open doors.\n",
@@ -164,7 +184,7 @@ class FakeS3:
         iam.create_user(UserName=name)
         policy = {
             "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}],
+            "Statement": [{"Effect": "Allow", "Action": moto_actions(actions), "Resource": "*"}],
         }
         iam.put_user_policy(
             UserName=name, PolicyName=f"{name}-policy", PolicyDocument=json.dumps(policy)

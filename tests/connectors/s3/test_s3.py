@@ -280,6 +280,25 @@ def test_keys_from_env_and_file_and_never_in_messages(fake_s3, s3_source, tmp_pa
     wrong.close()
 
 
+def test_listing_needs_list_bucket_as_aws_documents_it(fake_s3, s3_source, monkeypatch):
+    # The fake widens s3:ListBucket to the operation names moto checks; it must
+    # not widen anything else, or the refusal above would prove nothing.
+    fake_s3.seed()
+    key_id, secret = fake_s3.create_user("reader", ["s3:GetObject"])
+    monkeypatch.setenv("TEST_S3_KEY_ID", key_id)
+    monkeypatch.setenv("TEST_S3_SECRET", secret)
+    fake_s3.enable_auth()
+    connector = S3Connector(
+        s3_source(
+            access_key_id={"env": "TEST_S3_KEY_ID"}, secret_access_key={"env": "TEST_S3_SECRET"}
+        )
+    )
+    with pytest.raises(SourceAuthError) as info:
+        run(connector)
+    assert "AccessDenied" in str(info.value) and "s3:ListBucket" in str(info.value)
+    connector.close()
+
+
 def test_a_missing_secret_names_where_it_was_looked_for(s3_source, monkeypatch):
     monkeypatch.delenv("TEST_S3_UNSET", raising=False)
     source = s3_source(access_key_id={"env": "TEST_S3_UNSET"})
