@@ -8,9 +8,14 @@ export TRANSFORMERS_OFFLINE := 1
 export DO_NOT_TRACK := 1
 export UNSTRUCTURED_DISABLE_NOTICE := 1
 
-.PHONY: setup lock test test-slow lint fmt demo dagster clean
+.PHONY: setup system-packages lock test test-slow lint fmt demo dagster clean opensearch opensearch-stop
 
-setup: $(VENV)/.installed
+# system-packages: tesseract and poppler for OCR (installed as root with apt-get,
+# otherwise checked and named); scripts/system-packages.sh.
+setup: system-packages $(VENV)/.installed
+
+system-packages:
+	scripts/system-packages.sh
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +55,14 @@ dagster: setup
 	DAGSTER_HOME=$${DAGSTER_HOME:-$$PWD/.dagster_home} && mkdir -p $$DAGSTER_HOME && \
 	cp -n dagster.yaml $$DAGSTER_HOME/dagster.yaml; \
 	DAGSTER_HOME=$$DAGSTER_HOME $(VENV)/bin/dagster dev -w workspace.yaml
+
+# A real single-node OpenSearch (k-NN + neural-search) from Maven Central, cached in
+# ~/.cache/trove/opensearch; prints its URL. See docs/opensearch.md.
+opensearch:
+	$(PYTHON) scripts/opensearch_node.py start
+
+opensearch-stop:
+	$(PYTHON) scripts/opensearch_node.py stop
 
 clean:
 	rm -rf $(VENV) .trove .pytest_cache .ruff_cache

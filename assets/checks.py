@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 import dagster as dg
 
+from pipelines.index_check import FIX, check_index
 from pipelines.store import StagingStore
 from retrieval.index.base import IndexBackend
 from trove.acl import Acl
@@ -57,9 +58,10 @@ def acl_coverage(
 
 
 def index_matches_manifest(
-    acls: Mapping[str, Acl | None], store: StagingStore
+    acls: Mapping[str, Acl | None], store: StagingStore, index: IndexBackend, source: str
 ) -> dg.AssetCheckResult:
-    """The index holds exactly the chunks the manifest lists: no orphans, none missing."""
+    """The index holds exactly what the manifest lists: no orphans, none missing, and every
+    document at the version and ACL the manifest recorded (see pipelines/index_check.py)."""
     from assets.ingest import MANIFEST_CHECK
 
     expected: set[str] = set()
@@ -68,16 +70,28 @@ def index_matches_manifest(
     actual = set(acls)
     orphans = sorted(actual - expected)
     missing = sorted(expected - actual)
+    agreement = check_index(store, index, source, thorough=True)
+    passed = not orphans and not missing and agreement.ok
     return dg.AssetCheckResult(
         check_name=MANIFEST_CHECK,
-        passed=not orphans and not missing,
+        passed=passed,
         severity=dg.AssetCheckSeverity.ERROR,
+        description=None if passed else f"{agreement.describe()}; run `{FIX}` to rebuild",
         metadata={
             "chunks_expected": len(expected),
             "chunks_in_index": len(actual),
             "orphaned_chunks": len(orphans),
             "missing_chunks": len(missing),
-            "examples": dg.MetadataValue.json((orphans + missing)[:10]),
+            "documents_expected": agreement.manifest_documents,
+            "documents_in_index": agreement.index_documents,
+            "missing_documents": len(agreement.missing),
+            "stale_documents": len(agreement.stale),
+            "orphaned_documents": len(agreement.orphaned),
+            "manifest_generation": str(agreement.recorded) if agreement.recorded else "none",
+            "index_generation": str(agreement.current) if agreement.current else "none",
+            "examples": dg.MetadataValue.json(
+                (orphans + missing)[:10] or agreement.to_dict()["examples"]
+            ),
         },
     )
 

@@ -16,6 +16,8 @@ import dagster as dg
 from assets.errors import permanent_source_errors
 from assets.freshness import FAILED_SLA_CHECK, failed_documents_check
 from assets.resources import TroveResource
+from pipelines.index_check import CORRUPT_INDEX_FIX, IndexCheck, check_index
+from pipelines.parse_worker import prestart_parse_workers
 from pipelines.secure import AclPolicy
 from pipelines.stages import (
     StageResult,
@@ -27,6 +29,10 @@ from pipelines.stages import (
     tag_pending,
     write_pending,
 )
+from pipelines.store import StagingStore, StateUnreadableError
+from retrieval.index.base import IndexCorruptError, IndexNotFoundError
+from retrieval.index.factory import open_index
+from trove.config import Settings
 
 GROUP = "ingest"
 ACL_COVERAGE_CHECK = "every_chunk_has_acl"
@@ -38,6 +44,8 @@ LISTING_CHECK = "source_listing_complete"
 def _metadata(result: StageResult) -> dict[str, dg.MetadataValue | int | float]:
     metadata: dict[str, dg.MetadataValue | int | float] = dict(result.counts)
     metadata["duration_s"] = round(result.seconds, 3)
+    if result.warnings:
+        metadata["index_repair"] = dg.MetadataValue.text("\n".join(result.warnings))
     if result.error:
         metadata["sync_error"] = dg.MetadataValue.text(result.error)
     if result.failures:
@@ -51,6 +59,24 @@ def _metadata(result: StageResult) -> dict[str, dg.MetadataValue | int | float]:
     return metadata
 
 
+def _check_index(settings: Settings, store: StagingStore, source: str) -> IndexCheck:
+    """The index against the source's manifest, before the change set is decided."""
+    try:
+        index = open_index(settings.index)
+    except IndexNotFoundError:
+        return check_index(store, None, source)  # deleted, or index.path moved
+    except IndexCorruptError as exc:
+        # Not moved aside automatically: a disk that reads wrong now may read right later.
+        raise dg.Failure(
+            description=f"{exc}. The index is derived data: {CORRUPT_INDEX_FIX}",
+            allow_retries=False,
+        ) from None  # the description says it all; `trove ingest` shows only the cause
+    try:
+        return check_index(store, index, source)
+    finally:
+        index.close()
+
+
 def build_ingest_assets(
     source_names: Sequence[str], freshness_policy: dg.FreshnessPolicy | None = None
 ) -> list[dg.AssetsDefinition]:
@@ -62,16 +88,30 @@ def build_ingest_assets(
         group_name=GROUP,
         kinds={"python"},
         description="Documents listed from the source, with ACLs and the change set "
-        "(added/changed/unchanged/deleted/acl_only) against the manifest.",
+        "(added/changed/unchanged/deleted/acl_only) against the manifest, after checking "
+        "that the index holds what the manifest says (what it lost is rewritten).",
     )
     def source_documents(
         context: dg.AssetExecutionContext, trove: TroveResource
     ) -> dg.MaterializeResult:
         settings = trove.settings()
         config = settings.source(context.partition_key)
-        store = trove.store(config.name)
+        try:
+            store = trove.store(config.name)
+        except StateUnreadableError as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
+        index_check = _check_index(settings, store, config.name)
         with permanent_source_errors():
-            result = scan_source(config, store, AclPolicy.from_config(config.acl))
+            result = scan_source(
+                config,
+                store,
+                AclPolicy.from_config(config.acl),
+                index_check=index_check,
+                # Parsers load only when a document needs them, and then at once.
+                on_content_changes=prestart_parse_workers,
+            )
+        for warning in result.warnings:
+            context.log.warning(warning)
         return dg.MaterializeResult(metadata=_metadata(result))
 
     @dg.asset(
@@ -85,6 +125,7 @@ def build_ingest_assets(
     def parsed_documents(
         context: dg.AssetExecutionContext, trove: TroveResource
     ) -> dg.MaterializeResult:
+        from pipelines.ocr import OcrSettings
         from pipelines.parse_worker import make_parse_fn
 
         config = trove.settings().source(context.partition_key)
@@ -92,7 +133,12 @@ def build_ingest_assets(
         # Guard checks (size, zip bombs, type mismatch, encryption), then a killable
         # parser process with the source's timeout and limits.
         with make_parse_fn(config.limits) as parse:
+            parse.ocr = OcrSettings(config.ocr, tuple(config.ocr_languages))
             result = parse_pending(store, parse)
+        # How much OCR (scanned pages, images) this run did, and what it left out.
+        result.counts.update(
+            {k: round(v, 2) if k == "ocr_seconds" else int(v) for k, v in parse.ocr_totals.items()}
+        )
         for failure in result.failures:
             context.log.warning(f"could not parse {failure['path']}: {failure['reason']}")
         return dg.MaterializeResult(metadata=_metadata(result))
@@ -215,7 +261,7 @@ def build_ingest_assets(
             acls = source_acls(index, source)
             checks = [
                 acl_coverage(acls, store, source),
-                index_matches_manifest(acls, store),
+                index_matches_manifest(acls, store, index, source),
                 failed_documents_check(store.failures(), sla),
                 no_redacted_values(index, source, config.pii.policy, config.pii.types),
                 listing_complete(store),

@@ -1,10 +1,18 @@
 """HTTP for connectors: httpx with retries that respect the server.
 
-* 429 and 503 honour ``Retry-After`` (delta-seconds or an HTTP-date), capped at
-  ``max_delay_s``; without the header, and for 500/502/504 and transport errors,
-  capped exponential backoff with jitter (sleep in ``[base/2, base]``).
-* The total time spent waiting is bounded (``max_total_s``): past it the
-  request fails with :class:`SourceUnavailable` rather than hanging a run.
+* 429 and 503 (and an overload 403 that carries ``Retry-After``) wait as long as
+  the server asks: ``Retry-After`` (delta-seconds or an HTTP-date) or
+  Atlassian's ``X-RateLimit-Reset`` (an ISO 8601 time), whichever is later.
+  The server's wait is never cut to ``max_delay_s``: retrying before it is over
+  only earns another 429 (Atlassian: "the request will fail and return the same
+  or longer Retry-After period") and burns the budget. Without such a header,
+  and for 500/502/504 and transport errors, capped exponential backoff with
+  jitter (sleep in ``[base/2, base]``, at most ``max_delay_s``).
+* The total time spent waiting is bounded (``max_total_s``): a wait that would
+  pass it is not started, and the request fails at once with
+  :class:`SourceUnavailable`, whose message says that the retry budget ran out
+  and how long the server asked to wait (that message is what a run's summary
+  reports).
 * 401/403 raise :class:`SourceAuthError` with the URL (never the credentials);
   other 4xx are returned to the caller, who knows whether a 404 means "deleted".
 
@@ -64,6 +72,34 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
     return max(0.0, (when - now).total_seconds())
 
 
+def rate_limit_reset_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """Atlassian's ``X-RateLimit-Reset`` (``2026-02-02T12:00Z``, ISO 8601) as seconds from now."""
+    if value is None or not value.strip():
+        return None
+    try:
+        when = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    now = now or datetime.now(UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def server_wait_seconds(headers: httpx.Headers | dict[str, str]) -> float | None:
+    """How long a throttling response asks the client to wait (the later of the two headers)."""
+    lowered = {str(k).lower(): str(v) for k, v in headers.items()}
+    waits = [
+        w
+        for w in (
+            retry_after_seconds(lowered.get("retry-after")),
+            rate_limit_reset_seconds(lowered.get("x-ratelimit-reset")),
+        )
+        if w is not None
+    ]
+    return max(waits) if waits else None
+
+
 def backoff_seconds(attempt: int, policy: RetryPolicy, rand: Callable[[], float]) -> float:
     base = min(policy.max_delay_s, policy.base_delay_s * (2**attempt))
     return base / 2 + rand() * base / 2
@@ -88,6 +124,7 @@ class HttpClient:
         self._clock = clock
         self.retries = 0  # how many times a request was retried (for metadata)
         self.waited_s = 0.0
+        self.budget_exhausted = False  # a request gave up because the retry budget ran out
 
     def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         policy = self.policy
@@ -110,16 +147,25 @@ class HttpClient:
             attempt += 1
             delay = None
             if response is not None and response.status_code in (403, 429, 503):
-                delay = retry_after_seconds(response.headers.get("Retry-After"))
+                delay = server_wait_seconds(response.headers)
+            asked = delay is not None
             if delay is None:
-                delay = backoff_seconds(attempt - 1, policy, self._rand)
-            delay = min(delay, policy.max_delay_s)
+                delay = min(backoff_seconds(attempt - 1, policy, self._rand), policy.max_delay_s)
             spent = self._clock() - started
             if attempt >= policy.max_attempts or spent + delay > policy.max_total_s:
                 what = f"status {response.status_code}" if response is not None else repr(error)
+                why = (
+                    f"; the retry budget ran out: the server asked to wait {delay:.0f}s more "
+                    f"and {max(0.0, policy.max_total_s - spent):.0f}s of the "
+                    f"{policy.max_total_s:.0f}s budget (retry.max_total_s) was left"
+                    if asked and attempt < policy.max_attempts
+                    else f"; the retry budget ran out ({policy.max_attempts} attempts, "
+                    f"{policy.max_total_s:.0f}s)"
+                )
+                self.budget_exhausted = True
                 raise SourceUnavailable(
                     f"{method} {_safe(url)} still failing after {attempt} attempts "
-                    f"and {spent:.0f}s ({what})"
+                    f"and {spent:.0f}s ({what}){why}"
                 )
             log.info("retrying %s %s in %.1fs (attempt %d)", method, _safe(url), delay, attempt)
             self.retries += 1

@@ -5,8 +5,38 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from trove.acl import Acl
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """Which file a scan read: device, inode, size and modification time.
+
+    The parse stage opens ``local_path`` again later in the run; it refuses the
+    file unless these still match (:mod:`pipelines.local_file`), so a file or a
+    parent folder swapped for a link in between is never read in its place.
+    """
+
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, st: Any) -> FileIdentity:
+        """From an ``os.stat_result``."""
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def to_dict(self) -> dict[str, int]:
+        return {"dev": self.dev, "ino": self.ino, "size": self.size, "mtime_ns": self.mtime_ns}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> FileIdentity | None:
+        if not data:
+            return None
+        return cls(int(data["dev"]), int(data["ino"]), int(data["size"]), int(data["mtime_ns"]))
 
 
 @dataclass(frozen=True)
@@ -34,6 +64,8 @@ class SourceDocument:
     local_path: Path | None = None  # where the bytes can be read, for local sources
     content: bytes | None = None  # the bytes, for remote sources that return them inline
     author: str | None = None
+    # For ``local_path``: the file the scan read, checked again before parsing.
+    identity: FileIdentity | None = None
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,11 @@ REASON_CLASSES: tuple[str, ...] = (
     "parser_crash",  # the parser process died or raised an unexpected error
     "limit_exceeded",  # pages, characters or elements over the limits
     "unreadable",  # the file could not be read at all (permissions, vanished)
+    "changed_during_sync",  # a link, or another or modified file, since the scan read it
+    "needs_ocr",  # only scanned pages or an image, and tesseract is not installed (or ocr: off)
+    "decompression_bomb",  # an image or page whose pixel count is over limits.max_image_pixels
+    "too_many_pages",  # more pages to OCR than limits.max_ocr_pages
+    "ocr_timeout",  # OCR of one document ran past limits.ocr_timeout_s in total
 )
 
 
@@ -92,3 +97,25 @@ class ParserCrashError(ParseError):
 
 class LimitExceededError(ParseError):
     reason_class = "limit_exceeded"
+
+
+class ChangedDuringSyncError(ParseError):
+    """The file is no longer the one the scan read (swapped, replaced by a link, gone)."""
+
+    reason_class = "changed_during_sync"
+
+
+class NeedsOcrError(ParseError):
+    reason_class = "needs_ocr"
+
+
+class DecompressionBombError(ParseError):
+    reason_class = "decompression_bomb"
+
+
+class TooManyPagesError(ParseError):
+    reason_class = "too_many_pages"
+
+
+class OcrTimeoutError(ParseError):
+    reason_class = "ocr_timeout"

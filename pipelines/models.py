@@ -28,6 +28,11 @@ class ParsedDocument:
     title: str
     text: str  # the element texts joined by ELEMENT_SEPARATOR
     elements: tuple[ParsedElement, ...]
+    # OCR (pipelines.ocr): pages read by OCR, and scanned pages left out because
+    # OCR is off or tesseract is missing; how long OCR took (not part of equality).
+    ocr_pages: int = 0
+    ocr_pages_skipped: int = 0
+    ocr_seconds: float = field(default=0.0, compare=False)
 
     @property
     def has_pages(self) -> bool:

@@ -36,6 +36,7 @@ Usage::
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import html
 import importlib
 import io
@@ -61,7 +62,18 @@ from pipelines.errors import (
     UnsupportedFormatError,
 )
 from pipelines.models import ELEMENT_SEPARATOR, ParsedDocument, ParsedElement
+from pipelines.ocr import (
+    IMAGE_TYPES,
+    MIN_TEXT_CHARS,
+    OcrBudget,
+    OcrPage,
+    OcrSettings,
+    can_ocr,
+    ocr_image,
+    ocr_pdf_pages,
+)
 from pipelines.offline_nlp import install_offline_nlp
+from trove.config import LimitsConfig
 
 InputKind = Literal["path", "text", "utf8_bytes"]
 
@@ -117,6 +129,8 @@ _FORMATS: dict[str, _Format] = {
         "CSV", "unstructured.partition.csv", "partition_csv", "utf8_bytes", {"encoding": "utf-8"}
     ),
     "tsv": _Format("TSV", "unstructured.partition.tsv", "partition_tsv", "utf8_bytes"),
+    # Images are read by OCR (pipelines.ocr), not by unstructured.
+    **{kind: _Format("image", "pipelines.ocr", "ocr_image", "path") for kind in IMAGE_TYPES},
 }
 
 DEFAULT_LANGUAGES: tuple[str, ...] = ("eng",)
@@ -137,6 +151,16 @@ _ZIP_TYPES = frozenset({"docx", "pptx", "xlsx", "odt", "epub"})
 _OOXML_TYPES = frozenset({"docx", "pptx", "xlsx"})
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _HEAD_BYTES = 8192
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
+_IMAGE_MAGIC: dict[str, tuple[bytes, ...]] = {
+    "png": (b"\x89PNG\r\n\x1a\n",),
+    "jpg": (b"\xff\xd8\xff",),
+    "jpeg": (b"\xff\xd8\xff",),
+    "tif": _TIFF_MAGIC,
+    "tiff": _TIFF_MAGIC,
+    "bmp": (b"BM",),
+    "webp": (b"RIFF",),
+}
 
 # Control characters break tokenisers and JSON consumers; newline and tab carry layout.
 # These are all of them (Unicode category Cc: U+0000-U+001F and U+007F-U+009F, a set
@@ -156,19 +180,24 @@ _MAX_TITLE_CHARS = 300
 
 
 def parse_document(doc: SourceDocument) -> ParsedDocument:
-    """Parse a connector's document from ``doc.local_path``.
+    """Parse a connector's document from ``doc.local_path``, if still the file scanned.
 
-    :raises ParseError: when the document has no local copy or cannot be parsed.
+    :raises ParseError: when the document has no local copy, changed since the scan
+        (``changed_during_sync``) or cannot be parsed.
     """
+    from pipelines.local_file import private_copy
+
     if doc.local_path is None:
         raise ParseError(f"document {doc.doc_id!r} has no local file to parse", path=doc.path)
-    return parse_file(
-        doc.local_path,
-        doc_id=doc.doc_id,
-        version=doc.version,
-        doc_type=doc.doc_type or None,
-        title=doc.title or None,
-    )
+    # Read through a descriptor checked against the scan (see pipelines.local_file).
+    with private_copy(doc.local_path, doc.identity) as copy:
+        return parse_file(
+            copy,
+            doc_id=doc.doc_id,
+            version=doc.version,
+            doc_type=doc.doc_type or None,
+            title=doc.title or None,
+        )
 
 
 def parse_file(
@@ -181,8 +210,10 @@ def parse_file(
     max_chars: int | None = None,
     max_line_chars: int | None = None,
     languages: Sequence[str] = DEFAULT_LANGUAGES,
+    ocr: OcrSettings | None = None,
+    limits: LimitsConfig | None = None,
 ) -> ParsedDocument:
-    """Parse one file into text and elements.
+    """Parse one file into text and elements; scanned PDF pages and images through OCR.
 
     :param doc_type: the extension to parse as (default: the file's own suffix).
     :param title: a fallback title when the document neither declares one nor opens
@@ -192,12 +223,23 @@ def parse_file(
     :param max_line_chars: lines of txt/md longer than this are hard-wrapped.
     :param languages: passed to unstructured (see :data:`DEFAULT_LANGUAGES`);
         ``("auto",)`` detects them per document.
+    :param ocr: the source's OCR mode and languages (default ``auto``, English);
+        see :mod:`pipelines.ocr`.
+    :param limits: the OCR limits (pixels, pages, seconds) and ``max_pages``;
+        default :class:`~trove.config.LimitsConfig`'s.
     :raises ParseError: unsupported type, unreadable, empty or whitespace-only file,
-        encrypted or malformed content, or a parse that produced no text.
+        encrypted or malformed content, a parse that produced no text, or an OCR
+        refusal (``needs_ocr``, ``decompression_bomb``, ``too_many_pages``,
+        ``ocr_timeout``).
     """
     path = Path(path)
     kind = check_file(path, doc_type)
     fmt = _FORMATS[kind]
+    ocr = ocr or OcrSettings()
+    limits = limits or LimitsConfig()
+    if kind in IMAGE_TYPES:
+        return _parse_image(path, doc_id, version, title, ocr, limits)
+    pdf_pages = _pdf_page_sizes(path, limits) if kind == "pdf" else None
 
     declared_title: str | None = None
     prefix: list[ParsedElement] = []
@@ -220,6 +262,9 @@ def parse_file(
 
     raw_elements = _partition(path, fmt, call_kwargs)
     elements = prefix + [e for e in (_convert(el) for el in raw_elements) if e is not None]
+    ocr_done = _NO_OCR
+    if pdf_pages:
+        elements, ocr_done = _pdf_with_ocr(path, elements, pdf_pages, ocr, limits)
     if len(elements) == len(prefix):
         reason, reason_class = _empty_reason(path, kind, fmt)
         raise ParseError(reason, path=str(path), reason_class=reason_class)
@@ -227,8 +272,145 @@ def parse_file(
     parsed_elements, joined = _layout(elements)
     chosen = _choose_title(declared_title, parsed_elements, title, path)
     return ParsedDocument(
-        doc_id=doc_id, version=version, title=chosen, text=joined, elements=parsed_elements
+        doc_id=doc_id,
+        version=version,
+        title=chosen,
+        text=joined,
+        elements=parsed_elements,
+        ocr_pages=ocr_done.pages,
+        ocr_pages_skipped=ocr_done.skipped,
+        ocr_seconds=ocr_done.seconds,
     )
+
+
+# ---------------------------------------------------------------- OCR (pipelines.ocr)
+
+
+@dataclass(frozen=True)
+class _OcrDone:
+    pages: int = 0
+    skipped: int = 0  # pages without text that OCR could not read (off, not installed)
+    seconds: float = 0.0
+
+
+_NO_OCR = _OcrDone()
+
+
+def _ocr_budget(pages: int, limits: LimitsConfig) -> OcrBudget:
+    """Per-page seconds, scaled by the pages to read, capped by the per-document total."""
+    return OcrBudget(min(limits.ocr_timeout_s, limits.ocr_page_timeout_s * max(pages, 1)))
+
+
+def _parse_image(
+    path: Path,
+    doc_id: str,
+    version: str,
+    title: str | None,
+    ocr: OcrSettings,
+    limits: LimitsConfig,
+) -> ParsedDocument:
+    budget = _ocr_budget(1, limits)
+    pages = ocr_image(path, ocr, limits, budget)
+    elements = [e for page in pages for e in _ocr_elements(page)]
+    if not elements:
+        raise EmptyDocumentError(
+            f"OCR found no text in image {path.name!r} ({len(pages)} page(s))", path=str(path)
+        )
+    parsed_elements, joined = _layout(elements)
+    return ParsedDocument(
+        doc_id=doc_id,
+        version=version,
+        title=_clean_title(title) or path.stem or path.name,
+        text=joined,
+        elements=parsed_elements,
+        ocr_pages=budget.pages,
+        ocr_seconds=budget.seconds,
+    )
+
+
+def _pdf_page_sizes(path: Path, limits: LimitsConfig) -> dict[int, tuple[float, float]] | None:
+    """Each page's size in points, read before anything is rendered (None: pypdf cannot tell).
+
+    A PDF with more pages than ``limits.max_pages`` is refused here, before pdfminer
+    reads them all.
+    """
+    from pypdf import PdfReader
+
+    try:
+        reader = PdfReader(str(path))
+        if reader.is_encrypted and not reader.decrypt(""):
+            return None  # pdfminer's parse reports it
+        count = len(reader.pages)
+        if count > limits.max_pages:
+            from pipelines.errors import TooManyPagesError
+
+            raise TooManyPagesError(
+                f"PDF {path.name!r} has {count:,} pages, over the limit of {limits.max_pages:,} "
+                "(limits.max_pages)",
+                path=str(path),
+            )
+        sizes: dict[int, tuple[float, float]] = {}
+        for number, page in enumerate(reader.pages, start=1):
+            box = page.mediabox
+            sizes[number] = (abs(float(box.width)), abs(float(box.height)))
+        return sizes
+    except ParseError:
+        raise
+    except Exception:  # damaged in a way pypdf minds: the fast path decides alone, as before
+        return None
+
+
+def _pdf_with_ocr(
+    path: Path,
+    elements: list[ParsedElement],
+    sizes: dict[int, tuple[float, float]],
+    ocr: OcrSettings,
+    limits: LimitsConfig,
+) -> tuple[list[ParsedElement], _OcrDone]:
+    """The PDF's elements with its text-less pages OCR'd, in page order (see pipelines.ocr)."""
+    visible: dict[int, int] = {}
+    for element in elements:
+        if element.page is not None:
+            shown = len("".join(element.text.split()))
+            visible[element.page] = visible.get(element.page, 0) + shown
+    if ocr.mode == "always":
+        targets = sorted(sizes)
+    else:
+        targets = [p for p in sorted(sizes) if visible.get(p, 0) < MIN_TEXT_CHARS]
+    if not targets:
+        return elements, _NO_OCR
+    has_text = any(visible.get(p, 0) for p in sizes if p not in targets)
+    if not can_ocr(ocr, pdf=True) and has_text:
+        # A mixed PDF without OCR: its text pages are indexed; the others are counted.
+        return elements, _OcrDone(skipped=len(targets))
+    budget = _ocr_budget(len(targets), limits)
+    read = {
+        page.page: _ocr_elements(page)
+        for page in ocr_pdf_pages(path, targets, sizes, ocr, limits, budget)
+    }
+    merged: list[ParsedElement] = []
+    for page in sorted({*sizes, *(e.page for e in elements if e.page is not None)}):
+        if page in read:
+            merged.extend(read[page])
+        else:
+            merged.extend(e for e in elements if e.page == page)
+    merged.extend(e for e in elements if e.page is None)
+    return merged, _OcrDone(pages=budget.pages, seconds=budget.seconds)
+
+
+def _ocr_elements(page: OcrPage) -> list[ParsedElement]:
+    """One page's OCR'd text as elements (unstructured's text classification), with its page."""
+    text = normalise_text(page.text)
+    if not text.strip():
+        return []
+    fmt = _FORMATS["txt"]
+    raw = _partition(Path(f"page-{page.page}.txt"), fmt, {"text": text, "languages": ["eng"]})
+    out: list[ParsedElement] = []
+    for element in raw:
+        converted = _convert(element)
+        if converted is not None:
+            out.append(dataclasses.replace(converted, page=page.page))
+    return out
 
 
 _PLAIN_KINDS = frozenset({"txt", "text", "md", "markdown", "csv", "tsv"})
@@ -358,6 +540,15 @@ def _check_container(path: Path, kind: str, fmt: _Format, head: bytes) -> None:
         if b"%PDF-" not in head[:1024]:
             raise TypeMismatchError(
                 f"{path.name!r} is not a PDF (no %PDF- header in the first 1024 bytes)",
+                path=str(path),
+            )
+        return
+    if kind in IMAGE_TYPES:
+        if not any(head.startswith(magic) for magic in _IMAGE_MAGIC[kind]) or (
+            kind == "webp" and head[8:12] != b"WEBP"
+        ):
+            raise TypeMismatchError(
+                f"{path.name!r} is not a {kind.upper()} image (its first bytes say otherwise)",
                 path=str(path),
             )
         return
@@ -640,8 +831,7 @@ def _pdf_empty_reason(path: Path) -> tuple[str, str]:
     if pages == 0:
         return f"PDF {path.name!r} has no pages", "empty"
     return (
-        f"PDF {path.name!r} has {pages} page(s) but no extractable text "
-        "(scanned or image-only pages; OCR is not enabled)"
+        f"PDF {path.name!r} has {pages} page(s) but no extractable text, and OCR found none either"
     ), "empty"
 
 

@@ -47,6 +47,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
+import functools
 import importlib
 import logging
 import multiprocessing
@@ -67,6 +69,7 @@ from typing import Any
 from connectors.models import SourceDocument
 from pipelines.errors import ParseError, ParserCrashError, ParseTimeoutError
 from pipelines.models import ParsedDocument
+from pipelines.ocr import IMAGE_TYPES, OcrSettings
 from trove.config import LimitsConfig
 
 DEFAULT_TARGET = "pipelines.parse:parse_file"
@@ -87,6 +90,7 @@ class _Request:
     doc_type: str | None
     title: str | None
     limits: LimitsConfig
+    ocr: OcrSettings = dataclasses.field(default_factory=OcrSettings)
 
 
 # ---------------------------------------------------------------- child process
@@ -151,6 +155,8 @@ def _handle(parse: Callable[..., ParsedDocument], request: _Request) -> tuple[An
             title=request.title,
             max_chars=request.limits.max_chars,
             max_line_chars=request.limits.max_line_chars,
+            ocr=request.ocr,
+            limits=request.limits,
         )
         check_parsed(parsed, request.limits, name)
     except ParseError as exc:
@@ -238,8 +244,12 @@ class ParseWorker:
 
     # -- parsing
 
-    def parse(self, doc: SourceDocument, limits: LimitsConfig) -> ParsedDocument:
+    def parse(
+        self, doc: SourceDocument, limits: LimitsConfig, ocr: OcrSettings | None = None
+    ) -> ParsedDocument:
         """Parse ``doc.local_path`` in the child within ``limits.timeout_s``.
+
+        ``ocr`` is the source's OCR setting (default ``auto``), passed to the parser.
 
         :raises ParseError: the parser's own reason, or ``timeout`` / ``parser_crash``
             when the child had to be killed or died; the next call starts a new child.
@@ -253,6 +263,7 @@ class ParseWorker:
             doc_type=doc.doc_type or None,
             title=doc.title or None,
             limits=limits,
+            ocr=ocr or OcrSettings(),
         )
         with self._lock:
             conn = self._send(request)
@@ -585,23 +596,59 @@ class GuardedParser:
         """How many documents can be parsed at once (calls from that many threads)."""
         return len(self.workers)
 
+    ocr: OcrSettings = OcrSettings()
+    """The source's OCR setting, sent with each document (set it after construction)."""
+
     def __call__(self, doc: SourceDocument) -> ParsedDocument:
-        from pipelines.guard import check_document
+        from pipelines.local_file import private_copy
 
         if doc.local_path is None:
             raise ParseError(f"document {doc.doc_id!r} has no local file to parse", path=doc.path)
+        # Guard and parser read a private copy made through a descriptor opened without
+        # links and checked against the scan's identity: never the path again.
+        with private_copy(doc.local_path, doc.identity, max_bytes=self.limits.max_bytes) as copy:
+            return self._parse_copy(dataclasses.replace(doc, local_path=copy))
+
+    def _parse_copy(self, doc: SourceDocument) -> ParsedDocument:
+        from pipelines.guard import check_document
+
+        assert doc.local_path is not None
+        kind = (doc.doc_type or doc.local_path.suffix).lower().lstrip(".")
         started = time.perf_counter()
         try:
-            check_document(doc.local_path, doc.doc_type or doc.local_path.suffix, self.limits)
+            check_document(doc.local_path, kind, self.limits)
         finally:
             self._add_seconds("guard", started)
+        limits = self.limits
+        if self.ocr.mode != "off" and (kind == "pdf" or kind in IMAGE_TYPES):
+            # The child bounds OCR itself (limits.ocr_page_timeout_s per page, at most
+            # limits.ocr_timeout_s: reason ocr_timeout); the kill waits for that too.
+            limits = limits.model_copy(
+                update={"timeout_s": limits.timeout_s + limits.ocr_timeout_s}
+            )
         worker = self._idle.get()
         started = time.perf_counter()
         try:
-            return worker.parse(doc, self.limits)
+            parsed = worker.parse(doc, limits, self.ocr)
         finally:
             self._add_seconds("worker", started)
             self._idle.put(worker)
+        if parsed.ocr_pages or parsed.ocr_pages_skipped:
+            with self._seconds_lock:
+                totals = self.ocr_totals
+                totals["documents_ocr"] += 1 if parsed.ocr_pages else 0
+                totals["pages_ocr"] += parsed.ocr_pages
+                totals["pages_needing_ocr"] += parsed.ocr_pages_skipped
+                totals["ocr_seconds"] += parsed.ocr_seconds
+        return parsed
+
+    @functools.cached_property
+    def ocr_totals(self) -> dict[str, float]:
+        """What OCR did in this parser's documents: documents, pages, seconds (summed).
+
+        ``pages_needing_ocr``: scanned pages of mixed PDFs left out (OCR off or missing).
+        """
+        return {"documents_ocr": 0, "pages_ocr": 0, "pages_needing_ocr": 0, "ocr_seconds": 0.0}
 
     def _add_seconds(self, what: str, started: float) -> None:
         elapsed = time.perf_counter() - started

@@ -5,16 +5,56 @@ Rules are tried in order; the first whose glob matches the document's path
 no default means an empty ACL, which nobody can read (fail closed). A rule
 replaces native permissions the connector reported; with no rule and no
 default, native permissions (when a connector has them) apply.
+
+A path may name its place in more than one way, and a document may be reached
+at more than one path. The ACL is what *every* one of them allows, so another
+spelling can only narrow who reads a document, never widen it:
+
+* each path is read as written, as the place it names (``hr//x``, ``hr/./x``
+  and ``handbook/../hr/x`` are ``hr/x``; Unicode NFC), and that place ignoring
+  case (``HR/x``): see :class:`connectors.filesystem.Reading`;
+* a followed symbolic link is governed by its own path and its target's
+  (:func:`connectors.filesystem.rule_paths`).
+
+When the readings disagree the document gets the intersection (:func:`intersect`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import reduce
 
-from connectors.filesystem import matches
+from connectors.filesystem import RULE_READINGS, Reading, rule_paths
 from connectors.models import SourceDocument
-from trove.acl import Acl
+from trove.acl import Acl, AclLayer
 from trove.config import SourceAclConfig
+
+
+def intersect(a: Acl, b: Acl) -> Acl:
+    """An ACL admitting exactly the principals both admit.
+
+    ``b``'s allow list becomes a layer of ``a`` (its own layers carried over),
+    the deny lists are united, and two different tenants admit nobody.
+    """
+    if a == b:
+        return a
+    if a.tenant and b.tenant and a.tenant != b.tenant:
+        return Acl.empty()
+    if a.public and not b.public:
+        a, b = b, a  # a public ACL adds no layer: the other one's allow list is the base
+    layers = (*a.layers, *b.layers)
+    if not b.public:
+        layers = (*layers, AclLayer(b.allow_users, b.allow_groups))
+    return Acl(
+        allow_users=a.allow_users,
+        allow_groups=a.allow_groups,
+        deny_users=a.deny_users | b.deny_users,
+        deny_groups=a.deny_groups | b.deny_groups,
+        tenant=a.tenant or b.tenant,
+        public=a.public,
+        layers=layers,
+    )
 
 
 @dataclass(frozen=True)
@@ -29,13 +69,24 @@ class AclPolicy:
             default=config.default.to_acl() if config.default else None,
         )
 
-    def acl_for_path(self, path: str, native: Acl | None = None) -> Acl:
+    def _acl_by(self, reading: Reading, path: str, native: Acl | None) -> Acl:
+        form = reading.form(path)
         for pattern, acl in self.rules:
-            if matches(path, [pattern]):
+            if reading.match(form, (pattern,)):
                 return acl
         if native is not None and native.grants_anyone:
             return native
         return self.default if self.default is not None else Acl.empty()
 
+    def acl_for_paths(self, paths: Iterable[str], native: Acl | None = None) -> Acl:
+        """What every reading of every path allows (the module doc)."""
+        acls = [self._acl_by(r, p, native) for p in paths for r in RULE_READINGS]
+        # Equal ACLs collapse, so a path every reading agrees on keeps its plain ACL.
+        distinct = list(dict.fromkeys(acls))
+        return reduce(intersect, distinct) if distinct else Acl.empty()
+
+    def acl_for_path(self, path: str, native: Acl | None = None) -> Acl:
+        return self.acl_for_paths((path,), native)
+
     def acl_for(self, doc: SourceDocument) -> Acl:
-        return self.acl_for_path(doc.path, doc.acl)
+        return self.acl_for_paths(rule_paths(doc), doc.acl)

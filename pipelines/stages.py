@@ -14,10 +14,19 @@ Change classes, decided by :func:`scan_source` against the manifest:
   ACLs are updated; nothing is parsed or embedded.
 * ``deleted`` — gone from the source: every chunk is removed from the index.
 * ``failed_before`` — the same version failed last time: not retried until it changes.
+* ``rewrite`` — unchanged, but the index lost it (see :mod:`pipelines.index_check`):
+  written again from the copy the state folder keeps, vectors from the embedding
+  cache; nothing parsed, nothing embedded unless the cache lost it too.
+
+Documents of the source that the index holds and the manifest does not (an
+older copy of the index restored, a state folder lost) are removed by the
+write stage, so nothing the manifest does not vouch for keeps serving.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,9 +37,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from connectors.base import Connector
-from connectors.models import SourceDocument
+from connectors.models import FileIdentity, SourceDocument
 from connectors.registry import open_connector
 from pipelines import progress
+from pipelines.index_check import IndexCheck
 from pipelines.models import Chunk, ParsedDocument
 from pipelines.secure import AclPolicy
 from pipelines.store import (
@@ -50,14 +60,17 @@ from pipelines.sync import (
     PENDING_COMMIT,
     PERMISSION_SYNCED_AT,
     RETRY_IDS,
+    REWRITE,
     UNCHANGED,
     compute_change_set,
 )
-from retrieval.index.base import ChunkRecord, IndexBackend, WriteBatch
+from retrieval.index.base import ChunkRecord, IndexBackend, IndexGeneration, WriteBatch
 from trove.acl import Acl
 from trove.config import InjectionConfig, PiiConfig, SourceConfig
 
 FAILED = "failed"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -68,6 +81,7 @@ class StageResult:
     failures: list[dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     error: str | None = None  # the stage finished, but not everything (e.g. a cut-short listing)
+    warnings: list[str] = field(default_factory=list)  # worth a line in the log (an index repair)
 
 
 def source_document_of(pending: PendingDocument) -> SourceDocument:
@@ -84,11 +98,12 @@ def source_document_of(pending: PendingDocument) -> SourceDocument:
         doc_type=d["doc_type"],
         acl=Acl.from_dict(d["acl"]),
         local_path=Path(d["local_path"]) if d["local_path"] else None,
+        identity=FileIdentity.from_dict(d.get("identity")),
     )
 
 
 def count_changes(rows: list[PendingDocument]) -> dict[str, int]:
-    counts = {c: 0 for c in (ADDED, CHANGED, UNCHANGED, DELETED, ACL_ONLY, FAILED_BEFORE)}
+    counts = {c: 0 for c in (ADDED, CHANGED, UNCHANGED, DELETED, ACL_ONLY, FAILED_BEFORE, REWRITE)}
     for row in rows:
         counts[row.change] += 1
     return counts
@@ -99,14 +114,28 @@ def scan_source(
     store: StagingStore,
     policy: AclPolicy,
     connector: Connector | None = None,
+    index_check: IndexCheck | None = None,
+    on_content_changes: Callable[[], object] | None = None,
 ) -> StageResult:
-    """Ask the source what changed, assign ACLs, stage bytes, and record the change set."""
+    """Ask the source what changed, assign ACLs, stage bytes, and record the change set.
+
+    ``index_check`` (:func:`pipelines.index_check.check_index`, run just before)
+    says what the index lacks: those documents are rewritten, and documents of
+    the source it holds that the manifest does not are removed by the write.
+    Without it the index is assumed to hold what the manifest says.
+
+    ``on_content_changes`` is called once the change set is recorded and holds a
+    document to parse (e.g. :func:`pipelines.parse_worker.prestart_parse_workers`, so
+    the parsers load while the next steps start); an unchanged re-sync never calls it.
+    """
     started = time.perf_counter()
     own = connector is None
     connector = connector or open_connector(config)
     now = datetime.now(UTC)
     try:
-        scan = compute_change_set(config, store, policy, connector, now=now)
+        scan = compute_change_set(
+            config, store, policy, connector, now=now, index_check=index_check
+        )
     finally:
         if own:
             connector.close()
@@ -115,27 +144,57 @@ def scan_source(
             failure.doc_id, failure.path, None, "read", failure.reason, "unreadable"
         )
     store.replace_pending(scan.rows)
+    if on_content_changes is not None and any(r.change in CONTENT_CHANGES for r in scan.rows):
+        on_content_changes()
+    repair = _repair_plan(index_check, scan.refetched)
     store.set_counter(
         PENDING_COMMIT,
         {
             "cursor": scan.cursor,
             "retry_ids": scan.retry_ids,
             "permission_synced_at": now.isoformat() if scan.permission_synced else None,
+            "index_checked": index_check is not None,
+            "index_generation": index_check.current.to_dict()
+            if index_check is not None and index_check.current is not None
+            else None,
+            "repair": repair,
         },
     )
     counts = count_changes(scan.rows)
     counts["documents_seen"] = scan.documents_seen
     counts["fetch_failures"] = len(scan.retry_ids)
     counts["permission_sync"] = int(scan.permission_synced)
+    warnings: list[str] = []
+    if index_check is not None and repair is not None:
+        counts["index_missing_documents"] = len(index_check.missing)
+        counts["index_stale_documents"] = len(index_check.stale)
+        counts["index_orphaned_documents"] = len(index_check.orphaned)
+        counts["refetched"] = len(scan.refetched)
+        warnings.append(repair["reason"])
+        log.warning("source %s: %s", config.name, repair["reason"])
     result = StageResult(
         counts=counts,
         failures=[{"path": f.path, "reason": f.reason} for f in scan.failures],
         seconds=time.perf_counter() - started,
         error=scan.error,
+        warnings=warnings,
     )
     store.set_counter("run.scan", result.counts)
     store.set_counter("run.scan_error", scan.error)
+    store.set_counter("run.repair", repair)
     return result
+
+
+def _repair_plan(check: IndexCheck | None, refetched: list[str]) -> dict[str, Any] | None:
+    """What this run does about an index that disagrees with the manifest (None: it agrees)."""
+    if check is None or check.ok:
+        return None
+    return {
+        "reason": check.describe(),
+        "to_rewrite": sorted(check.to_rewrite),
+        "orphans": list(check.orphaned),
+        "refetched": refetched,
+    }
 
 
 ParseFn = Callable[[SourceDocument], ParsedDocument]
@@ -304,10 +363,15 @@ def _hidden_html_text(row: PendingDocument, screen_html: Callable[[str], list[st
     path = row.document.get("local_path")
     if row.document.get("doc_type") not in ("html", "htm") or not path:
         return []
+    from pipelines.errors import ParseError
+    from pipelines.local_file import read_checked
+
     try:
-        raw = Path(path).read_bytes().decode("utf-8", errors="replace")
-    except OSError:
+        # Never by path alone: a file swapped for a link since the scan is not read.
+        data = read_checked(Path(path), FileIdentity.from_dict(row.document.get("identity")))
+    except ParseError:
         return []
+    raw = data.decode("utf-8", errors="replace")
     return [s.strip() for s in screen_html(raw) if s.strip()]
 
 
@@ -343,13 +407,21 @@ def embed_pending(
 ) -> StageResult:
     """Embed chunk texts not already in the cache; unchanged text is reused, never re-embedded."""
     started = time.perf_counter()
-    chunks = [c for doc_id in _content_doc_ids(store) for c, _ in store.chunks(doc_id)]
-    keys = [text_hash(embedder.model_id, c.embedding_text) for c in chunks]
+    texts = [
+        c.embedding_text for doc_id in _content_doc_ids(store) for c, _ in store.chunks(doc_id)
+    ]
+    # Documents the index lost: their kept chunks, normally all in the cache already.
+    texts += [
+        embedding_text(record, context)
+        for row in store.pending(REWRITE)
+        for record, context in store.indexed_chunks(row.doc_id)
+    ]
+    keys = [text_hash(embedder.model_id, text) for text in texts]
     cached = cache.get_many(sorted(set(keys)))
     missing: dict[str, str] = {}
-    for key, chunk in zip(keys, chunks, strict=True):
+    for key, text in zip(keys, texts, strict=True):
         if key not in cached and key not in missing:
-            missing[key] = chunk.embedding_text
+            missing[key] = text
     # Longest first across the whole change set, not just within one call: each
     # batch then holds texts of similar length and pads little (the encoders
     # sort only inside the slice they are given).
@@ -361,11 +433,25 @@ def embed_pending(
             cache.put_many(zip([k for k, _ in part], vectors, strict=True))
             advance(len(part))
     result = StageResult(
-        counts={"chunks_embedded": len(todo), "chunks_reused": len(chunks) - len(todo)},
+        counts={"chunks_embedded": len(todo), "chunks_reused": len(texts) - len(todo)},
         seconds=time.perf_counter() - started,
     )
     store.set_counter("run.embed", result.counts)
     return result
+
+
+def embedding_text(record: ChunkRecord, context: str) -> str:
+    """The text a kept chunk was embedded from (what :attr:`Chunk.embedding_text` gave)."""
+    chunk = Chunk(
+        record.chunk_id,
+        record.doc_id,
+        record.ord,
+        record.text,
+        record.char_start,
+        record.char_end,
+        context=context,
+    )
+    return chunk.embedding_text
 
 
 def _content_doc_ids(store: StagingStore) -> list[str]:
@@ -379,11 +465,13 @@ def write_pending(
 
     The manifest is written only after the index committed: a crash in between
     makes the next run redo these documents, which is idempotent (upserts replace
-    a document's chunks; vectors come from the cache).
+    a document's chunks; vectors come from the cache). With it go the copy of
+    every chunk written (for rewriting a lost index) and the index generation
+    the manifest now describes.
     """
     started = time.perf_counter()
     batch = WriteBatch()
-    indexed: list[tuple[PendingDocument, list[str]]] = []
+    indexed: list[tuple[PendingDocument, list[tuple[ChunkRecord, str]]]] = []
     for row in store.pending(*CONTENT_CHANGES):
         parsed = store.get_parsed(row.doc_id)
         staged = store.chunks(row.doc_id)
@@ -400,35 +488,45 @@ def write_pending(
         notes = store.annotations(row.doc_id)
         d = row.document
         modified = datetime.fromisoformat(d["modified_at"]) if d.get("modified_at") else None
+        written: list[tuple[ChunkRecord, str]] = []
         for (chunk, acl), key in zip(staged, keys, strict=True):
-            batch.upserts.append(
-                ChunkRecord(
-                    chunk_id=chunk.chunk_id,
-                    doc_id=row.doc_id,
-                    source=d["source"],
-                    ord=chunk.ord,
-                    text=chunk.text,
-                    title=parsed.title,
-                    uri=d["uri"],
-                    path=d["path"],
-                    section=chunk.section,
-                    pages=chunk.pages,
-                    char_start=chunk.char_start,
-                    char_end=chunk.char_end,
-                    doc_version=d["version"],
-                    doc_type=d["doc_type"],
-                    modified_at=modified,
-                    acl=acl if acl is not None else Acl.empty(),
-                    vector=vectors[key],
-                    metadata=notes.get(chunk.chunk_id, {}),
-                )
+            record = ChunkRecord(
+                chunk_id=chunk.chunk_id,
+                doc_id=row.doc_id,
+                source=d["source"],
+                ord=chunk.ord,
+                text=chunk.text,
+                title=parsed.title,
+                uri=d["uri"],
+                path=d["path"],
+                section=chunk.section,
+                pages=chunk.pages,
+                char_start=chunk.char_start,
+                char_end=chunk.char_end,
+                doc_version=d["version"],
+                doc_type=d["doc_type"],
+                modified_at=modified,
+                acl=acl if acl is not None else Acl.empty(),
+                vector=vectors[key],
+                metadata=notes.get(chunk.chunk_id, {}),
             )
-        indexed.append((row, [c.chunk_id for c, _ in staged]))
+            batch.upserts.append(record)
+            written.append((record, chunk.context))
+        indexed.append((row, written))
+    rewritten = store.pending(REWRITE)
+    for row in rewritten:
+        batch.upserts.extend(_kept_records(store, row, cache, model_id))
     acl_only = store.pending(ACL_ONLY)
     for row in acl_only:
         batch.acl_updates[row.doc_id] = row.acl
     deleted = store.pending(DELETED)
     batch.delete_docs |= {row.doc_id for row in deleted}
+    commit = store.counter(PENDING_COMMIT)
+    repair = (commit or {}).get("repair") or {}
+    # In the index, not in the manifest: deleted before an older copy of the index
+    # came back, or indexed under a lost state folder. A document also upserted
+    # here stays (a batch deletes first, then upserts).
+    batch.delete_docs |= set(repair.get("orphans", ()))
     if not batch.empty:
         index.apply(batch)
 
@@ -437,34 +535,83 @@ def write_pending(
         "documents_indexed": len(indexed),
         "documents_deleted": len(deleted),
         "acl_updates": len(acl_only),
+        "documents_rewritten": len(rewritten),
+        "documents_refetched": len(
+            set(repair.get("refetched", ())) & {row.doc_id for row, _ in indexed}
+        ),
+        "orphans_removed": len(repair.get("orphans", ())),
     }
+    handled = {row.doc_id for row, _ in indexed} | {r.doc_id for r in [*rewritten, *deleted]}
+    # Lost by the index and still missing: e.g. parsed again, and it failed.
+    counts["documents_not_repaired"] = len(set(repair.get("to_rewrite", ())) - handled)
+    generation = _generation_to_record(commit, index, counts["documents_not_repaired"])
     with store.transaction() as conn:
-        for row, chunk_ids in indexed:
+        for row, written in indexed:
             store.record_indexed(
                 conn,
                 row.doc_id,
                 row.path,
                 row.document["version"],
                 row.acl.fingerprint(),
-                chunk_ids,
+                [record.chunk_id for record, _ in written],
+                acl=row.acl,
             )
-        for row in acl_only:
-            store.record_acl(conn, row.doc_id, row.acl.fingerprint())
+            store.put_indexed_chunks(conn, row.doc_id, written)
+        for row in [*acl_only, *rewritten]:
+            store.record_acl(conn, row.doc_id, row.acl.fingerprint(), row.acl)
         for row in deleted:
             store.record_deleted(conn, row.doc_id)
         store.record_seen(conn, [r.doc_id for r in store.pending(UNCHANGED, FAILED_BEFORE)])
-        commit = store.counter(PENDING_COMMIT)
         if commit is not None:
             # The source's cursor moves only with the index and manifest it describes.
             store.put_counter(conn, CURSOR, commit["cursor"])
             store.put_counter(conn, RETRY_IDS, commit["retry_ids"])
             if commit["permission_synced_at"]:
                 store.put_counter(conn, PERMISSION_SYNCED_AT, commit["permission_synced_at"])
+            if commit.get("index_checked"):
+                store.put_index_generation(conn, generation)
             store.put_counter(conn, PENDING_COMMIT, None)
         store.clear_stage_data(conn)
         # Inside the transaction, so failures cleared by this run are not reported.
         store.add_run(conn, run_summary(store, counts))
     return StageResult(counts=counts, seconds=time.perf_counter() - started)
+
+
+def _kept_records(
+    store: StagingStore, row: PendingDocument, cache: EmbeddingCache, model_id: str
+) -> list[ChunkRecord]:
+    """A lost document's chunks from the state folder's copy, with the ACL in force now."""
+    kept = store.indexed_chunks(row.doc_id)
+    keys = [text_hash(model_id, embedding_text(record, context)) for record, context in kept]
+    vectors = cache.get_many(keys)
+    return [
+        dataclasses.replace(record, acl=row.acl, vector=vectors[key])
+        for (record, _), key in zip(kept, keys, strict=True)
+    ]
+
+
+def _generation_to_record(
+    commit: dict[str, Any] | None, index: IndexBackend, not_repaired: int
+) -> IndexGeneration | None:
+    """The generation the manifest describes after this run; None when it cannot vouch for one.
+
+    Recorded, a later run that finds the index at exactly this generation trusts it
+    without reading it. So it is recorded only when this run's check saw the index
+    and every document found missing or stale was written or deleted; else None,
+    and the next run compares document by document again.
+    """
+    if not commit or not commit.get("index_checked") or not_repaired:
+        return None
+    now = index.index_generation()
+    checked = IndexGeneration.from_dict(commit.get("index_generation"))
+    if now is None or (
+        checked is not None
+        and (now.index_id != checked.index_id or now.sequence < checked.sequence)
+    ):
+        # The index was swapped between the check and this write: it is not the one
+        # the check compared.
+        return None
+    return now
 
 
 def run_summary(store: StagingStore, write_counts: dict[str, int]) -> dict[str, Any]:
@@ -500,4 +647,23 @@ def run_summary(store: StagingStore, write_counts: dict[str, int]) -> dict[str, 
         # Set when the source's listing stopped early: what was gathered is indexed
         # and the next run resumes from the last committed batch.
         "sync_error": store.counter("run.scan_error"),
+        # Documents written again because the index lacked them or held them otherwise
+        # than the manifest (from the state folder's copy, or parsed again).
+        "rebuilt": write_counts.get("documents_rewritten", 0)
+        + write_counts.get("documents_refetched", 0),
+        "index_repair": _repair_summary(store.counter("run.repair"), write_counts),
+    }
+
+
+def _repair_summary(
+    repair: dict[str, Any] | None, write_counts: dict[str, int]
+) -> dict[str, Any] | None:
+    if not repair:
+        return None
+    return {
+        "reason": repair["reason"],
+        "rewritten_from_state": write_counts.get("documents_rewritten", 0),
+        "refetched": write_counts.get("documents_refetched", 0),
+        "orphans_removed": write_counts.get("orphans_removed", 0),
+        "not_repaired": write_counts.get("documents_not_repaired", 0),
     }

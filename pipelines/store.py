@@ -4,9 +4,15 @@ Stages hand large data to each other through this store (SQLite, one file per
 source), never through pickled Dagster outputs. Tables:
 
 * ``manifest`` — what the index holds per document: version stamp, ACL
-  fingerprint, chunk ids, state, last seen. Updated only *after* the index
-  committed, so a crash between the two makes the next run redo (idempotently)
-  rather than forget work.
+  (and its fingerprint), chunk ids, state, last seen. Updated only *after* the
+  index committed, so a crash between the two makes the next run redo
+  (idempotently) rather than forget work.
+* ``indexed_chunks`` — a copy of every chunk as the index was last given it
+  (text, citation metadata, annotations, embedding context; no vector, no ACL),
+  committed with the manifest: a lost or replaced index is rewritten from it
+  and the embedding cache, without the source, the parser or the model.
+* ``counters`` also holds the index generation the manifest was last committed
+  against (:meth:`StagingStore.index_generation`).
 * ``pending`` — the change set of the run in progress (one row per document
   seen or deleted, with its change class).
 * ``parsed`` / ``chunks`` — stage outputs for the pending documents.
@@ -32,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.models import Chunk, ParsedDocument, ParsedElement
+from retrieval.index.base import ChunkRecord, IndexGeneration
 from trove.acl import Acl
 
 SCHEMA = """
@@ -45,7 +52,8 @@ CREATE TABLE IF NOT EXISTS manifest (
     failed_version TEXT,          -- version that failed to parse (not retried until it changes)
     error TEXT,
     last_seen TEXT,
-    indexed_at TEXT
+    indexed_at TEXT,
+    acl TEXT                      -- JSON: the ACL in force when last committed
 );
 CREATE TABLE IF NOT EXISTS pending (
     doc_id TEXT PRIMARY KEY,
@@ -88,7 +96,20 @@ CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS indexed_chunks (
+    chunk_id TEXT PRIMARY KEY,
+    doc_id TEXT NOT NULL,
+    ord INTEGER NOT NULL,
+    record TEXT NOT NULL          -- JSON: the chunk as written (no vector or ACL), its context
+);
+CREATE INDEX IF NOT EXISTS indexed_chunks_by_doc ON indexed_chunks(doc_id, ord);
 """
+
+INDEX_GENERATION = "index.generation"  # counter: the generation the manifest was committed against
+
+
+class StateUnreadableError(RuntimeError):
+    """A source's staging store cannot be read (a corrupted or foreign file)."""
 
 
 def utcnow() -> str:
@@ -115,6 +136,14 @@ class ManifestEntry:
     error: str | None
     last_seen: str | None
     indexed_at: str | None
+    # The ACL in force when last committed; None in a store written before it was kept.
+    acl: Acl | None = None
+
+    @property
+    def expected_in_index(self) -> bool:
+        """Whether the index should hold chunks of this document (a failed new version
+        keeps the previously indexed one serving)."""
+        return self.version is not None and bool(self.chunk_ids)
 
 
 @dataclass(frozen=True)
@@ -149,6 +178,56 @@ def chunk_to_json(chunk: Chunk) -> str:
     )
 
 
+def indexed_record_to_json(record: ChunkRecord, context: str) -> str:
+    """A chunk as written to the index, for :meth:`StagingStore.put_indexed_chunks`."""
+    return json.dumps(
+        {
+            "chunk_id": record.chunk_id,
+            "doc_id": record.doc_id,
+            "source": record.source,
+            "ord": record.ord,
+            "text": record.text,
+            "title": record.title,
+            "uri": record.uri,
+            "path": record.path,
+            "section": list(record.section),
+            "pages": list(record.pages),
+            "char_start": record.char_start,
+            "char_end": record.char_end,
+            "doc_version": record.doc_version,
+            "doc_type": record.doc_type,
+            "modified_at": record.modified_at.isoformat() if record.modified_at else None,
+            "metadata": dict(record.metadata),
+            "context": context,
+        }
+    )
+
+
+def indexed_record_from_json(blob: str) -> tuple[ChunkRecord, str]:
+    """(record without vector, with the empty ACL; the chunk's embedding context)."""
+    d = json.loads(blob)
+    record = ChunkRecord(
+        chunk_id=d["chunk_id"],
+        doc_id=d["doc_id"],
+        source=d["source"],
+        ord=d["ord"],
+        text=d["text"],
+        title=d["title"],
+        uri=d["uri"],
+        path=d["path"],
+        section=tuple(d["section"]),
+        pages=tuple(d["pages"]),
+        char_start=d["char_start"],
+        char_end=d["char_end"],
+        doc_version=d["doc_version"],
+        doc_type=d["doc_type"],
+        modified_at=datetime.fromisoformat(d["modified_at"]) if d["modified_at"] else None,
+        acl=Acl.empty(),
+        metadata=d["metadata"],
+    )
+    return record, d["context"]
+
+
 def chunk_from_json(blob: str) -> Chunk:
     d = json.loads(blob)
     return Chunk(
@@ -170,15 +249,23 @@ class StagingStore:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._conn = _connect(self.path)
-        self._conn.executescript(SCHEMA)
-        self._migrate()
+        try:
+            self._conn = _connect(self.path)
+            self._conn.executescript(SCHEMA)
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StateUnreadableError(
+                f"the staging store {self.path} is unreadable ({exc}); move it aside and run "
+                "`trove ingest`: the source is listed and indexed again, and the index's "
+                "other documents of it are removed"
+            ) from exc
 
     def _migrate(self) -> None:
         """Add the columns later versions introduced to a staging store made earlier."""
         for table, column, ddl in (
             ("failures", "reason_class", "TEXT NOT NULL DEFAULT 'malformed'"),
             ("chunks", "annotations", "TEXT"),
+            ("manifest", "acl", "TEXT"),
         ):
             columns = {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}
             if column not in columns:
@@ -207,10 +294,18 @@ class StagingStore:
     def manifest(self) -> dict[str, ManifestEntry]:
         rows = self._conn.execute(
             "SELECT doc_id, path, version, acl_fingerprint, chunk_ids, state, failed_version,"
-            " error, last_seen, indexed_at FROM manifest"
+            " error, last_seen, indexed_at, acl FROM manifest"
         ).fetchall()
         return {
-            r[0]: ManifestEntry(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), *r[5:])
+            r[0]: ManifestEntry(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                tuple(json.loads(r[4])),
+                *r[5:10],
+                acl=Acl.from_dict(json.loads(r[10])) if r[10] else None,
+            )
             for r in rows
         }
 
@@ -222,24 +317,28 @@ class StagingStore:
         version: str,
         acl_fp: str,
         chunk_ids: Sequence[str],
+        acl: Acl | None = None,
     ) -> None:
         now = utcnow()
+        acl_json = json.dumps(acl.to_dict()) if acl is not None else None
         conn.execute(
             "INSERT INTO manifest (doc_id, path, version, acl_fingerprint, chunk_ids, state,"
-            " failed_version, error, last_seen, indexed_at)"
-            " VALUES (?, ?, ?, ?, ?, 'indexed', NULL, NULL, ?, ?)"
+            " failed_version, error, last_seen, indexed_at, acl)"
+            " VALUES (?, ?, ?, ?, ?, 'indexed', NULL, NULL, ?, ?, ?)"
             " ON CONFLICT(doc_id) DO UPDATE SET path=excluded.path, version=excluded.version,"
             " acl_fingerprint=excluded.acl_fingerprint, chunk_ids=excluded.chunk_ids,"
             " state='indexed', failed_version=NULL, error=NULL, last_seen=excluded.last_seen,"
-            " indexed_at=excluded.indexed_at",
-            (doc_id, path, version, acl_fp, json.dumps(list(chunk_ids)), now, now),
+            " indexed_at=excluded.indexed_at, acl=excluded.acl",
+            (doc_id, path, version, acl_fp, json.dumps(list(chunk_ids)), now, now, acl_json),
         )
         conn.execute("DELETE FROM failures WHERE doc_id = ?", (doc_id,))
 
-    def record_acl(self, conn: sqlite3.Connection, doc_id: str, acl_fp: str) -> None:
+    def record_acl(
+        self, conn: sqlite3.Connection, doc_id: str, acl_fp: str, acl: Acl | None = None
+    ) -> None:
         conn.execute(
-            "UPDATE manifest SET acl_fingerprint = ?, last_seen = ? WHERE doc_id = ?",
-            (acl_fp, utcnow(), doc_id),
+            "UPDATE manifest SET acl_fingerprint = ?, acl = ?, last_seen = ? WHERE doc_id = ?",
+            (acl_fp, json.dumps(acl.to_dict()) if acl is not None else None, utcnow(), doc_id),
         )
 
     def record_seen(self, conn: sqlite3.Connection, doc_ids: Iterable[str]) -> None:
@@ -251,6 +350,48 @@ class StagingStore:
     def record_deleted(self, conn: sqlite3.Connection, doc_id: str) -> None:
         conn.execute("DELETE FROM manifest WHERE doc_id = ?", (doc_id,))
         conn.execute("DELETE FROM failures WHERE doc_id = ?", (doc_id,))
+        conn.execute("DELETE FROM indexed_chunks WHERE doc_id = ?", (doc_id,))
+
+    # -- what the index was given --------------------------------------------------
+
+    def put_indexed_chunks(
+        self, conn: sqlite3.Connection, doc_id: str, records: Sequence[tuple[ChunkRecord, str]]
+    ) -> None:
+        """Replace the kept copy of ``doc_id``'s chunks: (record as written, embedding context)."""
+        conn.execute("DELETE FROM indexed_chunks WHERE doc_id = ?", (doc_id,))
+        conn.executemany(
+            "INSERT OR REPLACE INTO indexed_chunks (chunk_id, doc_id, ord, record)"
+            " VALUES (?, ?, ?, ?)",
+            [
+                (r.chunk_id, doc_id, r.ord, indexed_record_to_json(r, context))
+                for r, context in records
+            ],
+        )
+
+    def indexed_chunks(self, doc_id: str) -> list[tuple[ChunkRecord, str]]:
+        """The kept copy of ``doc_id``'s chunks, in order: (record, embedding context)."""
+        rows = self._conn.execute(
+            "SELECT record FROM indexed_chunks WHERE doc_id = ? ORDER BY ord", (doc_id,)
+        ).fetchall()
+        return [indexed_record_from_json(r[0]) for r in rows]
+
+    def indexed_chunk_ids(self) -> dict[str, tuple[str, ...]]:
+        """doc_id -> the chunk ids of its kept copy, in order."""
+        out: dict[str, list[str]] = {}
+        for doc_id, chunk_id in self._conn.execute(
+            "SELECT doc_id, chunk_id FROM indexed_chunks ORDER BY doc_id, ord"
+        ):
+            out.setdefault(doc_id, []).append(chunk_id)
+        return {d: tuple(c) for d, c in out.items()}
+
+    def index_generation(self) -> IndexGeneration | None:
+        """The index generation the manifest was last committed against (None: unknown)."""
+        return IndexGeneration.from_dict(self.counter(INDEX_GENERATION))
+
+    def put_index_generation(
+        self, conn: sqlite3.Connection, generation: IndexGeneration | None
+    ) -> None:
+        self.put_counter(conn, INDEX_GENERATION, generation.to_dict() if generation else None)
 
     def record_failure(
         self,

@@ -19,6 +19,14 @@ One function, :func:`compute_change_set`, for every source type:
 4. Bytes are fetched (``fetch``) only for added and changed documents and
    staged as files beside the staging store for the parser. A fetch that
    fails is recorded and retried by id next run, since the cursor has moved on.
+5. Given an :class:`~pipelines.index_check.IndexCheck` that found documents
+   the index lacks or holds differently from the manifest, those that would be
+   ``unchanged`` or ``acl_only`` (or ``failed_before``: their previous version
+   serves) become ``rewrite`` — written again from the copy the state folder
+   keeps, nothing parsed or embedded — or, without a whole copy (a state folder
+   from before it was kept), ``changed``: fetched and parsed again, the vectors
+   from the embedding cache. Incremental sources fetch by id the ones their
+   listing did not name.
 
 Nothing here writes the manifest or the cursor: the write stage commits both
 with the index (see :func:`pipelines.stages.write_pending`).
@@ -37,7 +45,8 @@ from typing import Any
 
 from connectors.base import ChangeBatch, Connector, DocumentStamp
 from connectors.errors import ConnectorError, DocumentGone
-from connectors.models import DocumentFailure, SourceDocument
+from connectors.models import DocumentFailure, FileIdentity, SourceDocument
+from pipelines.index_check import IndexCheck
 from pipelines.secure import AclPolicy
 from pipelines.store import ManifestEntry, PendingDocument, StagingStore
 from trove.acl import Acl
@@ -45,14 +54,17 @@ from trove.config import SourceConfig
 
 log = logging.getLogger(__name__)
 
-ADDED, CHANGED, UNCHANGED, DELETED, ACL_ONLY, FAILED_BEFORE = (
+ADDED, CHANGED, UNCHANGED, DELETED, ACL_ONLY, FAILED_BEFORE, REWRITE = (
     "added",
     "changed",
     "unchanged",
     "deleted",
     "acl_only",
     "failed_before",
+    "rewrite",  # the index lost it: written again from the state folder's copy
 )
+# What the index lacking a document turns into a rewrite (see the module doc, 5).
+_REPAIRABLE = (UNCHANGED, ACL_ONLY, FAILED_BEFORE)
 CONTENT_CHANGES = (ADDED, CHANGED)
 
 # Counter names in the staging store.
@@ -71,6 +83,7 @@ class ChangeScan:
     retry_ids: list[str] = field(default_factory=list)
     permission_synced: bool = False
     error: str | None = None  # the listing stopped early; the rest waits for the next run
+    refetched: list[str] = field(default_factory=list)  # lost by the index, parsed again
 
 
 def document_record(doc: SourceDocument, acl: Acl) -> dict[str, Any]:
@@ -87,6 +100,7 @@ def document_record(doc: SourceDocument, acl: Acl) -> dict[str, Any]:
         "acl": acl.to_dict(),
         "local_path": str(doc.local_path) if doc.local_path else None,
         "author": doc.author,
+        "identity": doc.identity.to_dict() if doc.identity else None,
     }
 
 
@@ -113,7 +127,13 @@ def stage_bytes(folder: Path, doc: SourceDocument) -> SourceDocument:
     suffix = f".{doc.doc_type}" if doc.doc_type and doc.doc_type.isalnum() else ""
     path = folder / f"{name}{suffix}"
     path.write_bytes(doc.content)
-    return dataclasses.replace(doc, local_path=path, content=None, size=len(doc.content))
+    return dataclasses.replace(
+        doc,
+        local_path=path,
+        content=None,
+        size=len(doc.content),
+        identity=FileIdentity.of(path.stat()),
+    )
 
 
 def permission_sync_due(config: SourceConfig, store: StagingStore, now: datetime) -> bool:
@@ -172,14 +192,17 @@ def compute_change_set(
     fetch: bool = True,
     permission_sync: bool = True,
     now: datetime | None = None,
+    index_check: IndexCheck | None = None,
 ) -> ChangeScan:
     """Classify what changed since the committed cursor (see the module doc).
 
     With ``fetch=False`` (a dry run, ``trove status``) no bytes are downloaded
     and nothing is written; ``permission_sync=False`` skips the id-only listing.
+    ``index_check`` names the documents the index lacks (see the module doc, 5).
     """
     now = now or datetime.now(UTC)
     manifest = store.manifest()
+    repair = _Repair.plan(store, manifest, index_check)
     listing = _list_changes(connector, store.counter(CURSOR))
     blobs = blob_dir(store)
     if fetch:
@@ -218,6 +241,7 @@ def compute_change_set(
     for doc in listing.documents.values():
         acl = policy.acl_for(doc)
         change = classify(doc.version, acl.fingerprint(), manifest.get(doc.doc_id))
+        change = repair.change(doc.doc_id, change)
         if change in CONTENT_CHANGES:
             staged = fetched(doc)
             if staged is None:
@@ -238,7 +262,16 @@ def compute_change_set(
         for stamp in stamps.values():
             if stamp.doc_id in seen:
                 continue
-            row = _resync(stamp, manifest.get(stamp.doc_id), policy, connector, fetched)
+            row = _resync(stamp, manifest.get(stamp.doc_id), policy, connector, fetched, repair)
+            if row is not None:
+                rows.append(row)
+
+    if repair.documents and not listing.complete:
+        # An incremental listing names only what changed since the cursor: the
+        # documents the index lost that it did not name are restored by id.
+        named = {r.doc_id for r in rows} | listing.deleted | set(failures)
+        for doc_id in sorted(repair.documents - named):
+            row = _restore_unlisted(manifest[doc_id], policy, connector, fetched, repair, fetch)
             if row is not None:
                 rows.append(row)
 
@@ -255,7 +288,80 @@ def compute_change_set(
         retry_ids=sorted(set(retry_ids)),
         permission_synced=permission_synced,
         error=listing.error,
+        refetched=sorted(
+            r.doc_id for r in rows if r.change in CONTENT_CHANGES and r.doc_id in repair.forced
+        ),
     )
+
+
+@dataclass
+class _Repair:
+    """The documents an index check found missing or stale, and how each is restored."""
+
+    documents: frozenset[str] = frozenset()
+    restorable: frozenset[str] = frozenset()  # the state folder holds a whole copy
+    forced: set[str] = field(default_factory=set)  # made `changed` to be parsed again
+
+    @classmethod
+    def plan(
+        cls, store: StagingStore, manifest: dict[str, ManifestEntry], check: IndexCheck | None
+    ) -> _Repair:
+        if check is None or not check.to_rewrite:
+            return cls()
+        documents = frozenset(d for d in check.to_rewrite if d in manifest)
+        kept = store.indexed_chunk_ids()
+        restorable = frozenset(
+            d for d in documents if manifest[d].chunk_ids and kept.get(d) == manifest[d].chunk_ids
+        )
+        return cls(documents, restorable)
+
+    def change(self, doc_id: str, change: str) -> str:
+        """The change class of ``doc_id`` once the index's losses are taken into account."""
+        if doc_id not in self.documents or change not in _REPAIRABLE:
+            return change
+        if doc_id in self.restorable:
+            return REWRITE
+        if change == FAILED_BEFORE:
+            # Its served version cannot be parsed again from the source, which now holds
+            # a version that fails: it stays out of the index until that is fixed.
+            return change
+        self.forced.add(doc_id)
+        return CHANGED
+
+
+def _restore_unlisted(
+    entry: ManifestEntry,
+    policy: AclPolicy,
+    connector: Connector,
+    fetched: Any,
+    repair: _Repair,
+    fetch: bool,
+) -> PendingDocument | None:
+    """A document the index lost and the incremental listing did not name."""
+    if entry.doc_id in repair.restorable and entry.acl is not None:
+        # Unchanged since the cursor: the ACL it was last committed with is still in force.
+        record = {
+            "doc_id": entry.doc_id,
+            "path": entry.path,
+            "version": entry.version,
+            "acl": entry.acl.to_dict(),
+        }
+        return PendingDocument(entry.doc_id, REWRITE, record)
+    if not fetch:
+        return None
+    try:
+        doc = connector.fetch(entry.doc_id)
+    except DocumentGone:
+        return PendingDocument(entry.doc_id, DELETED, {"doc_id": entry.doc_id, "path": entry.path})
+    except ConnectorError as exc:
+        log.warning("%s is missing from the index and could not be fetched: %s", entry.path, exc)
+        return None
+    staged = fetched(doc)
+    if staged is None:
+        return None
+    acl = policy.acl_for(staged)
+    change = repair.change(staged.doc_id, classify(staged.version, acl.fingerprint(), entry))
+    return PendingDocument(staged.doc_id, change, document_record(staged, acl))
 
 
 def _resync(
@@ -264,15 +370,25 @@ def _resync(
     policy: AclPolicy,
     connector: Connector,
     fetched: Any,
+    repair: _Repair,
 ) -> PendingDocument | None:
     """A slim-listed document the change feed did not report: ACL drift or a missed version."""
     acl = policy.acl_for_path(stamp.path, stamp.acl)
     moved = bool(stamp.path) and entry is not None and stamp.path != entry.path
     if entry is not None and entry.version == stamp.version and not moved:
-        if entry.acl_fingerprint == acl.fingerprint():
+        same_acl = entry.acl_fingerprint == acl.fingerprint()
+        change = repair.change(stamp.doc_id, UNCHANGED if same_acl else ACL_ONLY)
+        if change == UNCHANGED:
             return None
-        record = {"doc_id": stamp.doc_id, "path": entry.path, "acl": acl.to_dict()}
-        return PendingDocument(stamp.doc_id, ACL_ONLY, record)
+        if change in (ACL_ONLY, REWRITE):
+            record = {
+                "doc_id": stamp.doc_id,
+                "path": entry.path,
+                "version": entry.version,
+                "acl": acl.to_dict(),
+            }
+            return PendingDocument(stamp.doc_id, change, record)
+        # Lost by the index with no copy to restore it from: fetched and parsed again.
     if entry is not None and entry.state == "failed" and entry.failed_version == stamp.version:
         return None  # failed at this version already; retried when it changes
     try:
@@ -289,4 +405,5 @@ def _resync(
         # An ancestor was renamed or moved: same content, new path in every citation.
         # Re-chunked from the fetched bytes; the vectors come from the cache.
         change = CHANGED
+    change = repair.change(staged.doc_id, change)
     return PendingDocument(staged.doc_id, change, document_record(staged, acl))

@@ -18,6 +18,15 @@ found one document, not three.
   case-insensitive) in a passage of a relevant document in the top k.
 * leaks: returned passages (any rank) under a ``forbidden`` path prefix or that
   the asking principal may not read. Anything above zero is a security bug.
+
+A **negative question** (``relevant: []``) is one whose right answer, for that
+principal, is nothing: a permission probe. It counts for leaks and for how the
+search answered it (nothing, flagged ``low_confidence``, or confidently), never
+for the ranking or citation averages. ``forbidden: [""]`` (the empty prefix)
+forbids every document: any passage returned is a leak.
+
+Paths are compared in Unicode NFC, so a golden file typed on one system matches
+file names written (decomposed) on another.
 """
 
 from __future__ import annotations
@@ -26,12 +35,20 @@ import json
 import math
 import re
 import time
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from retrieval.models import Passage
 from trove.acl import Principal
@@ -44,11 +61,43 @@ class EvalError(ValueError):
     """A golden-query file or an evaluation input is invalid; the message says where."""
 
 
+# The prefix that matches every path: `forbidden: [""]` forbids every document.
+EVERY_DOCUMENT = ""
+
+
+def path_key(path: str) -> str:
+    """The form paths are compared in: NFC, so composed and decomposed names match."""
+    return unicodedata.normalize("NFC", path)
+
+
+def _check_path(path: str, what: str) -> str:
+    """A path relative to the source root, as citations spell it, or ValueError.
+
+    A path that can never equal a citation path would silently score zero (in
+    ``relevant``) or silently miss a leak (in ``forbidden``), so it is refused.
+    """
+    if not path.strip():
+        raise ValueError(f"{what} must not be blank, got {path!r}")
+    if path != path.strip():
+        raise ValueError(f"{what} must not start or end with whitespace, got {path!r}")
+    if "\\" in path:
+        raise ValueError(f"{what} must use forward slashes, got {path!r}")
+    if path.startswith("/"):
+        raise ValueError(f"{what} must be relative to the source root, got {path!r}")
+    if any(part in (".", "..") for part in path.split("/")):
+        raise ValueError(f"{what} must not hold '.' or '..' segments, got {path!r}")
+    return path_key(path)
+
+
 class GoldenQuery(BaseModel):
     """One line of a golden-query file (JSON Lines).
 
     ``relevant`` is either a list of document paths (each graded 1) or a mapping
     ``{path: grade}`` with grades > 0; paths are relative to the source root.
+    An explicit empty ``relevant`` (``[]`` or ``{}``) makes a negative question:
+    nothing should come back (a missing ``relevant`` stays an error, so a typo
+    never turns a question into a probe). ``forbidden`` holds path prefixes; the
+    empty prefix ``""`` forbids every document.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -62,6 +111,14 @@ class GoldenQuery(BaseModel):
     answer: str | None = None
     forbidden: list[str] = Field(default_factory=list)
 
+    @field_validator("id", "query")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        # A blank query would fail in the middle of the run, after other searches.
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
     @field_validator("relevant", mode="before")
     @classmethod
     def _grades(cls, value: Any) -> Any:
@@ -73,13 +130,11 @@ class GoldenQuery(BaseModel):
 
     @field_validator("relevant")
     @classmethod
-    def _non_empty_positive(cls, value: dict[str, float]) -> dict[str, float]:
-        if not value:
-            raise ValueError("`relevant` needs at least one document path")
-        bad = {path: grade for path, grade in value.items() if not grade > 0 or not path}
+    def _positive_grades_and_paths(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {path: grade for path, grade in value.items() if not 0 < grade < math.inf}
         if bad:
-            raise ValueError(f"relevance grades must be > 0 and paths non-empty, got {bad!r}")
-        return value
+            raise ValueError(f"relevance grades must be finite and > 0, got {bad!r}")
+        return {_check_path(path, "`relevant` paths"): grade for path, grade in value.items()}
 
     @field_validator("answer")
     @classmethod
@@ -90,11 +145,29 @@ class GoldenQuery(BaseModel):
 
     @field_validator("forbidden")
     @classmethod
-    def _prefixes_not_blank(cls, value: list[str]) -> list[str]:
-        # An empty prefix would match every path and flag every result as a leak.
-        if any(not p.strip() for p in value):
-            raise ValueError(f"`forbidden` prefixes must be non-empty, got {value!r}")
-        return value
+    def _prefixes(cls, value: list[str]) -> list[str]:
+        # Only the exact empty string means "every document"; "  " is a typo.
+        return [p if p == EVERY_DOCUMENT else _check_path(p, "`forbidden` prefixes") for p in value]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GoldenQuery:
+        if self.negative and self.answer is not None:
+            raise ValueError("a negative question (`relevant: []`) has no `answer` to cite")
+        if EVERY_DOCUMENT in self.forbidden and self.relevant:
+            raise ValueError('`forbidden: [""]` forbids every document: `relevant` must be []')
+        clash = sorted(
+            path for path in self.relevant if any(path.startswith(p) for p in self.forbidden)
+        )
+        if clash:
+            raise ValueError(f"relevant paths under a `forbidden` prefix: {clash!r}")
+        # The same identity checks every search applies, at load time with the line number.
+        self.principal()
+        return self
+
+    @property
+    def negative(self) -> bool:
+        """True for a question whose right answer, for this principal, is nothing."""
+        return not self.relevant
 
     def principal(self) -> Principal:
         """The identity this query is asked as."""
@@ -104,8 +177,8 @@ class GoldenQuery(BaseModel):
 def load_queries(path: str | Path) -> list[GoldenQuery]:
     """Read a JSON Lines golden-query file; blank lines are skipped.
 
-    :raises EvalError: unreadable file, bad JSON, an invalid query or a repeated
-        id, with the file and line number in the message.
+    :raises EvalError: unreadable file, bad JSON, an invalid query, a repeated
+        id (with the file and line number in the message) or no query at all.
     """
     file = Path(path)
     try:
@@ -133,6 +206,9 @@ def load_queries(path: str | Path) -> list[GoldenQuery]:
             )
         seen[query.id] = lineno
         queries.append(query)
+    if not queries:
+        # Zero questions would report zero leaks: an empty file is a mistake, not a pass.
+        raise EvalError(f"{file}: no golden queries")
     return queries
 
 
@@ -151,8 +227,8 @@ def normalise_text(text: str) -> str:
 
 
 def ranked_documents(passages: Sequence[Passage]) -> list[str]:
-    """Distinct document paths in rank order; a document ranks at its first passage."""
-    return list(dict.fromkeys(p.citation.path for p in passages))
+    """Distinct document paths (NFC) in rank order; a document ranks at its first passage."""
+    return list(dict.fromkeys(path_key(p.citation.path) for p in passages))
 
 
 def recall_at_k(ranked_docs: Sequence[str], relevant: Mapping[str, float], k: int) -> float:
@@ -189,7 +265,7 @@ def top_k_passages(passages: Sequence[Passage], k: int) -> list[Passage]:
     """The passages whose document is among the first k distinct documents."""
     _check_k(k)
     kept = set(ranked_documents(passages)[:k])
-    return [p for p in passages if p.citation.path in kept]
+    return [p for p in passages if path_key(p.citation.path) in kept]
 
 
 def citation_hit(passages: Sequence[Passage], relevant: Mapping[str, float], answer: str) -> bool:
@@ -197,7 +273,9 @@ def citation_hit(passages: Sequence[Passage], relevant: Mapping[str, float], ans
     needle = normalise_text(answer)
     if not needle:
         raise EvalError("citation check needs a non-blank answer")
-    return any(p.citation.path in relevant and needle in normalise_text(p.text) for p in passages)
+    return any(
+        path_key(p.citation.path) in relevant and needle in normalise_text(p.text) for p in passages
+    )
 
 
 def find_leaks(
@@ -205,12 +283,16 @@ def find_leaks(
     forbidden: Sequence[str] = (),
     may_read: Callable[[Passage], bool] | None = None,
 ) -> list[str]:
-    """Chunk ids of passages that should never have been returned, each listed once."""
+    """Chunk ids of passages that should never have been returned, each listed once.
+
+    ``forbidden`` holds path prefixes; the empty prefix matches every path.
+    """
     leaked: list[str] = []
+    prefixes = [path_key(prefix) for prefix in forbidden]
     for p in passages:
         if p.chunk_id in leaked:
             continue
-        path_forbidden = any(p.citation.path.startswith(prefix) for prefix in forbidden)
+        path_forbidden = any(path_key(p.citation.path).startswith(prefix) for prefix in prefixes)
         if path_forbidden or (may_read is not None and not may_read(p)):
             leaked.append(p.chunk_id)
     return leaked
@@ -236,7 +318,21 @@ def _check_k(k: int) -> None:
 
 # --- the evaluation run ------------------------------------------------------------
 
-SearchFn = Callable[[GoldenQuery], Sequence[Passage]]
+
+@dataclass(frozen=True)
+class Retrieved:
+    """What a search answered: its passages and, when the search judges it, ``low_confidence``.
+
+    A ``search_fn`` returns this, or plain passages when it has no confidence flag
+    (the first-stage :class:`~retrieval.search.Searcher` has none; the retrieval
+    service has).
+    """
+
+    passages: Sequence[Passage]
+    low_confidence: bool | None = None
+
+
+SearchFn = Callable[[GoldenQuery], Sequence[Passage] | Retrieved]
 # Whether the principal of the query may read the passage (for example by the
 # chunk's ACL in the index). Bound to each query in turn.
 MayReadFn = Callable[[GoldenQuery, Passage], bool]
@@ -247,11 +343,36 @@ class QueryResult:
     id: str
     returned: list[str]  # top-k distinct document paths, in rank order
     leaks: list[str]  # chunk ids of leaked passages
-    recall: float
-    reciprocal_rank: float
-    ndcg: float
-    citation_hit: bool | None  # None when the query has no `answer`
+    recall: float | None  # None for a negative question, as are the next three
+    reciprocal_rank: float | None
+    ndcg: float | None
+    citation_hit: bool | None  # also None when the query has no `answer`
     latency_ms: float
+    negative: bool = False
+    passages: int = 0  # passages returned, any rank
+    low_confidence: bool | None = None  # None when the search does not judge confidence
+
+
+@dataclass(frozen=True)
+class NegativeSummary:
+    """How the negative questions were answered; the three answer counts add up."""
+
+    questions: int
+    empty_answers: int  # nothing returned: the right answer
+    low_confidence: int | None  # passages returned, flagged low_confidence
+    confident_answers: int | None  # passages returned, not flagged
+    leaks: int
+    passages_returned: int
+
+    def to_dict(self) -> dict[str, int | None]:
+        return {
+            "questions": self.questions,
+            "empty_answers": self.empty_answers,
+            "low_confidence": self.low_confidence,
+            "confident_answers": self.confident_answers,
+            "leaks": self.leaks,
+            "passages_returned": self.passages_returned,
+        }
 
 
 @dataclass(frozen=True)
@@ -261,10 +382,12 @@ class EvalReport:
 
     @property
     def leaks(self) -> int:
+        """Every leak, negative questions included."""
         return sum(len(r.leaks) for r in self.results)
 
     def mean(self, metric: str) -> float | None:
-        values = [getattr(r, metric) for r in self.results]
+        """The mean over the questions that have the metric (negative questions have none)."""
+        values = [v for r in self.results if (v := getattr(r, metric)) is not None]
         return sum(values) / len(values) if values else None
 
     @property
@@ -276,20 +399,41 @@ class EvalReport:
         latencies = [r.latency_ms for r in self.results]
         return percentile(latencies, q) if latencies else None
 
+    def negative(self) -> NegativeSummary:
+        negatives = [r for r in self.results if r.negative]
+        answered = [r for r in negatives if r.passages]
+        judged = all(r.low_confidence is not None for r in answered)
+        flagged = sum(bool(r.low_confidence) for r in answered)
+        return NegativeSummary(
+            questions=len(negatives),
+            empty_answers=len(negatives) - len(answered),
+            low_confidence=flagged if judged else None,
+            confident_answers=len(answered) - flagged if judged else None,
+            leaks=sum(len(r.leaks) for r in negatives),
+            passages_returned=sum(r.passages for r in negatives),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "queries": len(self.results),
             "k": self.k,
             # Key names are the CLI's JSON contract: recall at the requested k,
-            # MRR and nDCG always at a cutoff of 10.
+            # MRR and nDCG always at a cutoff of 10. Averages leave out negative
+            # questions, which have nothing to find.
             "recall@k": self.mean("recall"),
             "mrr@10": self.mean("reciprocal_rank"),
             "ndcg@10": self.mean("ndcg"),
             "citation_hit_rate": self.citation_hit_rate,
             "leaks": self.leaks,
+            "negative": self.negative().to_dict(),
             "latency_ms": {"p50": self.latency_ms(50), "p95": self.latency_ms(95)},
             "per_query": [
-                {"id": r.id, "returned": list(r.returned), "leaks": list(r.leaks)}
+                {
+                    "id": r.id,
+                    "returned": list(r.returned),
+                    "leaks": list(r.leaks),
+                    "negative": r.negative,
+                }
                 for r in self.results
             ],
         }
@@ -301,22 +445,31 @@ def evaluate_one(
     k: int = DEFAULT_K,
     may_read: MayReadFn | None = None,
     latency_ms: float = 0.0,
+    low_confidence: bool | None = None,
 ) -> QueryResult:
-    """Score one query's ranked passages."""
+    """Score one query's ranked passages (a negative question: leaks and counts only)."""
     docs = ranked_documents(passages)
-    top = top_k_passages(passages, k)
     reader = None if may_read is None else (lambda p: may_read(query, p))
+    recall = reciprocal_rank = ndcg = None
+    hit = None
+    if not query.negative:
+        recall = recall_at_k(docs, query.relevant, k)
+        reciprocal_rank = mrr_at_k(docs, query.relevant, METRIC_CUTOFF)
+        ndcg = ndcg_at_k(docs, query.relevant, METRIC_CUTOFF)
+        if query.answer is not None:
+            hit = citation_hit(top_k_passages(passages, k), query.relevant, query.answer)
     return QueryResult(
         id=query.id,
         returned=docs[:k],
         leaks=find_leaks(passages, query.forbidden, reader),
-        recall=recall_at_k(docs, query.relevant, k),
-        reciprocal_rank=mrr_at_k(docs, query.relevant, METRIC_CUTOFF),
-        ndcg=ndcg_at_k(docs, query.relevant, METRIC_CUTOFF),
-        citation_hit=(
-            None if query.answer is None else citation_hit(top, query.relevant, query.answer)
-        ),
+        recall=recall,
+        reciprocal_rank=reciprocal_rank,
+        ndcg=ndcg,
+        citation_hit=hit,
         latency_ms=latency_ms,
+        negative=query.negative,
+        passages=len(passages),
+        low_confidence=low_confidence,
     )
 
 
@@ -334,7 +487,11 @@ def evaluate(
     results: list[QueryResult] = []
     for query in queries:
         started = time.perf_counter()
-        passages = list(search_fn(query))
+        answer = search_fn(query)
+        retrieved = answer if isinstance(answer, Retrieved) else Retrieved(answer)
+        passages = list(retrieved.passages)
         elapsed_ms = (time.perf_counter() - started) * 1000.0
-        results.append(evaluate_one(query, passages, k, may_read, elapsed_ms))
+        results.append(
+            evaluate_one(query, passages, k, may_read, elapsed_ms, retrieved.low_confidence)
+        )
     return EvalReport(k=k, results=results)

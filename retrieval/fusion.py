@@ -6,6 +6,12 @@
 * ``blend``: min-max normalise each list's scores to [0, 1], then a weighted
   sum (a document missing from a list gets 0 from it). Keeps score gaps, so a
   dominant hit in one retriever can win outright.
+* ``zscore``: standardise each list's scores (subtract the list's mean, divide
+  by its standard deviation), then a weighted sum; a document missing from a
+  list gets that list's lowest standardised score (it ranked below all of
+  them). Unlike min-max, one outlying top score does not squash the rest, and
+  the scale does not depend on how many candidates a list holds or on the
+  corpus's score range (BM25 is unbounded, cosine is not).
 
 Ties keep the order in which ids were first seen (earlier lists first), so
 fusion is deterministic.
@@ -22,6 +28,7 @@ from retrieval.models import ScoredId
 class FusionMethod(StrEnum):
     RRF = "rrf"
     BLEND = "blend"
+    ZSCORE = "zscore"
 
     @classmethod
     def from_str(cls, value: str) -> FusionMethod:
@@ -92,6 +99,32 @@ def score_blend(
     return _sorted(scores)
 
 
+def zscore_blend(
+    rankings: Sequence[Sequence[ScoredId]], weights: Sequence[float] | None = None
+) -> list[ScoredId]:
+    """Fuse by a weighted sum of standardised scores (see the module docstring).
+
+    A list whose scores are all equal standardises to 0 everywhere: it cannot
+    tell its hits apart, so it adds nothing to their order.
+    """
+    ws = _weights(len(rankings), weights)
+    per_list: list[tuple[float, dict[str, float], float]] = []
+    for ranking, w in zip(rankings, ws, strict=True):
+        best: dict[str, float] = {}
+        for hit in ranking:
+            best[hit.chunk_id] = max(hit.score, best.get(hit.chunk_id, hit.score))
+        if not best:
+            continue
+        values = list(best.values())
+        mean = sum(values) / len(values)
+        std = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+        z = {cid: (s - mean) / std if std > 0 else 0.0 for cid, s in best.items()}
+        per_list.append((w, z, min(z.values())))
+    ids = dict.fromkeys(cid for _, z, _ in per_list for cid in z)
+    scores = {cid: sum(w * z.get(cid, floor) for w, z, floor in per_list) for cid in ids}
+    return _sorted(scores)
+
+
 def fuse(
     method: FusionMethod | str,
     rankings: Sequence[Sequence[ScoredId]],
@@ -103,4 +136,6 @@ def fuse(
     method = method if isinstance(method, FusionMethod) else FusionMethod.from_str(method)
     if method is FusionMethod.RRF:
         return reciprocal_rank_fusion(rankings, weights, k=rrf_k)
+    if method is FusionMethod.ZSCORE:
+        return zscore_blend(rankings, weights)
     return score_blend(rankings, weights)

@@ -8,7 +8,8 @@ same :class:`~retrieval.service.RetrievalService` the HTTP API uses.
 * **Streamable HTTP** (:func:`mcp_http_app`): the token comes from each request's
   ``Authorization: Bearer`` header; a request without a valid one is refused with
   401 before any tool runs (the SDK's bearer middleware, backed by the same
-  verifier), and every tool call verifies it again.
+  verifier), and every tool call verifies it again. Failed authentications are
+  limited per client address as on the HTTP API (429 once spent).
 * **stdio** (:func:`run_stdio`): the process acts for one caller, whose token is
   given at launch (``--token`` or ``TROVE_TOKEN``) and verified on every call,
   so an expired token stops working mid-session.
@@ -172,8 +173,10 @@ class ServiceTokenVerifier:
 
 
 def mcp_http_app(service: RetrievalService, *, host: str = "127.0.0.1", path: str = "/mcp") -> Any:
-    """A Starlette app serving the tools over streamable HTTP (stateless, JSON responses)."""
+    """An ASGI app serving the tools over streamable HTTP (stateless, JSON responses)."""
     from mcp.server.auth.settings import AuthSettings
+
+    from retrieval.api.middleware import AddressBuckets, UnauthenticatedLimit
 
     auth = AuthSettings(
         issuer_url="http://127.0.0.1",  # metadata only: tokens come from your identity provider
@@ -183,12 +186,20 @@ def mcp_http_app(service: RetrievalService, *, host: str = "127.0.0.1", path: st
     server = build_mcp_server(
         service, header_token, auth=auth, token_verifier=ServiceTokenVerifier(service)
     )
-    return server.streamable_http_app(
+    app = server.streamable_http_app(
         streamable_http_path=path,
         stateless_http=True,
         json_response=True,
         host=host,
         max_request_body_size=service.api.max_body_bytes,
+    )
+    return UnauthenticatedLimit(
+        app,
+        buckets=AddressBuckets(service.api.unauthenticated_rate_limit_per_minute),
+        prefixes=(path,),
+        on_limited=lambda: service.audit.record(
+            "rate_limit", principal=None, outcome="limited:address"
+        ),
     )
 
 

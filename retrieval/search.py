@@ -24,6 +24,15 @@ from trove.config import RetrievalConfig
 
 # One set of defaults: the configuration's (chosen by measurement, docs/benchmarks.md).
 _DEFAULTS = RetrievalConfig()
+# Fusions a backend's one-request hybrid search (OpenSearch's search pipeline) can
+# stand in for: min-max blend (`normalization`) and RRF.
+# The server-side combination that ranks as each of Trove's fusions does (OpenSearch's
+# `score-ranker-processor` RRF, and its min-max `normalization-processor` with a
+# weighted arithmetic mean for blend). z-score has none.
+SERVER_SIDE_FUSIONS: dict[FusionMethod, str] = {
+    FusionMethod.RRF: "rrf",
+    FusionMethod.BLEND: "normalization",
+}
 
 
 class QueryEncoder(Protocol):
@@ -61,6 +70,10 @@ class Searcher:
     :param rrf_k: the RRF constant.
     :param dense_weight: weight of the dense list in fusion; lexical gets ``1 - dense_weight``.
     :param candidates: how many hits each retriever contributes before fusion (at least ``k``).
+    :param max_per_document: at most this many passages of one document in the top ``k`` of
+        :meth:`search` (``None``: no cap); lower-ranked passages of other documents move up.
+        :meth:`search_ranked` takes its own cap (none by default: the retrieval service
+        merges and caps passages itself, after reranking).
     :raises ValueError: an argument is out of range.
     """
 
@@ -74,6 +87,7 @@ class Searcher:
         dense_weight: float = _DEFAULTS.dense_weight,
         candidates: int = _DEFAULTS.candidates,
         identity: IdentityExpander | None = None,
+        max_per_document: int | None = _DEFAULTS.search_max_per_document,
     ):
         self.fusion = fusion if isinstance(fusion, FusionMethod) else FusionMethod.from_str(fusion)
         if rrf_k < 1:
@@ -82,12 +96,14 @@ class Searcher:
             raise ValueError(f"dense_weight must be within [0, 1], got {dense_weight}")
         if candidates < 1:
             raise ValueError(f"candidates must be >= 1, got {candidates}")
+        _check_cap(max_per_document)
         self.index = index
         self.embedder = embedder
         self.rrf_k = rrf_k
         self.dense_weight = dense_weight
         self.candidates = candidates
         self.identity = identity
+        self.max_per_document = max_per_document
 
     @classmethod
     def from_config(
@@ -105,6 +121,7 @@ class Searcher:
             dense_weight=config.dense_weight,
             candidates=config.candidates,
             identity=identity,
+            max_per_document=config.search_max_per_document,
         )
 
     def expand(self, principal: Principal) -> Principal:
@@ -120,8 +137,13 @@ class Searcher:
         *,
         mode: SearchMode | str = SearchMode.HYBRID,
     ) -> list[Passage]:
-        """The top-``k`` passages ``principal`` may read, best first, each with its citation."""
-        return self.search_ranked(query, principal, k, filters, mode=mode)[0]
+        """The top-``k`` passages ``principal`` may read, best first, each with its citation.
+
+        At most ``max_per_document`` of them come from one document (see the class).
+        """
+        return self.search_ranked(
+            query, principal, k, filters, mode=mode, max_per_document=self.max_per_document
+        )[0]
 
     def search_lexical_only(
         self, query: str, principal: Principal, k: int = 10, filters: SearchFilters = NO_FILTERS
@@ -141,10 +163,15 @@ class Searcher:
         filters: SearchFilters = NO_FILTERS,
         *,
         mode: SearchMode | str = SearchMode.HYBRID,
+        max_per_document: int | None = None,
     ) -> tuple[list[Passage], Ranked]:
-        """Like :meth:`search`, also returning each retriever's candidate list (for evaluation)."""
+        """Like :meth:`search`, also returning each retriever's candidate list (for evaluation).
+
+        Unlike :meth:`search`, no per-document cap unless ``max_per_document`` is given.
+        """
+        _check_cap(max_per_document)
         with serving():
-            return self._search_ranked(query, principal, k, filters, mode)
+            return self._search_ranked(query, principal, k, filters, mode, max_per_document)
 
     def _search_ranked(
         self,
@@ -153,6 +180,7 @@ class Searcher:
         k: int,
         filters: SearchFilters,
         mode: SearchMode | str,
+        max_per_document: int | None,
     ) -> tuple[list[Passage], Ranked]:
         mode = mode if isinstance(mode, SearchMode) else SearchMode.from_str(mode)
         if not isinstance(query, str) or not query.strip():
@@ -165,6 +193,13 @@ class Searcher:
         n = max(self.candidates, k)
         ranked = Ranked()
         hybrid_in_one_request = getattr(self.index, "search_hybrid", None)
+        server_side = getattr(self.index, "hybrid_combination", None)
+        if SERVER_SIDE_FUSIONS.get(self.fusion) != server_side:
+            # The backend would combine the lists differently from `self.fusion`
+            # (z-score has no server-side form; an index set up for RRF must not
+            # answer a blend search): Trove fuses both lists itself, so one
+            # configuration ranks the same way on either backend.
+            hybrid_in_one_request = None
         if mode is SearchMode.HYBRID and hybrid_in_one_request is not None:
             # A backend that fuses server-side (OpenSearch's hybrid query) gets one
             # request; the per-retriever lists stay empty in `ranked`.
@@ -179,7 +214,7 @@ class Searcher:
                 dense_weight=self.dense_weight,
                 rrf_k=self.rrf_k,
             )
-            return self._passages(hits, principal, k), ranked
+            return self._passages(hits, principal, k, max_per_document), ranked
         if mode is not SearchMode.LEXICAL and self.embedder is None:
             raise ValueError(f"search mode {mode.value!r} needs an embedder; none was given")
         if mode is SearchMode.LEXICAL:
@@ -206,13 +241,17 @@ class Searcher:
                 [1.0 - self.dense_weight, self.dense_weight],
                 rrf_k=self.rrf_k,
             )
-        return self._passages(hits, principal, k), ranked
+        return self._passages(hits, principal, k, max_per_document), ranked
 
-    def _passages(self, hits: list[ScoredId], principal: Principal, k: int) -> list[Passage]:
+    def _passages(
+        self, hits: list[ScoredId], principal: Principal, k: int, max_per_document: int | None
+    ) -> list[Passage]:
         # Records are read k at a time (each costs reads from disk): a chunk deleted
         # or re-permissioned between the search and this read (another generation)
-        # is dropped, never shown, and the next hits take its place.
+        # is dropped, never shown, and the next hits take its place. So is a passage
+        # over the per-document cap: the window moves on to other documents.
         out: list[Passage] = []
+        per_document: dict[str, int] = {}
         start = 0
         while len(out) < k and start < len(hits):
             window = hits[start : start + k - len(out)]
@@ -221,9 +260,22 @@ class Searcher:
             records = {r.chunk_id: r for r in self.index.get_chunks(ids)}
             for hit in window:
                 record = records.get(hit.chunk_id)
-                if record is not None and record.acl.permits(principal):
-                    out.append(passage_from_record(record, hit.score))
+                if record is None or not record.acl.permits(principal):
+                    continue
+                if max_per_document is not None:
+                    seen = per_document.get(record.doc_id, 0)
+                    if seen >= max_per_document:
+                        continue
+                    per_document[record.doc_id] = seen + 1
+                out.append(passage_from_record(record, hit.score))
         return out
+
+
+def _check_cap(max_per_document: int | None) -> None:
+    if max_per_document is not None and (
+        not isinstance(max_per_document, int) or max_per_document < 1
+    ):
+        raise ValueError(f"max_per_document must be None or >= 1, got {max_per_document!r}")
 
 
 def passage_from_record(record: ChunkRecord, score: float) -> Passage:

@@ -42,6 +42,7 @@ from retrieval.rerank import rerank as rerank_candidates
 from retrieval.search import Searcher, passage_from_record
 from trove.acl import Principal
 from trove.config import ApiConfig, RetrievalConfig, Settings
+from trove.identity import InvalidIdentity, canonical_tenant
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,15 @@ MAX_DOC_ID_CHARS = 1_024
 DEFAULT_LOW_CONFIDENCE_THRESHOLD = 0.30
 PDF_TYPES = frozenset({"pdf"})
 HEADING_TYPES = frozenset({"md", "markdown", "html", "htm"})
+
+
+def _tenant_spelled_as_tokens(requested: str) -> str:
+    """A requested tenant in the canonical form a token's tenant has; one with none stays as
+    sent, which matches no token's tenant (a 403, never another tenant's data)."""
+    try:
+        return canonical_tenant(requested)
+    except InvalidIdentity:
+        return requested
 
 
 class ServiceError(Exception):
@@ -197,6 +207,36 @@ class SearchOutcome:
     # read ("acl_recheck"), folded into a merged passage ("merged"), over the
     # per-document cap ("per_document_cap").
     filtered_out: dict[str, int] = field(default_factory=dict)
+    # Seconds spent per stage of this search (see STAGES), for the /metrics histograms.
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+# The stages a search's time is reported under: group expansion, the engine (query
+# embedding, both retrievers, fusion, records), rerank (evidence scores and order),
+# merge (adjacent chunks, per-document cap) and the audit line. The HTTP edge adds
+# "auth" (token and rate limit) and "serialize" (the JSON response).
+STAGES = ("auth", "expand", "search", "rerank", "merge", "audit", "serialize")
+
+
+class _TimedIdentity:
+    """The searcher's group expansion, its time noted for the stage histograms.
+
+    Expansion happens inside :meth:`Searcher.search_ranked`, on the calling thread;
+    the time goes to that thread's current search only (nothing crosses requests).
+    """
+
+    def __init__(self, inner: Any, sink: threading.local):
+        self.inner = inner
+        self._sink = sink
+
+    def expand(self, principal: Principal) -> Principal:
+        started = time.perf_counter()
+        try:
+            return self.inner.expand(principal)
+        finally:
+            self._sink.expand_s = getattr(self._sink, "expand_s", 0.0) + (
+                time.perf_counter() - started
+            )
 
 
 @dataclass(frozen=True)
@@ -255,6 +295,9 @@ class RetrievalService:
             raise ValueError("the searcher must search the service's own index")
         self.index = index
         self.searcher = searcher
+        self._stage = threading.local()
+        if searcher.identity is not None and not isinstance(searcher.identity, _TimedIdentity):
+            searcher.identity = _TimedIdentity(searcher.identity, self._stage)
         self.retrieval = retrieval or RetrievalConfig()
         self.api = api or ApiConfig(audit_log=None)
         self.verifier = verifier
@@ -333,7 +376,9 @@ class RetrievalService:
 
     def check_tenant(self, principal: Principal, requested_tenant: str | None) -> None:
         """Refuse (403) a request that asks for another tenant than its token's."""
-        if requested_tenant is None or requested_tenant == principal.tenant:
+        if requested_tenant is None or _tenant_spelled_as_tokens(requested_tenant) == (
+            principal.tenant
+        ):
             return
         self.audit.record(
             "auth", principal=principal.user, tenant=principal.tenant, outcome="forbidden"
@@ -375,10 +420,12 @@ class RetrievalService:
         stages = stages or StageOptions(rerank=rerank)
         use_rerank = self.retrieval.rerank if stages.rerank is None else stages.rerank
         depth = max(3 * top_k, 24)
+        self._stage.expand_s = 0.0
         try:
             passages, ranked = self.searcher.search_ranked(query, principal, depth, filters)
         except ValueError as exc:
             raise InvalidRequestError(str(exc)) from exc
+        searched = time.perf_counter()
         fused_ids = {h.chunk_id for h in ranked.lexical} | {h.chunk_id for h in ranked.dense}
         acl_dropped = max(0, min(depth, len(fused_ids)) - len(passages))
 
@@ -400,6 +447,7 @@ class RetrievalService:
                 order = rerank_candidates(query, candidates, self.reranker)
         else:
             order = [(c, c.fused) for c in candidates]
+        reranked = time.perf_counter()
 
         items = [
             _ranked(records[c.passage.chunk_id], c.passage, score, evidence_of[c.passage.chunk_id])
@@ -415,8 +463,9 @@ class RetrievalService:
             stats = DiversifyStats()
         items = items[:top_k]
         best = max((i.evidence for i in items), default=None)
-        took_ms = (time.perf_counter() - started) * 1000.0
         results = [_result(i) for i in items]
+        merged = time.perf_counter()
+        took_ms = (merged - started) * 1000.0
         self.audit.record(
             "search",
             principal=principal.user,
@@ -425,6 +474,7 @@ class RetrievalService:
             chunk_ids=[cid for r in results for cid in r.chunk_ids],
             latency_ms=took_ms,
         )
+        expand_s = self._stage.expand_s
         return SearchOutcome(
             results=results,
             low_confidence=best is None or best < self.low_confidence_threshold,
@@ -434,6 +484,13 @@ class RetrievalService:
                 "acl_recheck": acl_dropped,
                 "merged": stats.merged,
                 "per_document_cap": stats.capped,
+            },
+            stage_seconds={
+                "expand": expand_s,
+                "search": max(searched - started - expand_s, 0.0),
+                "rerank": reranked - searched,
+                "merge": merged - reranked,
+                "audit": time.perf_counter() - merged,
             },
         )
 

@@ -16,19 +16,77 @@ The semantics, in one place (every backend implements exactly this):
   space's readers, restricted to group A, under a parent restricted to bob —
   without expanding groups into users, so a membership change never rewrites
   a chunk. A layer with no entries admits nobody.
+
+Every name is compared in one canonical form (:mod:`trove.identity`: NFKC,
+case-folded, trimmed), on both sides: a :class:`Principal` and an :class:`Acl`
+canonicalise their users, groups and tenant when they are built, so ``Mallory``,
+``MALLORY `` and ``ｍａｌｌｏｒｙ`` are all the ``mallory`` a deny names. A name
+with no canonical form (a zero-width or control character in it) fails closed:
+
+* a principal holding one is refused (:class:`~trove.identity.InvalidIdentity`);
+* in an ACL's allow lists or layers it is dropped: it grants nothing;
+* in a deny list, or as the tenant, it makes the whole ACL admit nobody. The
+  entry cannot be dropped (whoever it was meant to deny would get in) nor
+  matched (nobody can present it), so the document is withheld from everyone
+  until its source or rule is fixed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from trove.identity import (
+    IDENTITY_FORM,
+    InvalidIdentity,
+    canonical_group,
+    canonical_tenant,
+    canonical_user,
+)
 
-def _names(values: Iterable[str] | None) -> frozenset[str]:
-    return frozenset(v.strip() for v in (values or ()) if v and v.strip())
+log = logging.getLogger(__name__)
+
+Canonical = Callable[[object], str]
+
+
+def _is_blank(value: object) -> bool:
+    """An absent or all-whitespace entry: it names nobody, so it is skipped, not refused."""
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _canonical_names(
+    values: Iterable[object] | None, canonical: Canonical
+) -> tuple[frozenset[str], list[object]]:
+    """The canonical forms of ``values``, and the entries that have none."""
+    names: set[str] = set()
+    refused: list[object] = []
+    for value in values or ():
+        if _is_blank(value):
+            continue
+        try:
+            names.add(canonical(value))
+        except InvalidIdentity:
+            refused.append(value)
+    return frozenset(names), refused
+
+
+def _strict_names(values: Iterable[object] | None, canonical: Canonical) -> frozenset[str]:
+    """The canonical forms of ``values``; :class:`InvalidIdentity` for the first that has none."""
+    return frozenset(canonical(value) for value in values or () if not _is_blank(value))
+
+
+def _granting_names(
+    values: Iterable[object] | None, canonical: Canonical, what: str
+) -> frozenset[str]:
+    """Names that grant access: one with no canonical form is dropped (it grants nothing)."""
+    names, refused = _canonical_names(values, canonical)
+    if refused:
+        log.warning("ACL: %s %s dropped: no canonical form", what, ", ".join(map(repr, refused)))
+    return names
 
 
 @dataclass(frozen=True)
@@ -40,9 +98,12 @@ class Principal:
     tenant: str | None = None
 
     def __post_init__(self) -> None:
-        if not self.user or not self.user.strip():
-            raise ValueError("a principal needs a non-empty user id")
-        object.__setattr__(self, "groups", _names(self.groups))
+        if _is_blank(self.user):
+            raise InvalidIdentity("a principal needs a non-empty user id")
+        object.__setattr__(self, "user", canonical_user(self.user))
+        object.__setattr__(self, "groups", _strict_names(self.groups, canonical_group))
+        tenant = None if self.tenant in (None, "") else canonical_tenant(self.tenant)
+        object.__setattr__(self, "tenant", tenant)
 
     @classmethod
     def of(cls, user: str, groups: Iterable[str] = (), tenant: str | None = None) -> Principal:
@@ -57,8 +118,9 @@ class AclLayer:
     groups: frozenset[str] = field(default_factory=frozenset)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "users", _names(self.users))
-        object.__setattr__(self, "groups", _names(self.groups))
+        # A layer only admits, so a name with no canonical form is dropped: it narrows.
+        object.__setattr__(self, "users", _granting_names(self.users, canonical_user, "user"))
+        object.__setattr__(self, "groups", _granting_names(self.groups, canonical_group, "group"))
 
     def admits(self, principal: Principal) -> bool:
         return principal.user in self.users or bool(principal.groups & self.groups)
@@ -88,10 +150,31 @@ class Acl:
     layers: tuple[AclLayer, ...] = ()
 
     def __post_init__(self) -> None:
+        deny_users, bad_users = _canonical_names(self.deny_users, canonical_user)
+        deny_groups, bad_groups = _canonical_names(self.deny_groups, canonical_group)
+        tenant, bad_tenant = _canonical_tenant(self.tenant)
+        if bad_users or bad_groups or bad_tenant:
+            # Deny more, not less: see the module doc.
+            refused = [*bad_users, *bad_groups, *bad_tenant]
+            log.warning(
+                "ACL admits nobody: %s has no canonical form", ", ".join(map(repr, refused))
+            )
+            self._become_empty()
+            return
+        set_ = object.__setattr__
+        set_(self, "allow_users", _granting_names(self.allow_users, canonical_user, "user"))
+        set_(self, "allow_groups", _granting_names(self.allow_groups, canonical_group, "group"))
+        set_(self, "deny_users", deny_users)
+        set_(self, "deny_groups", deny_groups)
+        set_(self, "tenant", tenant)
+        set_(self, "layers", _normalise_layers(self.layers))
+
+    def _become_empty(self) -> None:
         for name in ("allow_users", "allow_groups", "deny_users", "deny_groups"):
-            object.__setattr__(self, name, _names(getattr(self, name)))
-        object.__setattr__(self, "tenant", self.tenant or None)
-        object.__setattr__(self, "layers", _normalise_layers(self.layers))
+            object.__setattr__(self, name, frozenset())
+        object.__setattr__(self, "tenant", None)
+        object.__setattr__(self, "public", False)
+        object.__setattr__(self, "layers", ())
 
     @classmethod
     def empty(cls) -> Acl:
@@ -153,5 +236,26 @@ class Acl:
 
     def fingerprint(self) -> str:
         """A stable hash of the ACL: equal ACLs give equal fingerprints."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        data = self.to_dict()
+        if self.deny_users or self.deny_groups:
+            # A deny stored before names had one canonical form may hold another
+            # spelling, which an index comparing names exactly would no longer match.
+            # The form is part of such an ACL's fingerprint, so the next ingest sees
+            # it as changed and rewrites it (an ACL-only update).
+            data["identity_form"] = IDENTITY_FORM
+        blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _canonical_tenant(value: object) -> tuple[str | None, list[object]]:
+    """(the canonical tenant or None, [value] when it has no canonical form).
+
+    Only ``None`` and ``""`` mean "no tenant": any other unusable value must not
+    widen the ACL to every tenant.
+    """
+    if value is None or value == "":
+        return None, []
+    try:
+        return canonical_tenant(value), []
+    except InvalidIdentity:
+        return None, [value]

@@ -146,6 +146,11 @@ def ingest(
                 f"({failure.get('reason_class', 'malformed')}): {failure['reason']}",
                 highlight=False,
             )
+        if s.get("index_repair"):
+            out.print(
+                f"  [yellow]rebuilt[/] {s['rebuilt']} documents: {s['index_repair']['reason']}",
+                highlight=False,
+            )
         if s.get("sync_error"):
             out.print(
                 f"  [yellow]listing stopped early[/]: {s['sync_error']} "
@@ -260,12 +265,18 @@ def evaluate_cmd(
         raise _fail(f"unknown mode {mode!r} (valid: hybrid, lexical, dense)")
     searcher = _open_searcher(settings)
     index = searcher.index
+    # The principal each search really runs as: the golden query's identity, with the
+    # groups the directory adds. Judging leaks without them would flag every passage
+    # a synced directory group grants.
+    expanded: dict[str, Principal] = {}
 
     def principal_of(q) -> Principal:
-        return Principal.of(q.user, q.groups, q.tenant)
+        if q.id not in expanded:
+            expanded[q.id] = searcher.expand(q.principal())
+        return expanded[q.id]
 
     def run(q):
-        return searcher.search(q.query, principal_of(q), k=k, mode=mode)
+        return searcher.search(q.query, q.principal(), k=k, mode=mode)
 
     def may_read(q, passage) -> bool:
         # Judged from the ACL stored in the index, independently of the search path.
@@ -278,10 +289,34 @@ def evaluate_cmd(
         out.print_json(data=report)
         return
     out.print(
-        f"{report['queries']} queries ({mode}, k={k}): recall@{k} {report['recall@k']:.3f}  "
-        f"MRR@10 {report['mrr@10']:.3f}  nDCG@10 {report['ndcg@10']:.3f}  "
-        f"citation hits {report['citation_hit_rate']}  leaks {report['leaks']}  "
+        f"{report['queries']} queries ({mode}, k={k}): recall@{k} {_metric(report['recall@k'])}  "
+        f"MRR@10 {_metric(report['mrr@10'])}  nDCG@10 {_metric(report['ndcg@10'])}  "
+        f"citation hits {_metric(report['citation_hit_rate'])}  leaks {report['leaks']}  "
         f"p50 {report['latency_ms']['p50']:.1f} ms  p95 {report['latency_ms']['p95']:.1f} ms"
+    )
+    negative = report["negative"]
+    if negative["questions"]:
+        out.print(_negative_line(negative), highlight=False)
+
+
+def _metric(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _negative_line(negative: dict) -> str:
+    """How the negative questions (nothing relevant) were answered, for the text output."""
+    if negative["low_confidence"] is None:
+        returned = negative["questions"] - negative["empty_answers"]
+        answered = f"{returned} answered with passages (low_confidence is not judged here)"
+    else:
+        answered = (
+            f"{negative['low_confidence']} flagged low_confidence, "
+            f"{negative['confident_answers']} answered confidently"
+        )
+    return (
+        f"{negative['questions']} negative questions (ranking averages leave them out): "
+        f"{negative['empty_answers']} answered with nothing, {answered}; "
+        f"{negative['passages_returned']} passages returned, leaks {negative['leaks']}"
     )
 
 
@@ -294,8 +329,12 @@ def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     report = compute_status(settings)
     if as_json:
         out.print_json(data=report)
+        if not report["ok"]:
+            raise typer.Exit(1)
         return
     for name, s in report["sources"].items():
+        if "freshness" not in s:
+            continue  # its state is unreadable: the ERROR line below says so
         fresh = s["freshness"]
         age = f"{fresh['age_seconds'] / 60:.0f} min ago" if fresh["age_seconds"] is not None else ""
         pending = s["pending"]
@@ -317,6 +356,15 @@ def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
         out.print(f"index ({i['backend']}): {i['chunks']} chunks, {i['documents']} documents")
     else:
         out.print(f"index ({i['backend']}): not ready: {i['error']}")
+    for hint in report.get("hints", ()):
+        out.print(f"[bold yellow]HINT[/] {hint['source']}: {hint['hint']}", highlight=False)
+    for problem in report["problems"]:
+        out.print(
+            f"[bold red]ERROR[/] {problem['source']}: {problem['error']}. Fix: {problem['fix']}",
+            highlight=False,
+        )
+    if report["problems"]:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +37,12 @@ from connectors.settings import RetrySettings
 from connectors.sharepoint.config import SharePointConfig
 from connectors.web.config import WebConfig
 from trove.acl import Acl
+from trove.identity import (
+    InvalidIdentity,
+    canonical_group,
+    canonical_tenant,
+    canonical_user,
+)
 
 DEFAULT_CONFIG_FILE = "trove.yaml"
 CONFIG_ENV_VAR = "TROVE_CONFIG"
@@ -59,6 +66,25 @@ class AclSpec(_Strict):
     tenant: str | None = None
     public: bool = False
 
+    @model_validator(mode="after")
+    def _names_have_a_canonical_form(self) -> AclSpec:
+        # At ingest such a name would be dropped (allow) or shut the ACL to everyone
+        # (deny, tenant): a config error naming the rule says why instead.
+        match = getattr(self, "match", None)
+        where = f"ACL rule {match!r}" if match is not None else "ACL"
+        checks = (
+            (canonical_user, ("allow_users", "deny_users")),
+            (canonical_group, ("allow_groups", "deny_groups")),
+        )
+        for canonical, fields in checks:
+            for name in fields:
+                for value in getattr(self, name):
+                    if value.strip():
+                        _check_identity(canonical, value, f"{where}: {name} entry {value!r}")
+        if self.tenant:
+            _check_identity(canonical_tenant, self.tenant, f"{where}: tenant {self.tenant!r}")
+        return self
+
     def to_acl(self) -> Acl:
         return Acl(
             allow_users=frozenset(self.allow_users),
@@ -68,6 +94,13 @@ class AclSpec(_Strict):
             tenant=self.tenant,
             public=self.public,
         )
+
+
+def _check_identity(canonical: Callable[[object], str], value: str, where: str) -> None:
+    try:
+        canonical(value)
+    except InvalidIdentity as exc:
+        raise ValueError(f"{where}: {exc}") from None
 
 
 class AclRule(AclSpec):
@@ -125,6 +158,11 @@ class LimitsConfig(_Strict):
     max_archive_members: int = Field(default=10_000, ge=1)
     max_archive_uncompressed_bytes: int = Field(default=500 * 1024 * 1024, ge=1)
     max_compression_ratio: float = Field(default=200.0, gt=1)
+    # OCR (scanned PDF pages, images), checked before anything is rendered or decoded.
+    max_image_pixels: int = Field(default=90_000_000, ge=1)  # per page or image frame
+    max_ocr_pages: int = Field(default=500, ge=1)  # pages to OCR in one document
+    ocr_page_timeout_s: float = Field(default=60.0, gt=0)  # OCR budget per page...
+    ocr_timeout_s: float = Field(default=1200.0, gt=0)  # ...and at most this per document
 
 
 PII_TYPES = ("email", "phone", "us_ssn", "payment_card", "iban", "api_key", "private_key")
@@ -164,6 +202,9 @@ class SourceConfig(_Strict):
     # Exactly the section named by `type` is set: `path` for a filesystem
     # source, otherwise the matching block of connector settings.
     path: Path | None = None
+    # Filesystem only: follow symbolic links whose target is inside `path`
+    # (off: links are reported and skipped). See docs/connectors.md.
+    follow_symlinks: bool = False
     confluence: ConfluenceConfig | None = None
     sharepoint: SharePointConfig | None = None
     s3: S3Config | None = None
@@ -182,6 +223,10 @@ class SourceConfig(_Strict):
     # most this often on incremental sources (every run when unset).
     permission_sync_interval: timedelta | None = None
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    # OCR of scanned PDF pages and images (pipelines/ocr.py): auto (pages without
+    # text), always (every PDF page), off; languages are tesseract's codes.
+    ocr: Literal["auto", "off", "always"] = "auto"
+    ocr_languages: list[str] = Field(default_factory=lambda: ["eng"], min_length=1)
     pii: PiiConfig = Field(default_factory=PiiConfig)
     injection: InjectionConfig = Field(default_factory=InjectionConfig)
 
@@ -194,6 +239,8 @@ class SourceConfig(_Strict):
         stray = [t for t in SOURCE_TYPES[1:] if t != self.type and getattr(self, t) is not None]
         if self.type != "filesystem" and self.path is not None:
             stray.insert(0, "path")
+        if self.type != "filesystem" and self.follow_symlinks:
+            stray.append("follow_symlinks")
         if stray:
             raise ValueError(f"source {self.name!r} is type {self.type}; remove {', '.join(stray)}")
         return self
@@ -224,6 +271,15 @@ class SourceConfig(_Strict):
             raise ValueError(f"schedule must be a 5-field cron expression, got {value!r}")
         return value
 
+    @field_validator("ocr_languages")
+    @classmethod
+    def _tesseract_codes(cls, value: list[str]) -> list[str]:
+        # Whether the data is installed is checked where OCR runs (needs_ocr otherwise).
+        bad = [code for code in value if not re.fullmatch(r"[A-Za-z0-9_]+", code)]
+        if bad:
+            raise ValueError(f"ocr_languages must be tesseract codes (eng, deu...), got {bad}")
+        return value
+
 
 class OpenSearchAuthConfig(_Strict):
     """Basic auth (``username``/``password``) or AWS SigV4 (``aws_region``); never logged."""
@@ -238,6 +294,9 @@ class IndexConfig(_Strict):
     backend: Literal["embedded", "opensearch"] = "embedded"
     # embedded backend
     path: Path = Path(".trove/index")
+    # The dense first pass: "auto" = torch's private int8 kernel where a child
+    # process verified it, else numpy; "numpy" never uses torch (docs/dense-kernel.md).
+    dense_kernel: Literal["auto", "numpy"] = "auto"
     # opensearch backend
     hosts: list[str] = Field(default_factory=lambda: ["http://localhost:9200"])
     index_prefix: str = Field(default="trove", pattern=r"^[a-z0-9][a-z0-9_-]*$")
@@ -250,6 +309,10 @@ class IndexConfig(_Strict):
     knn_engine: Literal["lucene", "faiss"] = "lucene"
     hybrid_combination: Literal["normalization", "rrf"] = "normalization"
     pagination_depth: int = Field(default=100, ge=1, le=10000)
+    # HNSW candidate queue of every k-NN query (None: the engine's default, k). 100
+    # from measurement: a bare top 10 found 0.89-0.93 of the exact top 10 at Lucene's
+    # default, 1.0 with 100 (docs/benchmarks.md, "OpenSearch side by side").
+    knn_ef_search: int | None = Field(default=100, ge=1, le=10000)
     number_of_shards: int = Field(default=1, ge=1, le=1024)
     number_of_replicas: int = Field(default=1, ge=0, le=32)  # 0 on a single-node cluster
 
@@ -285,14 +348,19 @@ class ChunkingConfig(_Strict):
 
 
 class RetrievalConfig(_Strict):
-    # Chosen by measurement (docs/benchmarks.md, "Retrieval quality"): blend at
-    # 0.7 dense over 100 candidates had the best nDCG@10 on both golden sets.
-    fusion: Literal["rrf", "blend"] = "blend"
+    # Chosen by measurement over every golden set at once (docs/benchmarks.md,
+    # "Retrieval quality"): z-score fusion at 0.65 dense over 100 candidates, one
+    # passage per document, had the best worst-set nDCG@10 (`trove bench quality`).
+    fusion: Literal["rrf", "blend", "zscore"] = "zscore"
     rrf_k: int = Field(default=60, ge=1)
     # Weight of the dense retriever in fusion (lexical gets 1 - dense_weight).
-    dense_weight: float = Field(default=0.7, ge=0.0, le=1.0)
+    dense_weight: float = Field(default=0.65, ge=0.0, le=1.0)
     # How many candidates each retriever contributes before fusion.
     candidates: int = Field(default=100, ge=1, le=1000)
+    # At most this many passages of one document in a first-stage search's top k
+    # (`trove search`, `trove eval`, Searcher.search); None: no cap. The service
+    # caps with max_passages_per_document instead, after merging adjacent chunks.
+    search_max_per_document: int | None = Field(default=1, ge=1)
     # Rerank after fusion: a sentence-transformers CrossEncoder (local path or
     # name) when set, otherwise a default that needs no extra model weights.
     reranker: str | None = None
@@ -314,6 +382,8 @@ class ApiConfig(_Strict):
     max_body_bytes: int = Field(default=65_536, ge=1024)
     max_query_chars: int = Field(default=2_000, ge=1)
     rate_limit_per_minute: int = Field(default=120, ge=1)
+    # Failed authentications (401) per client address per minute before its 429s.
+    unauthenticated_rate_limit_per_minute: int = Field(default=60, ge=1)
     audit_log: Path | None = Path(".trove/audit.jsonl")
     audit_log_queries: bool = False  # raw query text in the audit log (off: a hash only)
 
@@ -357,7 +427,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _unique_source_names(self) -> Settings:
-        names = [s.name for s in self.sources]
+        # Case-insensitively: principal tokens ("{source}:group:{id}") are compared
+        # case-folded, so sources `Wiki` and `wiki` would grant each other's groups.
+        names = [s.name.casefold() for s in self.sources]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"source names must be unique; repeated: {', '.join(dupes)}")

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.parse_worker import prestart_parse_workers
 from pipelines.store import StagingStore
 from trove.config import Settings, load_settings
 from trove.directory import GroupDirectory
@@ -78,14 +77,9 @@ def run_ingest(
     names = list(sources) if sources else [s.name for s in settings.sources]
     for name in names:
         settings.source(name)  # unknown names fail before any work
-    if names:
-        # Now, before anything slow: the parse workers' forkserver imports the
-        # parsers (~3 s of CPU) on the idle core while this process imports Dagster,
-        # creates its instance and scans, single-threaded; the parse stage then forks
-        # ready workers. Spent for nothing when no document changed, but off the
-        # critical path. (This module imports Dagster lazily for the same reason.)
-        prestart_parse_workers()
-    # Dagster and the asset graph take ~1.3 s to import: only once the forkserver runs.
+    # The parse workers' forkserver (spaCy, unstructured: seconds of CPU) is not started
+    # here: the scan starts it once it knows a document needs parsing (an unchanged
+    # re-sync never pays for it). Dagster is imported lazily: `trove --help` stays quick.
     from assets.definitions import build_definitions
     from assets.groups import GROUPS_JOB
 

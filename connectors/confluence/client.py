@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import httpx
 
@@ -237,11 +237,11 @@ class ConfluenceClient:
     # -- v2 -----------------------------------------------------------------------
 
     def spaces(self, keys: list[str], limit: int) -> Iterator[dict[str, Any]]:
+        """Current spaces (every type: ``type`` takes one value only, CONFCLOUD-78652);
+        the caller leaves out personal spaces."""
         params: dict[str, Any] = {"limit": limit, "status": "current"}
         if keys:
             params["keys"] = ",".join(keys)
-        else:
-            params["type"] = "global"
         return self.all_of(f"{V2}/spaces", params)
 
     def space(self, space_id: str) -> dict[str, Any]:
@@ -270,6 +270,15 @@ class ConfluenceClient:
             raise NotFound(f"no v2 endpoint for content type {node_type!r}", 404)
         return self.get_json(f"{V2}/{collection}/{node_id}")
 
+    def page_any_status(self, page_id: str) -> dict[str, Any]:
+        """A page in whatever state (a draft or trashed ancestor), for its title only."""
+        statuses = ["current", "archived", "draft", "trashed"]
+        return self.get_json(f"{V2}/pages/{page_id}", {"status": statuses})
+
+    def page_ancestors(self, page_id: str) -> list[dict[str, Any]]:
+        """v2 ``/pages/{id}/ancestors``: ``[{id, type}]`` top-down (the highest first)."""
+        return list(self.all_of(f"{V2}/pages/{page_id}/ancestors", {"limit": 250}))
+
     def page_attachments(self, page_id: str, limit: int) -> Iterator[dict[str, Any]]:
         return self.all_of(f"{V2}/pages/{page_id}/attachments", {"limit": limit})
 
@@ -288,11 +297,6 @@ class ConfluenceClient:
             {"expand": "restrictions.user,restrictions.group"},
         )
 
-    def content_ancestors(self, content_id: str) -> list[dict[str, Any]]:
-        """v1 ancestors (top-down, with titles): the fallback when v2 cannot show a parent."""
-        data = self.get_json(f"{V1}/content/{content_id}", {"expand": "ancestors"})
-        return [a for a in data.get("ancestors") or [] if isinstance(a, dict)]
-
     def search(
         self, cql: str, expand: str, limit: int, *, next_link: str | None = None
     ) -> dict[str, Any]:
@@ -308,8 +312,10 @@ class ConfluenceClient:
         return self.offset_pages(f"{V1}/group")
 
     def group_members(self, group_id: str) -> Iterator[dict[str, Any]]:
-        # By id: the name-based path breaks on names containing "/" (reference §6).
-        return self.offset_pages(f"{V1}/group/member", {"id": group_id})
+        # By id (``/group/{groupId}/membersByGroupId``, limit <= 200): the older
+        # ``/group/member`` takes a required ``name``, is deprecated, and answers
+        # 400 to ``?id=`` (reference §6).
+        return self.offset_pages(f"{V1}/group/{quote(group_id, safe='')}/membersByGroupId")
 
     def close(self) -> None:
         self.http.close()

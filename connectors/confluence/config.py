@@ -13,7 +13,8 @@ class ConfluenceConfig(StrictModel):
     url: str
     email: str  # the API user; the token is read from `api_token`
     api_token: Secret
-    spaces: list[str] = Field(default_factory=list)  # space keys; empty = every global space
+    # Space keys; empty: every current space except personal ones (skipped ones are logged).
+    spaces: list[str] = Field(default_factory=list)
     include_attachments: bool = True
     page_limit: int = Field(default=100, ge=1, le=250)
     # CQL is minute-granular, in the API user's time zone: re-read this much

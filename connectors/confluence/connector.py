@@ -32,8 +32,16 @@ offset, de-duplication on ``(id, version)``); a 400 about the date (a DST gap)
 retries once an hour earlier; the ancestors' restriction expand 404s when an
 ancestor is a draft or trashed (CONFCLOUD-77618), so the search is retried
 without it and those ancestors are read one by one; a CQL page with no results
-but a ``next`` link ends the run; 404s seen during a run are deletions; a
-page whose ancestor permissions cannot be read gets an empty ACL. Attachments
+but a ``next`` link ends the run; a page's (or attachment's) own 404 is a
+deletion. A failed permission lookup — space permissions, the restrictions of
+the page or of an ancestor, the ancestor chain itself (v2 parents, then v2
+``/pages/{id}/ancestors``), a 404 included — is never a deletion: the document
+is a per-document failure (not indexed with a guessed ACL), kept in the cursor
+and read again at the start of the next run; in :meth:`list_ids` it is listed
+with an empty ACL (fail closed) so that it is neither pruned nor readable.
+Without configured ``spaces`` every current space except personal ones is read
+(global, collaboration, knowledge_base and any newer type); what is left out is
+logged and kept in :attr:`ConfluenceConnector.skipped_spaces`. Attachments
 whose type the parser cannot read are skipped (in every read alike), and one
 over ``limits.max_bytes`` is a failure without being downloaded.
 
@@ -50,6 +58,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -71,7 +80,6 @@ from connectors.confluence.documents import (
     attachment_path,
     document_id,
     extension,
-    node_from_v1,
     node_from_v2,
     page_html,
     page_path,
@@ -100,6 +108,11 @@ _MAX_DEPTH = 200
 _RUN_REUSE_S = 600.0
 
 
+class PermissionLookupFailed(ConnectorError):
+    """Who may read a document could not be established: a per-document failure,
+    retried next run (never a deletion, never a guessed ACL)."""
+
+
 @dataclass(frozen=True)
 class Space:
     id: str
@@ -122,6 +135,7 @@ class _Batch:
     documents: list[SourceDocument] = field(default_factory=list)
     failures: list[DocumentFailure] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    retry: list[str] = field(default_factory=list)  # doc keys to read again next run
 
     def batch(self, cursor: str) -> ChangeBatch:
         return ChangeBatch(
@@ -135,7 +149,9 @@ class _Run:
     def __init__(self, connector: ConfluenceConnector) -> None:
         self.connector = connector
         self.started = time.monotonic()
-        self.access = AccessResolver(connector.client, connector.source)
+        self.access = AccessResolver(
+            connector.client, connector.source, site_token=connector.site_token
+        )
         self.nodes: dict[str, Node] = {}
         self.contexts: dict[str, PageContext] = {}
         self._spaces: list[Space] | None = None
@@ -186,6 +202,9 @@ class ConfluenceConnector:
             self.settings, policy=config.retry.policy(), http=http, sleep=sleep
         )
         self._run: _Run | None = None
+        # "Logged-in users" space access: granted to every user the group sync lists.
+        self.site_token = principals.tenant_token(self.source, urlsplit(self.client.wiki).netloc)
+        self.skipped_spaces: list[str] = []  # "KEY (type)" left out by the last listing
 
     # -- contract -------------------------------------------------------------------
 
@@ -210,6 +229,14 @@ class ConfluenceConnector:
                 for data in results:
                     try:
                         ctx = self._context_v2(run, space, data)
+                    except NotFound:
+                        continue  # deleted while we listed
+                    except PermissionLookupFailed as exc:
+                        # Listed, so it exists: never pruned, but readable by nobody
+                        # until a run can read its permissions again (fail closed).
+                        log.warning("confluence %s: %s; listed with an empty ACL", self.source, exc)
+                        ctx = self._unknown_access(space, data)
+                    try:
                         attachments = (
                             list(self.client.page_attachments(ctx.node.id, self._limit))
                             if self.settings.include_attachments
@@ -262,7 +289,8 @@ class ConfluenceConnector:
         """Every group (by id, and by name as an alias) with its members' identities.
 
         Each member contributes ``{source}:user:{accountId}`` and, when visible,
-        the lower-cased e-mail; every member is also a :class:`DirectoryUser`.
+        the lower-cased e-mail; every member is also a :class:`DirectoryUser`,
+        and holds the site token that logged-in-users space access grants.
         """
         members: dict[str, frozenset[str]] = {}
         emails: dict[str, set[str]] = {}
@@ -290,7 +318,10 @@ class ConfluenceConnector:
             DirectoryUser(principals.user_token(self.source, account), frozenset(addresses))
             for account, addresses in sorted(emails.items())
         ]
-        return GroupSnapshot(source=self.source, members=members, users=users)
+        # Everyone listed here can log in to the site: "logged-in users" space access.
+        return GroupSnapshot(
+            source=self.source, members=members, users=users, tenant_token=self.site_token
+        )
 
     def close(self) -> None:
         self.client.close()
@@ -308,11 +339,25 @@ class ConfluenceConnector:
     def _list_spaces(self) -> list[Space]:
         wanted = {k.upper() for k in self.settings.spaces}
         found: dict[str, Space] = {}
+        skipped: list[str] = []
         for data in self.client.spaces(self.settings.spaces, 250):
             key = str(data.get("key") or "")
             if not key or (wanted and key.upper() not in wanted):
                 continue
+            kind = str(data.get("type") or "").lower()
+            if not wanted and kind == "personal":
+                skipped.append(f"{key} ({kind})")
+                continue
             found[key] = Space(str(data["id"]), key, str(data.get("name") or key))
+        self.skipped_spaces = sorted(skipped)
+        if skipped:
+            log.warning(
+                "confluence %s: %d personal space(s) skipped (name them in `spaces` to read "
+                "them): %s",
+                self.source,
+                len(skipped),
+                ", ".join(self.skipped_spaces[:20]) + (" ..." if len(skipped) > 20 else ""),
+            )
         missing = sorted(wanted - {k.upper() for k in found})
         if missing:
             log.warning(
@@ -335,6 +380,7 @@ class ConfluenceConnector:
                 out = _Batch()
                 for data in results:
                     self._emit_v2_page(run, space, data, out, state)
+                state.retry.extend(out.retry)
                 if nxt:
                     state.space, state.next = space.key, nxt
                 else:
@@ -347,6 +393,7 @@ class ConfluenceConnector:
             watermark=state.watermark,
             seen=state.seen,
             spaces=[s.key for s in spaces],
+            retry=state.retry,
         )
         final.prune(self._overlap)
         yield ChangeBatch(cursor=final.to_cursor())
@@ -396,6 +443,10 @@ class ConfluenceConnector:
                 if self.settings.include_attachments
                 else []
             )
+        except PermissionLookupFailed as exc:
+            out.failures.append(DocumentFailure(page_doc, space.key, str(exc)))
+            out.retry.append(f"{PAGE}:{page_id}")
+            return
         except NotFound:
             out.deleted.append(page_doc)
             return
@@ -417,11 +468,10 @@ class ConfluenceConnector:
 
     def _cql(self, start: datetime, spaces: list[Space]) -> str:
         kinds = "type in (page, attachment)" if self.settings.include_attachments else "type = page"
-        if self.settings.spaces:
-            keys = ", ".join("'" + s.key.replace("'", "") + "'" for s in spaces)
-            where = f"space in ({keys})"
-        else:
-            where = "space.type = global"
+        # The spaces listed (every non-personal type when none is configured): CQL's
+        # `space.type` knows only global/personal/favourite, not the newer types.
+        keys = ", ".join("'" + s.key.replace("'", "") + "'" for s in spaces)
+        where = f"space in ({keys})"
         since = cql_date(start, self.settings.timezone_offset_minutes)
         return f"{kinds} and {where} and lastmodified >= '{since}' order by lastmodified asc"
 
@@ -443,10 +493,13 @@ class ConfluenceConnector:
                     watermark=state.watermark,
                     seen=state.seen,
                     done=[s.key for s in spaces if s.key in covered],
+                    retry=state.retry,
                 ),
             )
             return
         state.spaces = [s.key for s in spaces]
+        if state.retry:
+            yield self._retry_failed(state)
         start = state.watermark - self._overlap
         expand = CQL_EXPAND
         next_link: str | None = None
@@ -496,6 +549,7 @@ class ConfluenceConnector:
                 when = _item_time(item)
                 if when is not None and when > state.watermark:
                     state.watermark = when
+            state.retry.extend(out.retry)
             state.prune(self._overlap)
             if results or not yielded:
                 yield out.batch(state.to_cursor())
@@ -505,6 +559,32 @@ class ConfluenceConnector:
                     log.info("confluence %s: empty search page with a next link; done", self.source)
                 return
             next_link = nxt
+
+    def _retry_failed(self, state: SyncState) -> ChangeBatch:
+        """Documents whose permission lookup failed last run, read again by id."""
+        out = _Batch()
+        for key in sorted(set(state.retry)):
+            kind, _, native = key.partition(":")
+            doc_id = document_id(self.source, kind, native)
+            try:
+                doc = self.fetch(doc_id)
+            except DocumentNotFound:
+                out.deleted.append(doc_id)
+            except ConnectorError as exc:
+                out.failures.append(DocumentFailure(doc_id, doc_id, f"retry failed: {exc}"))
+                out.retry.append(key)
+            else:
+                out.documents.append(doc)
+                state.remember(key, doc.version, doc.modified_at)  # CQL's overlap: no re-read
+        log.info(
+            "confluence %s: %d document(s) from the last run's failed permission lookups "
+            "read again; %d still failing",
+            self.source,
+            len(set(state.retry)),
+            len(out.retry),
+        )
+        state.retry = out.retry
+        return out.batch(state.to_cursor())
 
     def _emit_cql_item(
         self, run: _Run, item: dict[str, Any], out: _Batch, state: SyncState
@@ -538,6 +618,10 @@ class ConfluenceConnector:
             # read computes the same path and ACL (v1 ancestors may leave out folders).
             # A 404 here means the search index still lists a page that is gone.
             ctx = self._context_v2(run, space, self.client.page(page_id, body=False))
+        except PermissionLookupFailed as exc:
+            out.failures.append(DocumentFailure(page_doc, space.key, str(exc)))
+            out.retry.append(f"{PAGE}:{page_id}")
+            return False
         except NotFound:
             out.deleted.append(page_doc)
             return False
@@ -584,6 +668,10 @@ class ConfluenceConnector:
                 ctx = self._context_v2(
                     run, space, self.client.page(str(container["id"]), body=False)
                 )
+        except PermissionLookupFailed as exc:
+            out.failures.append(DocumentFailure(att_doc, space.key, str(exc)))
+            out.retry.append(f"{ATTACHMENT}:{item['id']}")
+            return False
         except NotFound:
             out.deleted.append(att_doc)  # its page is gone, and the attachment with it
             return False
@@ -615,41 +703,52 @@ class ConfluenceConnector:
         return self._context_v2(run, space, data)
 
     def _context_v2(self, run: _Run, space: Space, data: dict[str, Any]) -> PageContext:
-        """Path and effective ACL of a v2 page; :class:`NotFound` when the page is gone.
+        """Path and effective ACL of a v2 page.
 
-        Ancestors that cannot be read for another reason leave the page with
-        its own title as path and an empty ACL (fail closed), in every read alike.
+        :raises PermissionLookupFailed: the ancestors, the restrictions or the space
+            permissions could not be read (a 404 included): never a deletion.
         """
         node = node_from_v2(data)
         run.nodes[node.id] = node
         try:
             ancestors = self._ancestors(run, node)
-        except NotFound:
-            raise
+            acl = run.access.acl(space.id, space.key, [a.id for a in ancestors], node.id)
         except ConfluenceRequestError as exc:
-            log.warning(
-                "confluence %s: ancestors of page %s are unreadable (%s); empty ACL (fail closed)",
-                self.source,
-                node.id,
-                exc.status,
-            )
-            ctx = PageContext(space, node, page_path(space.key, [], node.title), Acl.empty())
-        else:
-            acl = self._acl(run, space, [a.id for a in ancestors], node.id)
-            path = page_path(space.key, [a.title for a in ancestors], node.title)
-            ctx = PageContext(space, node, path, acl)
+            if isinstance(exc, NotFound):
+                self._raise_if_gone(node.id)
+            raise PermissionLookupFailed(
+                f"permissions of page {node.id} could not be read ({exc}); "
+                "not indexed, retried next run"
+            ) from None
+        path = page_path(space.key, [a.title for a in ancestors], node.title)
+        ctx = PageContext(space, node, path, acl)
         run.contexts[node.id] = ctx
         return ctx
 
+    def _raise_if_gone(self, page_id: str) -> None:
+        """:class:`NotFound` when the page itself is gone: only its own 404 is a deletion."""
+        try:
+            self.client.page(page_id, body=False)
+        except NotFound:
+            raise
+        except ConfluenceRequestError:
+            pass  # unknown either way: the caller reports a failure
+
+    def _unknown_access(self, space: Space, data: dict[str, Any]) -> PageContext:
+        node = node_from_v2(data)
+        return PageContext(space, node, page_path(space.key, [], node.title), Acl.empty())
+
     def _ancestors(self, run: _Run, node: Node) -> list[Node]:
-        """Ancestors top-down: the v2 parent chain, or v1's list when v2 cannot show a parent."""
+        """Ancestors top-down: the v2 parent chain (titles, folders), or v2
+        ``/pages/{id}/ancestors`` when a parent cannot be shown (a draft or trashed
+        ancestor, a type v2 serves elsewhere). Raises when neither works."""
         chain: list[Node] = []
         visited = {node.id}
         current = node
         try:
             while current.parent_id:
                 if current.parent_id in visited or len(chain) >= _MAX_DEPTH:
-                    raise NotFound(f"parent chain of {node.id} loops", 404)
+                    raise ConfluenceRequestError(f"parent chain of {node.id} loops", 409)
                 parent = run.nodes.get(current.parent_id)
                 if parent is None:
                     data = self.client.node(current.parent_id, current.parent_type or "page")
@@ -659,29 +758,31 @@ class ConfluenceConnector:
                 visited.add(parent.id)
                 current = parent
         except NotFound:
-            # A draft or trashed ancestor (or a type v2 cannot serve): v1 still lists it.
             log.info(
-                "confluence %s: v2 cannot show an ancestor of %s; using v1 ancestors",
+                "confluence %s: v2 cannot show an ancestor of %s; using /pages/{id}/ancestors",
                 self.source,
                 node.id,
             )
-            return [node_from_v1(a) for a in self.client.content_ancestors(node.id)]
+            return [self._ancestor_node(run, a) for a in self.client.page_ancestors(node.id)]
         chain.reverse()
         return chain
 
-    def _acl(self, run: _Run, space: Space, ancestors: list[str], page_id: str) -> Acl:
+    def _ancestor_node(self, run: _Run, raw: dict[str, Any]) -> Node:
+        """An ancestor listed by id and type: its title from the cache or v2, if v2 shows it."""
+        ancestor_id, kind = str(raw["id"]), str(raw.get("type") or "page")
+        if ancestor_id in run.nodes:
+            return run.nodes[ancestor_id]
         try:
-            return run.access.acl(space.id, space.key, ancestors, page_id)
-        except NotFound:
-            raise
-        except ConfluenceRequestError as exc:
-            log.warning(
-                "confluence %s: restrictions of page %s are unreadable (%s); empty ACL",
-                self.source,
-                page_id,
-                exc.status,
+            data = (
+                self.client.page_any_status(ancestor_id)
+                if kind == "page"
+                else self.client.node(ancestor_id, kind)
             )
-            return Acl.empty()
+            node = node_from_v2(data, kind)
+        except NotFound:
+            node = Node(ancestor_id, kind, "")  # not shown at all: no title in the path
+        run.nodes[ancestor_id] = node
+        return node
 
     def _uri(self, webui: Any, page_id: str) -> str:
         if webui:

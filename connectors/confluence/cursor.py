@@ -18,6 +18,11 @@ The cursor is JSON (``"v": 1``) in one of two modes:
     enumerated: a space added to the configuration later is enumerated in
     full (CQL would only show its recent edits), keeping ``T`` for the others.
 
+``retry`` (both modes) lists document ids (``page:ID``/``att:ID``) whose
+permission lookup failed: they were reported as failures, not indexed, and are
+read again by id at the start of the next run (CQL would not show them again,
+since they did not change).
+
 ``seen`` maps ``"page:ID"``/``"att:ID"`` to ``[version, lastmodified]`` for
 items inside the overlap window: CQL is minute-granular and the window is
 re-read on purpose, and ``seen`` de-duplicates those re-reads on
@@ -68,6 +73,7 @@ class SyncState:
     space: str | None = None
     next: str | None = None
     spaces: list[str] | None = None  # cql mode: spaces covered (None: unknown, assume all)
+    retry: list[str] = field(default_factory=list)  # doc keys to read again next run
 
     def to_cursor(self) -> str:
         data: dict[str, Any] = {
@@ -76,6 +82,8 @@ class SyncState:
             "watermark": iso(self.watermark),
             "seen": self.seen,
         }
+        if self.retry:
+            data["retry"] = sorted(set(self.retry))
         if self.mode == "full":
             data.update(done=self.done, space=self.space, next=self.next)
         elif self.spaces is not None:
@@ -107,6 +115,7 @@ class SyncState:
                 done=[str(k) for k in data.get("done") or []],
                 space=data.get("space"),
                 next=data.get("next"),
+                retry=[str(k) for k in data.get("retry") or []],
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("confluence: cursor not understood (%s); doing a full enumeration", exc)

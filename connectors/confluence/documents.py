@@ -46,12 +46,6 @@ def node_from_v2(data: dict[str, Any], default_type: str = "page") -> Node:
     )
 
 
-def node_from_v1(data: dict[str, Any]) -> Node:
-    return Node(
-        id=str(data["id"]), type=str(data.get("type") or "page"), title=str(data.get("title") or "")
-    )
-
-
 def document_id(source: str, kind: str, native_id: str) -> str:
     return f"{source}:{kind}:{native_id}"
 

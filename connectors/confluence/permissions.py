@@ -10,7 +10,14 @@ down the tree; edit restrictions do not, and are ignored). So:
   with a hidden e-mail is the token ``{source}:user:{accountId}`` in
   ``allow_groups``; a group is ``{source}:group:{group id}`` (the name only
   when Confluence gives no id; :meth:`ConfluenceConnector.sync_groups`
-  publishes both). Anonymous access makes the ACL ``public``.
+  publishes both). v2 names three principal types, ``user``, ``group`` and
+  ``role`` (Confluence Cloud REST v2, "Get space permissions assignments",
+  ``SpacePermissionAssignment.principal.type``). The role ``ANONYMOUS``
+  (anonymous read) makes the ACL ``public``; the logged-in-users roles
+  (:data:`LOGGED_IN_ROLES`) grant the site token ``{source}:tenant:{host}``,
+  which :meth:`ConfluenceConnector.sync_groups` gives every user it lists. The
+  legacy forms (a principal of type ``anonymous``, the access classes of
+  space-role assignments) are read the same way.
 * Each *restricted* node — the page itself and each restricted ancestor
   (page or folder) — becomes one :class:`~trove.acl.AclLayer` with the same
   principal mapping. The reader must match one entry of every layer (an AND
@@ -20,9 +27,11 @@ down the tree; edit restrictions do not, and are ignored). So:
 * Unknown principal types are dropped and logged: that can only narrow a
   grant (deny). A restriction whose every entry is unknown stays a layer with
   no entries, which admits nobody.
-* Fail closed: if an ancestor's restrictions cannot be read, the page gets
-  :meth:`Acl.empty`. A 404 on the page's *own* restrictions means the page is
-  gone and is raised to the caller, which reports a deletion.
+* Fail closed: if the space's permissions or the restrictions of the page or
+  of any ancestor cannot be read (a 404 included), :meth:`AccessResolver.acl`
+  raises; the connector records a per-document failure and retries it next
+  run. A failed permission lookup never counts as a deletion: only the page's
+  own 404 does.
 
 Space grants, user e-mails and per-node restrictions are cached for one run,
 so a deep tree costs one restriction read per node, not one per descendant.
@@ -41,12 +50,28 @@ from trove.acl import Acl, AclLayer
 
 log = logging.getLogger(__name__)
 
-# Anonymous viewers: a principal of type "anonymous", or the access class
-# "anonymous-users" (the id space-role assignments use, type ACCESS_CLASS).
-# Other access classes (authenticated-users, all-licensed-users, ...) have no
-# Trove principal and are denied like any unknown type.
+# Anonymous viewers: the v2 role ``ANONYMOUS`` (the documented form), a legacy
+# principal of type "anonymous", or the access class "anonymous-users" (space-role
+# assignments, type ACCESS_CLASS).
 _ANONYMOUS_TYPES = frozenset({"anonymous"})
-_ANONYMOUS_ACCESS_CLASSES = frozenset({"anonymous-users", "anonymous"})
+ANONYMOUS_ROLES = frozenset({"anonymous", "anonymous-users", "anonymous_users"})
+# Everyone who can log in to the site. Atlassian's OpenAPI names the principal
+# type ``role`` but not the role ids; these are the spellings of the logged-in
+# and licensed-users classes seen in the role and access-class APIs. Any other
+# role is unknown and denied (logged).
+LOGGED_IN_ROLES = frozenset(
+    {
+        "logged_in",
+        "logged_in_users",
+        "logged-in-users",
+        "authenticated",
+        "authenticated-users",
+        "authenticated_users",
+        "all-licensed-users",
+        "all_licensed_users",
+        "licensed_users",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -77,8 +102,12 @@ def space_grant(
     email_of: Callable[[str], str | None],
     *,
     space: str = "",
+    site_token: str | None = None,
 ) -> SpaceGrant:
-    """The ``read``/``space`` entries of v2 space permissions as a :class:`SpaceGrant`."""
+    """The ``read``/``space`` entries of v2 space permissions as a :class:`SpaceGrant`.
+
+    ``site_token`` is what a logged-in-users role grants (``None``: nothing).
+    """
     users: set[str] = set()
     tokens: set[str] = set()
     public = False
@@ -95,9 +124,11 @@ def space_grant(
         elif kind == "group" and pid:
             tokens.add(principals.group_token(source, pid))
         elif kind in _ANONYMOUS_TYPES or (
-            kind == "access_class" and pid.lower() in _ANONYMOUS_ACCESS_CLASSES
+            kind in ("role", "access_class") and pid.lower() in ANONYMOUS_ROLES
         ):
             public = True
+        elif kind in ("role", "access_class") and pid.lower() in LOGGED_IN_ROLES and site_token:
+            tokens.add(site_token)
         else:
             log.warning(
                 "confluence %s: space %s grants read to an unknown principal type %r "
@@ -186,9 +217,12 @@ _MISSING = object()
 class AccessResolver:
     """Effective ACLs for one run, with the space grants and restrictions it has read cached."""
 
-    def __init__(self, client: ConfluenceClient, source: str) -> None:
+    def __init__(
+        self, client: ConfluenceClient, source: str, site_token: str | None = None
+    ) -> None:
         self.client = client
         self.source = source
+        self.site_token = site_token
         self._grants: dict[str, SpaceGrant] = {}
         self._layers: dict[str, AclLayer | ConfluenceRequestError | None] = {}
         self._emails: dict[str, str | None] = {}
@@ -211,6 +245,7 @@ class AccessResolver:
                 self.client.space_permissions(space_id),
                 self.email_of,
                 space=space_key or space_id,
+                site_token=self.site_token,
             )
         return self._grants[space_id]
 
@@ -236,23 +271,22 @@ class AccessResolver:
     def acl(self, space_id: str, space_key: str, ancestors: list[str], page_id: str) -> Acl:
         """Space grant ∩ page layer ∩ every ancestor's layer.
 
-        :raises NotFound: the page's own restrictions are gone (the page was deleted).
+        :raises ConfluenceRequestError: a lookup failed (a 404 included): the caller
+            records a per-document failure, never a deletion and never a guess.
         """
-        own = self.layer(page_id)  # NotFound propagates: the page is gone
-        layers = [own] if own is not None else []
-        for ancestor in ancestors:
+        layers = []
+        for content_id in [page_id, *ancestors]:
             try:
-                layer = self.layer(ancestor)
+                layer = self.layer(content_id)
             except ConfluenceRequestError as exc:
                 log.warning(
-                    "confluence %s: restrictions of ancestor %s of page %s are unreadable "
-                    "(%s); the page gets an empty ACL (fail closed)",
+                    "confluence %s: restrictions of %s (page %s) are unreadable (%s)",
                     self.source,
-                    ancestor,
+                    content_id,
                     page_id,
                     exc.status,
                 )
-                return Acl.empty()
+                raise
             if layer is not None:
                 layers.append(layer)
         return effective_acl(self.space_grant(space_id, space_key), layers)

@@ -14,8 +14,11 @@ Why it looks like this:
   new and changed ones only.
 * **Ids** are ``{source}:{bucket}/{key}``; ``path`` is ``{bucket}/{key}``, the
   string that the source's ``include``/``exclude`` globs and ``acl`` rules
-  match; ``uri`` is ``s3://bucket/key`` on AWS, or ``{endpoint_url}/bucket/key``
-  for an S3-compatible store. Keys ending in ``/`` (console "folders") are skipped.
+  match, both as written and as the place it names (``a//b``, ``a/./b`` and
+  ``x/../a/b`` are ``a/b``; see :mod:`pipelines.secure`), so an odd key is held
+  to the rules of every folder it could be read as; ``uri`` is
+  ``s3://bucket/key`` on AWS, or ``{endpoint_url}/bucket/key`` for an
+  S3-compatible store. Keys ending in ``/`` (console "folders") are skipped.
 * **No native ACL.** S3 object ACLs name AWS accounts, not employees, and are
   disabled by default on new buckets (BucketOwnerEnforced). Every document
   carries :meth:`Acl.empty`; the source's ``acl`` rules (glob on ``bucket/key``)
@@ -55,7 +58,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from connectors.base import ChangeBatch, DocumentStamp, settings_block
 from connectors.errors import ConnectorError
-from connectors.filesystem import matches
+from connectors.filesystem import selected
 from connectors.models import SourceDocument
 from connectors.s3.client import (
     MISSING_KEY_CODES,
@@ -192,8 +195,10 @@ class S3Connector:
     def _wanted(self, key: str) -> bool:
         if key.endswith("/"):
             return False  # a console "folder" marker, not a document
+        # Read as written and as the place it names: `hr//x`, `hr/./x` or
+        # `a/../hr/x` cannot dodge an exclude that names `hr/` (filesystem.selected).
         path = f"{self.settings.bucket}/{key}"
-        return matches(path, self.config.include) and not matches(path, self.config.exclude)
+        return selected((path,), self.config.include, self.config.exclude)
 
     def _document(self, obj: dict[str, Any], content: bytes | None = None) -> SourceDocument:
         key: str = obj["Key"]

@@ -94,6 +94,9 @@ class MsalTokenProvider:
                     cfg.client_id,
                     client_credential=self._credential(),
                     authority=f"{cfg.authority}/{cfg.tenant_id}",
+                    # Off only for an authority msal cannot discover (config docs).
+                    instance_discovery=None if cfg.instance_discovery else False,
+                    http_client=_trusting(cfg.authority_ca_bundle),
                 )
             except ValueError as exc:  # msal: unknown tenant, bad authority, bad key
                 raise SourceAuthError(f"Entra ID rejected the application setup: {exc}") from None
@@ -118,6 +121,27 @@ class MsalTokenProvider:
                 f"{_describe(result if isinstance(result, dict) else {})}"
             )
         return str(result["access_token"])
+
+
+def _trusting(ca_bundle: str | None) -> Any:
+    """A requests session that trusts ``ca_bundle`` for the authority (``None``: msal's own).
+
+    Set per request: requests lets ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` from the
+    environment override a session's ``verify`` (psf/requests#3829), which would
+    silently drop the configured bundle.
+    """
+    if not ca_bundle:
+        return None
+    import functools
+
+    import requests
+
+    session = requests.Session()
+    session.verify = ca_bundle
+    session.request = functools.partial(  # type: ignore[method-assign]
+        session.request, verify=ca_bundle, timeout=60
+    )
+    return session
 
 
 class ClientCredentialsTokenProvider:

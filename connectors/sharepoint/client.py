@@ -37,7 +37,7 @@ from connectors.http import (
     HttpClient,
     SourceAuthError,
     backoff_seconds,
-    retry_after_seconds,
+    server_wait_seconds,
 )
 from connectors.sharepoint.auth import TokenProvider, resource_scope
 from connectors.sharepoint.config import is_secure_url
@@ -241,13 +241,19 @@ class GraphClient:
             if not pending:
                 break
             attempt += 1
+            # The server's wait is honoured in full (never cut to max_delay_s, see
+            # connectors.http); only our own backoff is capped.
             delay = max(throttled_for) if throttled_for else None
             if delay is None:
-                delay = backoff_seconds(attempt - 1, policy, self._rand)
-            delay = min(delay, policy.max_delay_s)
+                delay = min(backoff_seconds(attempt - 1, policy, self._rand), policy.max_delay_s)
             if attempt >= policy.max_attempts or waited + delay > policy.max_total_s:
+                self.http.budget_exhausted = True
                 log.warning(
-                    "giving up on %d batched request(s) after %d attempts", len(pending), attempt
+                    "giving up on %d batched request(s) after %d attempts: the retry budget "
+                    "ran out (the server asked to wait %.0fs more)",
+                    len(pending),
+                    attempt,
+                    delay,
                 )
                 break
             log.info("retrying %d batched request(s) in %.1fs", len(pending), delay)
@@ -283,7 +289,7 @@ class GraphClient:
                 SubResponse(
                     int(sub.get("status") or 0), payload if isinstance(payload, dict) else {}
                 ),
-                retry_after_seconds(sub_headers.get("retry-after")),
+                server_wait_seconds(sub_headers),
             )
         # A sub-request the batch did not answer counts as a server error (retried).
         return [by_id.get(str(n), (SubResponse(500), None)) for n in range(len(chunk))]

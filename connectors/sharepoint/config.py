@@ -9,6 +9,12 @@ Authentication is app-only (client credentials) against Entra ID:
   ``client_certificate`` (a PEM holding the private key and its certificate) is
   the credential to use when ``site_groups`` is on.
 
+Sign-in is msal's client-credentials flow against ``authority``. For an
+authority msal does not know (a sovereign-cloud proxy, a test double on
+loopback) ``instance_discovery: false`` skips msal's instance discovery call to
+login.microsoftonline.com, and ``authority_ca_bundle`` (a PEM of CA
+certificates) is what msal trusts for the authority's TLS certificate.
+
 ``token_url`` replaces msal with a plain OAuth 2.0 client-credentials POST to
 that URL. It exists for test doubles and token proxies (msal only accepts
 ``https`` authorities and fetches OpenID metadata first); it accepts a secret
@@ -55,9 +61,21 @@ class SharePointConfig(StrictModel):
     # Expand SharePoint site groups (Owners/Members/Visitors...) through
     # SharePoint REST; off = site-group grants admit nobody (fail closed).
     site_groups: bool = True
-    # Sharing links: "anyone with the link" and "people in your organisation".
-    anonymous_links: Literal["public", "ignore"] = "ignore"
-    organization_links: Literal["tenant", "ignore"] = "tenant"
+    # msal: skip instance discovery (only for an authority msal cannot discover),
+    # and a CA bundle to trust for the authority's certificate.
+    instance_discovery: bool = True
+    authority_ca_bundle: str | None = None
+    # Sharing links ("Anyone", "People in your organization"). Microsoft: such a
+    # link does not make the item searchable by everyone; a person must redeem it,
+    # and the redeemers are listed on the link (grantedToIdentitiesV2). Default:
+    # grant only them. `public` / `tenant` widen a link to everyone / every member
+    # of the tenant (an explicit opt-in); `ignore` grants nothing for such links.
+    anonymous_links: Literal["redeemers", "public", "ignore"] = "redeemers"
+    organization_links: Literal["redeemers", "tenant", "ignore"] = "redeemers"
+    # Item permissions read by the group sync are reused by the ingest that follows
+    # (and a run's listing by its downloads) for this many seconds, so one run reads
+    # each item's permissions once. 0: always read again.
+    shared_permission_reads_s: int = Field(default=300, ge=0)
     page_size: int = Field(default=200, ge=1, le=999)
     # Item permissions are read 1..20 at a time through Graph JSON batching.
     permission_batch_size: int = Field(default=20, ge=1, le=20)

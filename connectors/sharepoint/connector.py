@@ -45,7 +45,11 @@ after the retries is a :class:`DocumentFailure` in :meth:`changes` (the document
 is not indexed with a guessed ACL) and an empty ACL in :meth:`list_ids` (fail
 closed until the next re-sync). Delta does not report items whose inherited
 permissions changed: :meth:`list_ids` returns current ACLs, which the pipeline
-re-applies without re-embedding.
+re-applies without re-embedding. Permission reads are shared within a run
+(:mod:`connectors.sharepoint.shared_reads`): the group sync's walk reads every
+item's permissions afresh, and the ingest's listing, downloads and re-sync that
+follow reuse those reads for ``shared_permission_reads_s`` instead of reading
+each item again.
 
 **Groups.** :meth:`sync_groups` expands every Entra group and site group that
 the items' permissions name (found by a :meth:`list_ids` walk unless one ran
@@ -89,6 +93,7 @@ from connectors.sharepoint.permissions import (
     owners_group_id,
     parse_login_name,
 )
+from connectors.sharepoint.shared_reads import SHARED_READS, Key
 from trove.acl import Acl
 from trove.config import SourceConfig
 
@@ -197,6 +202,7 @@ class SharePointConnector:
         self._folders: dict[str, dict[str, str]] = {}  # drive id -> folder id -> relative path
         self._refs = GroupRefs()
         self._walked = False  # a full list_ids walk ran: _refs names every group in use
+        self._fresh_reads = False  # the group sync's walk: read afresh, then share
 
     # -- drives ------------------------------------------------------------------
 
@@ -436,12 +442,31 @@ class SharePointConnector:
         self._refs.update(refs)
         return acl
 
+    def _shared_key(self, path: str) -> Key:
+        return (self.graph.base, self.settings.tenant_id, self.source, path)
+
+    def _shared(self, path: str) -> list[dict[str, Any]] | None:
+        if self._fresh_reads:
+            return None
+        return SHARED_READS.get(self._shared_key(path), self.settings.shared_permission_reads_s)
+
     def _acls(self, drive: Drive, files: list[_Entry]) -> dict[str, Acl | str]:
         """doc id -> ACL, or the reason its permissions could not be read."""
         paths = {e.doc_id: f"/drives/{drive.id}/items/{e.item['id']}/permissions" for e in files}
-        answers = self.graph.get_many(list(paths.values()), self.settings.permission_batch_size)
         result: dict[str, Acl | str] = {}
+        unread: list[_Entry] = []
         for entry in files:
+            shared = self._shared(paths[entry.doc_id])
+            if shared is None:
+                unread.append(entry)
+            else:
+                result[entry.doc_id] = self._acl(drive, entry.item, shared)
+        if not unread:
+            return result
+        answers = self.graph.get_many(
+            [paths[e.doc_id] for e in unread], self.settings.permission_batch_size
+        )
+        for entry in unread:
             answer = answers.get(paths[entry.doc_id])
             if answer is None or answer.status != 200:
                 status = answer.status if answer else 0
@@ -459,6 +484,7 @@ class SharePointConnector:
             except ConnectorError as exc:
                 result[entry.doc_id] = f"permissions could not be read ({exc})"
                 continue
+            SHARED_READS.put(self._shared_key(paths[entry.doc_id]), permissions)
             result[entry.doc_id] = self._acl(drive, entry.item, permissions)
         return result
 
@@ -528,7 +554,11 @@ class SharePointConnector:
             if "file" not in item or "deleted" in item:
                 raise NotFound(f"{doc_id} is not a file", 404)
             path = self._item_path(drive, item, {})
-            permissions = list(self.graph.values(f"/drives/{drive_id}/items/{item_id}/permissions"))
+            where = f"/drives/{drive_id}/items/{item_id}/permissions"
+            permissions = self._shared(where)
+            if permissions is None:
+                permissions = list(self.graph.values(where))
+                SHARED_READS.put(self._shared_key(where), permissions)
             acl = self._acl(drive, item, permissions)
             content = self.graph.download(drive_id, item_id)
         except GraphError as exc:
@@ -545,8 +575,14 @@ class SharePointConnector:
     def sync_groups(self) -> GroupSnapshot:
         """Memberships of every group the items' permissions name (nesting flattened)."""
         if not self._walked:
-            for _ in self.list_ids():
-                pass
+            # The walk reads every item's permissions afresh and shares them with the
+            # ingest that follows in this run (one permission read per item per run).
+            self._fresh_reads = True
+            try:
+                for _ in self.list_ids():
+                    pass
+            finally:
+                self._fresh_reads = False
         users, by_identity = self._directory_users()
         tenant = principals.tenant_token(self.source, self.settings.tenant_id)
         expanded: dict[str, frozenset[str]] = {}

@@ -20,22 +20,34 @@ grant                            principal
                                  "Everyone" -> the tenant token
 ``siteGroup``                    ``{source}:sitegroup:{site id}:{n}`` (the number
                                  is only unique within a site collection)
-link ``anonymous``               public, only with ``anonymous_links: public``
-link ``organization``            the tenant token, with ``organization_links: tenant``
+link ``anonymous``               the people who redeemed it (``grantedToIdentitiesV2``);
+                                 public only with ``anonymous_links: public``
+link ``organization``            the people who redeemed it; also the tenant token
+                                 with ``organization_links: tenant``
 link ``users``                   the link's grantees (``grantedToIdentitiesV2``)
 link ``existingAccess``          nothing (it re-shares existing access)
 ``application`` / ``device``     nothing
 ===============================  ==============================================
 
-Roles ``read``, ``write`` and ``owner`` all grant read; a permission with none
-of them grants nothing. Groups are kept as group tokens (never expanded into
-chunk ACLs): :meth:`SharePointConnector.sync_groups` resolves their members.
+Microsoft documents that an "Anyone" or "People in your organization" link does
+not make an item appear in search for everyone: a person must hold the link
+and redeem it, and the redeemers are listed in ``grantedToIdentitiesV2``
+(Graph v1.0 "permission resource type"; SharePoint "shareable links"). So the
+default grants only them; ``public``/``tenant`` are explicit opt-ins, and
+``ignore`` grants nothing for such links.
+
+A permission whose ``expirationDateTime`` has passed grants nothing (Graph:
+``DateTime.MinValue``, year 1, means no expiry). Roles ``read``, ``write`` and
+``owner`` all grant read; a permission with none of them grants nothing.
+Groups are kept as group tokens (never expanded into chunk ACLs):
+:meth:`SharePointConnector.sync_groups` resolves their members.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from connectors import principals
@@ -102,8 +114,25 @@ class PermissionContext:
     tenant_id: str
     site_id: str | None  # the item's site collection id (for site groups)
     site_url: str | None  # where that site's REST API lives
-    anonymous_links: Literal["public", "ignore"] = "ignore"
-    organization_links: Literal["tenant", "ignore"] = "tenant"
+    anonymous_links: Literal["redeemers", "public", "ignore"] = "redeemers"
+    organization_links: Literal["redeemers", "tenant", "ignore"] = "redeemers"
+    now: datetime | None = None  # when expirations are judged (None: the current time)
+
+
+def expired(permission: dict[str, Any], now: datetime) -> bool:
+    """``expirationDateTime`` has passed (``0001-01-01T00:00:00Z`` means never)."""
+    value = permission.get("expirationDateTime")
+    if not isinstance(value, str) or not value.strip():
+        return False
+    try:
+        when = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return True  # an expiry we cannot read: grant nothing (fail closed)
+    if when.year <= 1:
+        return False
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when <= now
 
 
 class _Grants:
@@ -175,14 +204,21 @@ class _Grants:
         roles = {str(r).lower() for r in permission.get("roles") or []}
         if not roles & READ_ROLES:
             return
+        if expired(permission, self.ctx.now or datetime.now(UTC)):
+            return
         link = permission.get("link")
         if isinstance(link, dict):
             scope = str(link.get("scope") or "").lower()
             if scope == "anonymous":
-                self.public = self.public or self.ctx.anonymous_links == "public"
+                if self.ctx.anonymous_links == "public":
+                    self.public = True
+                if self.ctx.anonymous_links != "ignore":
+                    self.grantees(permission)
             elif scope == "organization":
                 if self.ctx.organization_links == "tenant":
                     self.tenant()
+                if self.ctx.organization_links != "ignore":
+                    self.grantees(permission)
             elif scope == "users":
                 self.grantees(permission)
             # existingAccess (and any unknown scope) grants nothing.

@@ -7,12 +7,15 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator
 
 from connectors.settings import StrictModel
+from connectors.web.urls import canonical_host, normalise
 
 
 def _http_url(value: str) -> str:
     parts = urlsplit(value.strip())
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) URL: {value!r}")
+    if normalise(value) is None:
+        raise ValueError(f"not a URL the crawler can fetch (its host?): {value!r}")
     return value.strip()
 
 
@@ -33,6 +36,9 @@ class WebConfig(StrictModel):
     # URL path still replaces it. False: pages carry no native ACL and the source's
     # `acl` rules and `default` decide (an intranet).
     public: bool = True
+    # True: the server treats /Docs/A and /docs/a as one page (IIS, Windows shares), so
+    # paths are matched lower-cased — write `acl` rules and globs in lower case.
+    case_insensitive_paths: bool = False
 
     @field_validator("start_urls", "sitemaps")
     @classmethod
@@ -42,8 +48,12 @@ class WebConfig(StrictModel):
     @field_validator("allowed_hosts")
     @classmethod
     def _hosts(cls, values: list[str]) -> list[str]:
-        hosts = [v.strip().lower().rstrip(".") for v in values]
-        bad = [h for h in hosts if not h or "/" in h or ":" in h]
+        bad = [v for v in values if not v.strip() or "/" in v or ":" in v]
         if bad:
             raise ValueError(f"allowed_hosts takes host names only (no scheme or port): {bad}")
-        return hosts
+        # The spelling the client connects to: `faß.example` is `xn--fa-hia.example`.
+        hosts = [canonical_host(v) for v in values]
+        unusable = [v for v, h in zip(values, hosts, strict=True) if h is None]
+        if unusable:
+            raise ValueError(f"allowed_hosts: not valid host names (IDNA 2008): {unusable}")
+        return [h for h in hosts if h]

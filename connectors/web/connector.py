@@ -22,13 +22,16 @@
   version, title and links. Every batch carries the state learned so far merged
   with the previous cursor, so a run that dies half way restarts from the start
   URLs and finds the already-fetched pages unchanged (304) — a cheap resume.
-* **Ids** are ``{source}:{normalised canonical URL}``; ``path`` is the URL path
-  (what ``acl`` rules and ``include``/``exclude`` globs match), ``uri`` the
-  canonical URL, ``title`` the page's ``<title>``.
+* **Ids** are ``{source}:{normalised URL}`` of the URL that was fetched (after
+  redirects), never a canonical the page names (canonicals only de-duplicate:
+  :mod:`connectors.web.crawler`); ``uri`` is that URL, ``title`` the page's ``<title>``.
 * **ACL.** Native ACL is :meth:`Acl.public_acl` (``public: false`` in the ``web``
   block makes it :meth:`Acl.empty` for an intranet); an ``acl`` rule that matches
-  the path replaces it in the pipeline.
-* **Safety.** Every request passes the SSRF guard (:mod:`connectors.web.guard`);
+  the path replaces it in the pipeline. ``path`` is the normalised URL path — or,
+  when servers may read the path in ways the rules treat differently, the
+  reading with the strictest ACL (:mod:`connectors.web.scope`).
+* **Safety.** Every request is on an allowed host and passes the SSRF guard,
+  which connects only to the addresses it checked (:mod:`connectors.web.guard`);
   robots.txt is obeyed (:mod:`connectors.web.robots`); bodies are capped at the
   source's ``limits.max_bytes``; 429/503 ``Retry-After`` is honoured by
   :class:`~connectors.http.HttpClient`.
@@ -50,9 +53,11 @@ from connectors.models import DocumentFailure, SourceDocument
 from connectors.web.config import WebConfig
 from connectors.web.crawler import Crawler, CrawlReport
 from connectors.web.fetch import Fetcher, install_body_cap
-from connectors.web.guard import AddressGuard, BlockedAddress
+from connectors.web.guard import AddressGuard, BlockedAddress, PinnedTransport
+from connectors.web.scope import UrlRules
 from connectors.web.state import PageState, dump_state, load_state
 from connectors.web.urls import host_of, normalise, path_of
+from pipelines.secure import AclPolicy
 from trove.acl import Acl
 from trove.config import SourceConfig
 
@@ -79,9 +84,12 @@ class WebConnector:
 
     :param config: the source; its ``web`` block names start URLs, sitemaps and limits.
     :param http: an ``httpx.Client`` to send requests with (its response hooks gain a
-        body-size cap); by default one is built with the configured timeout.
+        body-size cap); by default one is built with the configured timeout, connecting
+        only to addresses the SSRF guard checked. A client of your own cannot be pinned
+        like that, so it is accepted only with ``allow_private_addresses: true``.
     :param sleep: how to wait between requests and before retries (tests pass a no-op).
-    :raises ValueError: ``config`` is not a web source.
+    :raises ValueError: ``config`` is not a web source; ``http`` given while private
+        addresses are refused; upper-case globs with ``case_insensitive_paths``.
     """
 
     def __init__(
@@ -95,20 +103,31 @@ class WebConnector:
         self.settings: WebConfig = settings_block(config, "web", "WebConnector")
         self.source = config.name
         self.start_urls = [u for u in (normalise(s) for s in self.settings.start_urls) if u]
-        # The start URLs' hosts are always allowed; `allowed_hosts` adds more.
+        self.sitemaps = [u for u in (normalise(s) for s in self.settings.sitemaps) if u]
+        # The hosts of the start URLs and configured sitemaps are always allowed;
+        # `allowed_hosts` adds more. Nothing off these hosts is ever requested.
         self.allowed_hosts = frozenset(self.settings.allowed_hosts) | {
-            host_of(u) for u in self.start_urls
+            host_of(u) for u in (*self.start_urls, *self.sitemaps)
         }
+        private_ok = self.settings.allow_private_addresses
+        if http is not None and not private_ok:
+            raise ValueError(
+                f"source {self.source!r}: a caller's httpx client cannot be pinned to the "
+                "addresses the SSRF guard checked; pass none (or allow private addresses)"
+            )
+        self.guard = AddressGuard(allow_private=private_ok)
         self._owns_client = http is None
         client = http or httpx.Client(
             timeout=self.settings.timeout_s,
             follow_redirects=False,
             headers={"User-Agent": self.settings.user_agent},
+            transport=None if private_ok else PinnedTransport(self.guard),
         )
         install_body_cap(client, config.limits.max_bytes)
         self.http = HttpClient(client, config.retry.policy(), sleep=sleep)
         self._sleep = sleep
         self.native_acl = Acl.public_acl() if self.settings.public else Acl.empty()
+        self.rules = self._url_rules(config)
         self._state: dict[str, PageState] = {}
         self.last_report: CrawlReport | None = None
 
@@ -119,7 +138,7 @@ class WebConnector:
 
         :raises BlockedAddress: a start URL's host is not public (SSRF guard).
         """
-        crawler = self._crawler(load_state(cursor))
+        crawler = self._crawler(_renormalised(load_state(cursor)))
         documents: list[SourceDocument] = []
         failures: list[DocumentFailure] = []
         gone: set[str] = set()
@@ -165,12 +184,22 @@ class WebConnector:
                     f"({crawler.report.summary()}); no listing is returned so that nothing "
                     "is deleted"
                 )
+        listed = [
+            (url, page) for url, page in self._state.items() if page.version and not page.noindex
+        ]
+        primary = {page.doc_id for _, page in listed if page.canonical is None}
         seen: set[str] = set()
-        for page in self._state.values():
-            if page.doc_id and page.version and not page.noindex and page.doc_id not in seen:
-                seen.add(page.doc_id)
-                url = page.doc_id[len(self.source) + 1 :]
-                yield DocumentStamp(page.doc_id, page.version, self.native_acl, path_of(url))
+        for url, page in listed:
+            doc_id, version = page.doc_id, page.version
+            if doc_id is None or version is None or doc_id in seen:
+                continue
+            if page.canonical is not None and f"{self.source}:{page.canonical}" in primary:
+                continue  # a duplicate of a page that is listed itself
+            path = self.rules.verdict(path_of(url)).path
+            if path is None:
+                continue  # the rules changed and now refuse it: not listed, so deleted
+            seen.add(doc_id)
+            yield DocumentStamp(doc_id, version, self.native_acl, path)
 
     def fetch(self, doc_id: str) -> SourceDocument:
         """The page behind ``doc_id``, fetched now (unconditionally), with its bytes.
@@ -204,8 +233,27 @@ class WebConnector:
 
     # -- helpers --------------------------------------------------------------------
 
+    def _url_rules(self, config: SourceConfig) -> UrlRules:
+        case_insensitive = self.settings.case_insensitive_paths
+        if case_insensitive:
+            globs = [*config.include, *config.exclude, *(r.match for r in config.acl.rules)]
+            upper = [g for g in globs if g != g.lower()]
+            if upper:
+                raise ValueError(
+                    f"source {self.source!r}: with `case_insensitive_paths: true` paths are "
+                    f"matched in lower case, so write these globs in lower case: {upper}"
+                )
+        return UrlRules(
+            include=config.include,
+            exclude=config.exclude,
+            policy=AclPolicy.from_config(config.acl),
+            native=self.native_acl,
+            case_insensitive=case_insensitive,
+        )
+
     def _crawler(self, previous: dict[str, PageState]) -> Crawler:
-        guard = AddressGuard(allow_private=self.settings.allow_private_addresses)
+        guard = self.guard
+        guard.forget()  # each run resolves afresh (then sticks to what it checked)
         for url in self.start_urls:
             try:
                 guard.check(url)
@@ -216,15 +264,16 @@ class WebConnector:
         return Crawler(
             source=self.source,
             start_urls=self.start_urls,
-            sitemaps=self.settings.sitemaps,
+            sitemaps=self.sitemaps,
             allowed_hosts=self.allowed_hosts,
-            include=self.config.include,
-            exclude=self.config.exclude,
+            rules=self.rules,
             max_pages=self.settings.max_pages,
             max_depth=self.settings.max_depth,
             request_delay_s=self.settings.request_delay_s,
             user_agent=self.settings.user_agent,
-            fetcher=Fetcher(self.http, guard, self.settings.user_agent),
+            fetcher=Fetcher(
+                self.http, guard, self.settings.user_agent, allowed_hosts=self.allowed_hosts
+            ),
             previous=previous,
             native_acl=self.native_acl,
             sleep=self._sleep,
@@ -249,3 +298,13 @@ class WebConnector:
                 self.source,
                 report.summary(),
             )
+
+
+def _renormalised(pages: dict[str, PageState]) -> dict[str, PageState]:
+    """A cursor's entries under today's URL spelling.
+
+    A cursor written before normalisation decoded ``%69`` (and the like) keys a
+    page under another spelling; re-keyed, the page keeps its validators and its
+    old id is found — and reported deleted when the page's id is now another.
+    """
+    return {(normalise(url) or url): page for url, page in pages.items()}

@@ -4,19 +4,29 @@ Scope and order
     Start URLs and every ``<loc>`` of the configured sitemaps and of robots.txt
     ``Sitemap:`` lines are depth 0; a page's links are one deeper, followed
     while the depth is at most ``max_depth``. Only ``http``/``https`` URLs on the
-    allowed hosts (the start URLs' hosts plus ``allowed_hosts``) that pass the source's
-    ``include``/``exclude`` globs (matched on the URL path) and robots.txt are
-    fetched; obvious non-documents (images, scripts, archives) are skipped by
-    extension. ``max_pages`` bounds the fetches.
+    allowed hosts (the hosts of the start URLs and configured sitemaps plus
+    ``allowed_hosts``) that pass the source's ``include``/``exclude`` globs and
+    robots.txt are fetched; obvious non-documents (images, scripts, archives) are
+    skipped by extension. ``max_pages`` bounds the fetches. Sitemaps named by
+    robots.txt or by a sitemap index are read only on allowed hosts, too.
+    Globs and ACL rules see the normalised URL path under every way a server
+    may read it (:mod:`connectors.web.scope`); a path whose readings get
+    permissions no single one of which is the strictest is not crawled.
 
 What a page becomes
     * 200 with an indexable type (HTML, or a document type the parser reads:
       pdf, docx, pptx, xlsx, odt, rtf, epub, txt, md, csv) → a document with its
       bytes inline and version ``sha256:`` of the body, so the same bytes under a
-      new ETag are not re-indexed. Its id is ``{source}:{canonical URL}`` when the
-      page names a same-site canonical (``<link rel=canonical>`` or a ``Link``
-      header), else its own normalised URL; a second page with the same id in
-      one run is a duplicate and is skipped (its links are still followed).
+      new ETag are not re-indexed. Its id, ``uri`` and ``path`` (so its
+      permissions) follow the URL that was fetched (after redirects), never the
+      canonical the page names.
+    * Canonicals (``<link rel=canonical>`` or a ``Link`` header) only
+      de-duplicate, and only when the canonical is in scope on an allowed host
+      *and* gets exactly the same ACL as the fetched URL; any other canonical is
+      ignored (and logged). A page whose canonical is another URL is a duplicate
+      of it: not indexed, its links followed, the canonical crawled. Should the
+      canonical yield no document this run, the page is indexed under its own
+      id after all (without bytes: the pipeline fetches them).
     * 304 → the stored version, title and links: unchanged for the pipeline.
     * ``noindex`` (meta or ``X-Robots-Tag``) → not a document; its links are
       followed unless ``nofollow``; an earlier id for it is reported deleted.
@@ -46,13 +56,13 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from connectors.errors import ConnectorError
-from connectors.filesystem import matches
 from connectors.http import SourceAuthError, SourceUnavailable
 from connectors.models import DocumentFailure, SourceDocument
 from connectors.web.fetch import REDIRECT_STATUSES, Fetched, Fetcher, FetchError
 from connectors.web.guard import BlockedAddress, HostUnresolvable
 from connectors.web.page import PageInfo, header_canonical, header_directives, parse_html
 from connectors.web.robots import RobotsCache, RobotsRules
+from connectors.web.scope import UrlRules
 from connectors.web.sitemap import SitemapError, parse_sitemap
 from connectors.web.state import PageState
 from connectors.web.urls import extension_of, host_of, normalise, origin_of, path_of
@@ -147,8 +157,7 @@ class Crawler:
         start_urls: list[str],
         sitemaps: list[str],
         allowed_hosts: frozenset[str],
-        include: list[str],
-        exclude: list[str],
+        rules: UrlRules,
         max_pages: int,
         max_depth: int,
         request_delay_s: float,
@@ -162,8 +171,7 @@ class Crawler:
         self.start_urls = start_urls
         self.sitemaps = sitemaps
         self.allowed_hosts = allowed_hosts
-        self.include = include
-        self.exclude = exclude
+        self.rules = rules
         self.max_pages = max_pages
         self.max_depth = max_depth
         self.request_delay_s = request_delay_s
@@ -183,6 +191,8 @@ class Crawler:
         self._robots_reported: set[str] = set()
         self._outbox: list[Outcome] = []
         self._dropped: set[str] = set()  # URLs found gone: their old state is forgotten
+        self._variants: dict[str, str] = {}  # URL -> the canonical it is a duplicate of
+        self._single = False  # fetch_one: a page is its own document, canonical or not
 
     # -- state for the cursor -------------------------------------------------------
 
@@ -215,10 +225,12 @@ class Crawler:
             yield from self._flush()
             yield from self._visit(url, depth)
         yield from self._flush()
+        yield from self._unclaimed_variants()
 
     def fetch_one(self, url: str) -> Outcome:
         """Fetch one URL as a page of this crawl (no link following); its outcome."""
         self.max_depth = -1
+        self._single = True
         if not self._robots_allow(url):
             problem = self._outbox[0].failure if self._outbox else None
             if problem is not None:  # robots.txt unreachable, or the host is blocked
@@ -237,9 +249,11 @@ class Crawler:
             return False
         if extension_of(url) in SKIP_EXTENSIONS:
             return False
-        path = path_of(url)
-        included = self.include == ["**/*"] or matches(path, self.include)
-        return included and not matches(path, self.exclude)
+        return self.rules.admits(path_of(url))
+
+    def acl_path(self, url: str) -> str | None:
+        """The path a document from ``url`` reports (what the ACL rules match); None: refused."""
+        return self.rules.verdict(path_of(url)).path
 
     def _enqueue(self, url: str, depth: int) -> None:
         if url in self._seen or depth > self.max_depth or not self.in_scope(url):
@@ -291,7 +305,7 @@ class Crawler:
             except BlockedAddress as exc:
                 self._outbox.append(Outcome(failure=self._failure(start, str(exc))))
                 continue
-            pending.extend((u, 0) for raw in rules.sitemaps if (u := normalise(raw)))
+            pending.extend((u, 0) for u in self._sitemap_urls(rules.sitemaps, start))
         yield from self._flush()
         done: set[str] = set()
         while pending and len(done) < MAX_SITEMAP_FILES:
@@ -306,7 +320,12 @@ class Crawler:
             except (ConnectorError, FetchError) as exc:
                 problem = f"sitemap unavailable: {exc}"
             else:
-                if fetched.status != 200:
+                if fetched.refused_redirect is not None:
+                    problem = (
+                        f"sitemap redirects to {fetched.refused_redirect}, which is not on an "
+                        "allowed host (add it to `allowed_hosts` to read it)"
+                    )
+                elif fetched.status != 200:
                     problem = f"sitemap answered {fetched.status}"
                 else:
                     try:
@@ -321,7 +340,7 @@ class Crawler:
                 self.report.note(f"{url}: over 50,000 entries; the rest were not read")
             if sitemap.kind == "sitemapindex":
                 if level < MAX_SITEMAP_NESTING:
-                    pending.extend((u, level + 1) for loc in sitemap.locs if (u := normalise(loc)))
+                    pending.extend((u, level + 1) for u in self._sitemap_urls(sitemap.locs, url))
                 continue
             for loc in sitemap.locs:
                 page = normalise(loc)
@@ -329,6 +348,15 @@ class Crawler:
                     self._enqueue(page, 0)
         if any(url not in done for url, _ in pending):
             self.report.note(f"more than {MAX_SITEMAP_FILES} sitemap files; the rest were not read")
+
+    def _sitemap_urls(self, raw_urls: tuple[str, ...], named_by: str) -> Iterator[str]:
+        """The sitemap URLs a robots.txt or sitemap index names that are on allowed hosts."""
+        for raw in raw_urls:
+            url = normalise(raw)
+            if url is None or host_of(url) not in self.allowed_hosts:
+                log.info("%s names the sitemap %s, not on an allowed host: not read", named_by, raw)
+                continue
+            yield url
 
     # -- one page ---------------------------------------------------------------------
 
@@ -393,38 +421,27 @@ class Crawler:
             yield self._fail(fetched.url, "304 Not Modified but no stored copy")
             return
         self.report.not_modified += 1
+        final = fetched.url
+        own_id = f"{self.source}:{final}" if known.doc_id else None
+        canonical = known.canonical
+        if canonical is not None and not self._same_permissions(final, canonical):
+            canonical = None
         state = replace(
             known,
+            doc_id=own_id,
+            canonical=canonical,
             etag=fetched.headers.get("etag") or known.etag,
             last_modified=fetched.headers.get("last-modified") or known.last_modified,
         )
-        self.state[fetched.url] = state
+        self.state[final] = state
         if not state.nofollow:
             self._enqueue_links(state.links, depth)
-        if state.noindex or not state.doc_id or not state.version:
-            yield Outcome(note="noindex" if state.noindex else "not a document")
+        # An id from an older cursor (a canonical's) is not this page's id any more.
+        stale = self._previous_ids(final) - {own_id}
+        if state.noindex or not own_id or not state.version:
+            yield Outcome(gone=stale, note="noindex" if state.noindex else "not a document")
             return
-        if state.doc_id in self.emitted:
-            yield Outcome(note=f"duplicate of {state.doc_id}")
-            return
-        self.emitted.add(state.doc_id)
-        self.report.documents += 1
-        doc_url = state.doc_id[len(self.source) + 1 :]
-        yield Outcome(
-            document=SourceDocument(
-                doc_id=state.doc_id,
-                source=self.source,
-                path=path_of(doc_url),
-                uri=doc_url,
-                title=state.title,
-                version=state.version,
-                size=state.size,
-                modified_at=_http_date(state.modified_at),
-                doc_type=state.doc_type,
-                acl=self.native_acl,
-                content=None,  # unchanged: the pipeline keeps what it has (or calls fetch)
-            )
-        )
+        yield from self._document(final, state, stale, None, self._duplicate_of(state))
 
     def _doc_type(self, fetched: Fetched) -> str | None:
         ctype = fetched.content_type
@@ -436,13 +453,29 @@ class Crawler:
         return None
 
     def _canonical(self, fetched: Fetched, info: PageInfo) -> str | None:
+        """The page's canonical when it may de-duplicate the page; ``None`` otherwise."""
         raw = header_canonical(fetched.headers.get_list("link")) or info.canonical
         if not raw:
             return None
         target = normalise(raw, base=fetched.url)
-        if target is None or host_of(target) not in self.allowed_hosts:
-            return None  # canonicals are trusted only within the crawl's own hosts
+        if target is None or target == fetched.url:
+            return None
+        if not self.in_scope(target):
+            log.info("%s: ignoring its canonical %s: not in the crawl's scope", fetched.url, raw)
+            return None
+        if not self._same_permissions(fetched.url, target):
+            log.warning(
+                "%s: ignoring its canonical %s: the ACL rules give it other permissions",
+                fetched.url,
+                target,
+            )
+            return None
         return target
+
+    def _same_permissions(self, url: str, other: str) -> bool:
+        mine = self.rules.verdict(path_of(url))
+        theirs = self.rules.verdict(path_of(other))
+        return mine.path is not None and theirs.path is not None and mine.acl == theirs.acl
 
     def _page(self, fetched: Fetched, depth: int, all_urls: tuple[str, ...]) -> Iterator[Outcome]:
         final = fetched.url
@@ -462,12 +495,11 @@ class Crawler:
         canonical = self._canonical(fetched, info)
         if canonical and canonical not in links:
             links.append(canonical)
-        doc_url = canonical or final
-        doc_id = f"{self.source}:{doc_url}" if doc_type and not noindex else None
+        doc_id = f"{self.source}:{final}" if doc_type and not noindex else None
         version = "sha256:" + hashlib.sha256(fetched.body).hexdigest()
-        title = info.title or path_of(doc_url).rstrip("/").rsplit("/", 1)[-1] or host_of(doc_url)
+        title = info.title or path_of(final).rstrip("/").rsplit("/", 1)[-1] or host_of(final)
         modified = fetched.headers.get("last-modified")
-        self.state[final] = PageState(
+        state = PageState(
             doc_id=doc_id,
             version=version if doc_id else None,
             etag=fetched.headers.get("etag"),
@@ -479,34 +511,80 @@ class Crawler:
             noindex=noindex,
             nofollow=nofollow,
             links=tuple(links),
+            canonical=canonical,
         )
+        self.state[final] = state
         if not nofollow:
             self._enqueue_links(links, depth)
+        stale = self._previous_ids(*all_urls) - {doc_id}
         if doc_id is None:
             # noindex, or not a type we index: an id it had before is gone.
             note = "noindex" if noindex else f"not a document type ({fetched.content_type})"
-            yield Outcome(gone=self._previous_ids(*all_urls), note=note)
+            yield Outcome(gone=stale, note=note)
             return
-        if doc_id in self.emitted:  # a page already indexed this run (same canonical)
-            yield Outcome(note=f"duplicate of {doc_id}")
+        yield from self._document(final, state, stale, fetched.body, self._duplicate_of(state))
+
+    def _duplicate_of(self, state: PageState) -> str | None:
+        """The canonical that stands for a page in this crawl (none when fetching one page)."""
+        return None if self._single else state.canonical
+
+    def _document(
+        self,
+        url: str,
+        state: PageState,
+        stale: frozenset[str],
+        content: bytes | None,
+        duplicate_of: str | None,
+    ) -> Iterator[Outcome]:
+        """The document for a fetched ``url`` — unless it is a duplicate (of its canonical,
+        or of a page already indexed under its id)."""
+        doc_id, version = state.doc_id, state.version
+        if doc_id is None or version is None:
+            yield Outcome(gone=stale, note="not a document")
+            return
+        if duplicate_of is not None:
+            self._variants[url] = duplicate_of
+            yield Outcome(gone=stale, note=f"duplicate of {duplicate_of} (its canonical)")
+            return
+        if doc_id in self.emitted:  # a page already indexed this run (reached again by redirect)
+            yield Outcome(gone=stale, note=f"duplicate of {doc_id}")
+            return
+        path = self.acl_path(url)
+        if path is None:  # in scope when enqueued; the rules cannot have changed since
+            yield self._fail(url, "no unambiguous ACL for its path")
             return
         self.emitted.add(doc_id)
         self.report.documents += 1
         yield Outcome(
+            gone=stale,
             document=SourceDocument(
                 doc_id=doc_id,
                 source=self.source,
-                path=path_of(doc_url),
-                uri=doc_url,
-                title=title,
+                path=path,
+                uri=url,
+                title=state.title,
                 version=version,
-                size=len(fetched.body),
-                modified_at=_http_date(modified),
-                doc_type=doc_type or "",
+                size=state.size,
+                modified_at=_http_date(state.modified_at),
+                doc_type=state.doc_type,
                 acl=self.native_acl,
-                content=fetched.body,
-            )
+                content=content,  # None: unchanged, the pipeline keeps what it has (or fetches)
+            ),
         )
+
+    def _unclaimed_variants(self) -> Iterator[Outcome]:
+        """Duplicates whose canonical gave no document this run: indexed under their own id.
+
+        Not after a ``max_pages`` cut: the canonical may simply not have been reached.
+        """
+        if self.report.truncated:
+            return
+        for url, canonical in self._variants.items():
+            state = self.state.get(url)
+            if f"{self.source}:{canonical}" in self.emitted or state is None:
+                continue
+            log.info("%s: its canonical %s gave no document; indexing it instead", url, canonical)
+            yield from self._document(url, state, frozenset(), None, duplicate_of=None)
 
     def _enqueue_links(self, links: tuple[str, ...] | list[str], depth: int) -> None:
         for link in links:

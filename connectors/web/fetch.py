@@ -1,9 +1,10 @@
 """One GET as the crawler needs it: guarded, redirect by redirect, with a body cap.
 
-* Redirects are followed here, not by httpx, so that every hop passes the
-  SSRF guard and the caller's ``follow`` test (allowed host, robots.txt)
-  before it is requested. At most ``max_redirects`` hops (5, as RFC 9309 asks
-  for robots.txt); a refused hop is returned as the 3xx response itself.
+* Redirects are followed here, not by httpx, so that every hop — of a page,
+  robots.txt or a sitemap alike — is on an allowed host, passes the SSRF guard
+  and the caller's ``follow`` test (scope, robots.txt) before it is requested.
+  At most ``max_redirects`` hops (5, as RFC 9309 asks for robots.txt); a
+  refused hop is returned as the 3xx response itself.
 * Conditional headers come from ``validators(url)`` for *each* hop, because
   validators belong to the URL that served them (the redirect target).
 * Retries, ``Retry-After`` and backoff are :class:`~connectors.http.HttpClient`'s;
@@ -23,7 +24,7 @@ import httpx
 from connectors.errors import ConnectorError
 from connectors.http import HttpClient
 from connectors.web.guard import AddressGuard
-from connectors.web.urls import normalise
+from connectors.web.urls import host_of, normalise
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
@@ -34,6 +35,10 @@ class FetchError(ConnectorError):
 
 class TooManyRedirects(FetchError):
     """More redirect hops than allowed."""
+
+
+class OffHost(FetchError):
+    """The URL is not on one of the crawl's allowed hosts: it is never requested."""
 
 
 class BodyTooLarge(Exception):
@@ -109,11 +114,13 @@ class Fetcher:
         guard: AddressGuard,
         user_agent: str,
         *,
+        allowed_hosts: frozenset[str],
         max_redirects: int = 5,
     ) -> None:
         self.http = http
         self.guard = guard
         self.user_agent = user_agent
+        self.allowed_hosts = allowed_hosts
         self.max_redirects = max_redirects
 
     def get(
@@ -125,11 +132,15 @@ class Fetcher:
     ) -> Fetched:
         """The final response for ``url``.
 
+        :raises OffHost: ``url`` is not on an allowed host (a redirect off them is refused
+            and returned as the 3xx response, like one ``follow`` says no to).
         :raises BlockedAddress: a hop's host is not public (and private hosts are not allowed).
         :raises FetchError: too many redirects, a body over the cap, or a malformed response.
         :raises SourceAuthError: a hop answered 401/403.
         :raises SourceUnavailable: a hop kept failing (5xx, 429, network) past the retry budget.
         """
+        if host_of(url) not in self.allowed_hosts:
+            raise OffHost(f"{url}: not on an allowed host (start URLs, sitemaps, allowed_hosts)")
         hops: list[str] = []
         current = url
         while True:
@@ -149,7 +160,11 @@ class Fetcher:
                     current, response.status_code, response.headers, response.content, tuple(hops)
                 )
             target = normalise(location, base=current)
-            if target is None or (follow is not None and not follow(target)):
+            if (
+                target is None
+                or host_of(target) not in self.allowed_hosts
+                or (follow is not None and not follow(target))
+            ):
                 return Fetched(
                     current,
                     response.status_code,

@@ -8,7 +8,9 @@ What each answer means (RFC 9309 §2.3.1):
   **nothing** on that origin may be crawled. The crawl is then incomplete, so
   the connector does not let the pipeline delete that origin's pages;
 * redirects are followed up to five hops (each hop passes the SSRF guard);
-  more than five counts as unavailable.
+  more than five counts as unavailable. A redirect to a host the crawl may not
+  visit is not followed and counts as unreachable (nothing crawled, reported),
+  so that rules we could not read never let the crawl in.
 
 ``Sitemap:`` lines are collected for the crawler; ``Crawl-delay`` for our user
 agent is honoured (capped) between requests to the origin.
@@ -25,7 +27,7 @@ from connectors.errors import ConnectorError
 from connectors.http import SourceAuthError, SourceUnavailable
 from connectors.web.fetch import Fetcher, FetchError, TooManyRedirects
 from connectors.web.guard import BlockedAddress
-from connectors.web.urls import origin_of
+from connectors.web.urls import normalise, origin_of
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +91,12 @@ class RobotsCache:
         except ConnectorError as exc:  # DNS failure and the like
             return self._unreachable(origin, f"robots.txt unreachable: {exc}")
         status = fetched.status
+        if fetched.refused_redirect is not None and normalise(fetched.refused_redirect):
+            return self._unreachable(
+                origin,
+                f"robots.txt redirects to {fetched.refused_redirect}, which is not an allowed "
+                "host (add it to `allowed_hosts` to read it)",
+            )
         if 200 <= status < 300:
             text = fetched.body[:MAX_ROBOTS_BYTES].decode("utf-8", errors="replace")
             parser = Protego.parse(text)

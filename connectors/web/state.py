@@ -7,6 +7,7 @@ Per fetched URL (the one that answered, after redirects)::
                                              #   not a document type, or a duplicate)
      "ver": "sha256:…", "t": title, "dt": doc type, "n": size, "mod": ISO time,
      "ni": noindex, "nf": nofollow,
+     "c": canonical URL,                     # set when the page is a duplicate of it
      "l": [indexes into "urls"]}            # outgoing links, kept only when a validator
                                              #   exists (a 304 has no body to read them from)
 
@@ -38,6 +39,8 @@ class PageState:
     noindex: bool = False
     nofollow: bool = False
     links: tuple[str, ...] = field(default_factory=tuple)
+    # The canonical this page is a duplicate of (same scope, same ACL); None: its own page.
+    canonical: str | None = None
 
     @property
     def has_validators(self) -> bool:
@@ -76,6 +79,7 @@ def dump_state(pages: dict[str, PageState]) -> str:
             "mod": page.modified_at,
             "ni": page.noindex,
             "nf": page.nofollow,
+            "c": page.canonical,
         }
         entry.update({k: v for k, v in optional.items() if v})
         if page.links and page.has_validators:
@@ -113,6 +117,7 @@ def load_state(cursor: str | None) -> dict[str, PageState]:
                 noindex=bool(entry.get("ni")),
                 nofollow=bool(entry.get("nf")),
                 links=links,
+                canonical=entry.get("c") if isinstance(entry.get("c"), str) else None,
             )
         except (IndexError, TypeError, ValueError):
             continue  # one damaged entry costs one unconditional GET, nothing more

@@ -12,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -20,9 +21,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from retrieval.api.metrics import ApiMetrics
-from retrieval.api.middleware import BodySizeLimit, RequestMetrics
+from retrieval.api.middleware import (
+    AddressBuckets,
+    BodySizeLimit,
+    RequestMetrics,
+    UnauthenticatedLimit,
+)
 from retrieval.api.routes import documents, health, search
 from retrieval.audit import AuditError
+from retrieval.auth import MissingTokenError
 from retrieval.index.base import IndexError_
 from retrieval.service import (
     AuthenticationError,
@@ -34,6 +41,18 @@ from retrieval.service import (
 )
 from trove.config import Settings
 
+logger = logging.getLogger(__name__)
+
+# The routes whose callers must authenticate (the operational ones are open).
+PROTECTED_PREFIXES = ("/v1/",)
+
+
+def bearer_challenge(exc: BaseException) -> str:
+    """RFC 6750 §3.1: ``invalid_token`` for a bad token, no error code for a missing one."""
+    if isinstance(exc.__cause__, MissingTokenError) or exc.__cause__ is None:
+        return "Bearer"
+    return 'Bearer error="invalid_token"'
+
 
 def _error(status: int, detail: object, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
@@ -42,7 +61,7 @@ def _error(status: int, detail: object, headers: dict[str, str] | None = None) -
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AuthenticationError)
     async def _unauthenticated(_: Request, exc: AuthenticationError) -> JSONResponse:
-        return _error(401, str(exc), {"WWW-Authenticate": "Bearer"})
+        return _error(401, str(exc), {"WWW-Authenticate": bearer_challenge(exc)})
 
     @app.exception_handler(TenantForbiddenError)
     async def _forbidden(_: Request, exc: TenantForbiddenError) -> JSONResponse:
@@ -72,12 +91,15 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(IndexError_)
     async def _index_unavailable(_: Request, exc: IndexError_) -> JSONResponse:
-        return _error(503, f"the index is unavailable: {exc}")
+        # The details (paths, hosts, cluster errors) are for the operator, not the caller.
+        logger.error("index unavailable: %s", exc)
+        return _error(503, "the index is unavailable")
 
     @app.exception_handler(AuditError)
     async def _audit_unavailable(_: Request, exc: AuditError) -> JSONResponse:
         # Fail closed: no answer that cannot be audited.
-        return _error(503, str(exc))
+        logger.error("audit log unavailable: %s", exc)
+        return _error(503, "the audit log is unavailable")
 
 
 def create_app(settings: Settings, *, service: RetrievalService | None = None) -> FastAPI:
@@ -112,7 +134,58 @@ def create_app(settings: Settings, *, service: RetrievalService | None = None) -
     app.include_router(search.router)
     app.include_router(documents.router)
     app.include_router(health.router)
-    # Outermost last: metrics see every response, including 413s from the body limit.
+    # Outermost last: metrics see every response, including 413s from the body limit
+    # and 429s from the address limit, which refuses before a body is read.
     app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes)
+    app.add_middleware(
+        UnauthenticatedLimit,
+        buckets=AddressBuckets(settings.api.unauthenticated_rate_limit_per_minute),
+        prefixes=PROTECTED_PREFIXES,
+        on_limited=lambda: record_address_limited(app.state.service),
+    )
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     return app
+
+
+def per_worker_limits(settings: Settings, workers: int) -> Settings:
+    """``settings`` with each per-minute limit split over ``workers`` processes (rounded up).
+
+    Every worker keeps its own counters, so each enforces its share: a caller spread
+    over all workers gets at most about the configured limit, one kept on a single
+    connection (one worker) gets its share. Never more than configured.
+    """
+    if workers <= 1:
+        return settings
+    api = settings.api.model_copy(
+        update={
+            "rate_limit_per_minute": -(-settings.api.rate_limit_per_minute // workers),
+            "unauthenticated_rate_limit_per_minute": -(
+                -settings.api.unauthenticated_rate_limit_per_minute // workers
+            ),
+        }
+    )
+    return settings.model_copy(update={"api": api})
+
+
+WORKERS_ENV_VAR = "TROVE_SERVE_WORKERS"
+
+
+def create_app_from_environment() -> FastAPI:
+    """The app of one ``trove serve --workers N`` process (uvicorn calls this factory).
+
+    The config comes from ``$TROVE_CONFIG`` and the worker count from
+    ``$TROVE_SERVE_WORKERS``, both set by ``trove serve``; each worker opens its own
+    service over the same memory-mapped index at startup.
+    """
+    import os
+
+    from trove.config import find_config, load_settings
+
+    workers = int(os.environ.get(WORKERS_ENV_VAR, "1"))
+    settings = per_worker_limits(load_settings(find_config(None)), workers)
+    return create_app(settings)
+
+
+def record_address_limited(service: RetrievalService) -> None:
+    """The audit line of a request refused for its address (sampled like other refusals)."""
+    service.audit.record("rate_limit", principal=None, outcome="limited:address")

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
@@ -16,6 +17,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from retrieval.api.metrics import ApiMetrics
 from retrieval.service import RetrievalService
 from trove.acl import Principal
+from trove.identity import InvalidIdentity, canonical_tenant
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -36,17 +38,33 @@ ServiceDep = Annotated[RetrievalService, Depends(get_service)]
 MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
 
 
+def requested_tenant(value: str | None) -> str | None:
+    """A tenant a request asks for, spelled as the token's is (canonical form).
+
+    One with no canonical form is passed on as sent: it matches no token's tenant (403).
+    """
+    if value is None:
+        return None
+    try:
+        return canonical_tenant(value)
+    except InvalidIdentity:
+        return value
+
+
 def get_principal(
     service: ServiceDep,
+    metrics: MetricsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     x_trove_tenant: Annotated[
         str | None,
         Header(max_length=256, description="Optional; must equal the token's tenant."),
     ] = None,
 ) -> Principal:
+    started = time.perf_counter()
     token = credentials.credentials if credentials is not None else None
-    principal = service.authenticate(token, requested_tenant=x_trove_tenant)
+    principal = service.authenticate(token, requested_tenant=requested_tenant(x_trove_tenant))
     service.check_rate(principal)
+    metrics.observe_stages({"auth": time.perf_counter() - started})
     return principal
 
 

@@ -12,9 +12,10 @@ so it can never be pointed at someone else's service or run unbounded.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -49,8 +50,54 @@ def check_target(url: str, clients: int, duration_s: float) -> None:
         raise LoadTestError(f"duration must be within (0, {MAX_DURATION_S}] s, got {duration_s}")
 
 
+async def _search(client: httpx.AsyncClient, probe: Probe) -> str:
+    """One ``POST /v1/search``; its outcome: the status code, ``"200"`` for success."""
+    response = await client.post(
+        "/v1/search",
+        json={"query": probe.query, "top_k": probe.top_k},
+        headers={"Authorization": f"Bearer {probe.token}"},
+    )
+    return str(response.status_code)
+
+
+def mcp_search(path: str = "/mcp") -> Callable[[httpx.AsyncClient, Probe], Awaitable[str]]:
+    """One ``search_knowledge`` tool call over streamable HTTP (stateless JSON-RPC).
+
+    A tool error (``isError``) or a JSON-RPC error counts as ``"tool_error"``: a 200
+    that carries no answer is not a success.
+    """
+    counter = itertools.count(1)
+
+    async def call(client: httpx.AsyncClient, probe: Probe) -> str:
+        response = await client.post(
+            path,
+            json={
+                "jsonrpc": "2.0",
+                "id": next(counter),
+                "method": "tools/call",
+                "params": {
+                    "name": "search_knowledge",
+                    "arguments": {"query": probe.query, "top_k": probe.top_k},
+                },
+            },
+            headers={
+                "Authorization": f"Bearer {probe.token}",
+                "Accept": "application/json, text/event-stream",
+            },
+        )
+        if response.status_code != 200:
+            return str(response.status_code)
+        body = response.json()
+        if "error" in body or body.get("result", {}).get("isError"):
+            return "tool_error"
+        return "200"
+
+    return call
+
+
 async def _worker(
     client: httpx.AsyncClient,
+    send: Callable[[httpx.AsyncClient, Probe], Awaitable[str]],
     probes: Sequence[Probe],
     offset: int,
     deadline: float,
@@ -63,19 +110,20 @@ async def _worker(
         i += 1
         started = time.perf_counter()
         try:
-            response = await client.post(
-                "/v1/search",
-                json={"query": probe.query, "top_k": probe.top_k},
-                headers={"Authorization": f"Bearer {probe.token}"},
-            )
-            statuses[str(response.status_code)] += 1
+            statuses[await send(client, probe)] += 1
         except httpx.HTTPError as exc:
             statuses[f"error:{type(exc).__name__}"] += 1
             continue
         latencies.append((time.perf_counter() - started) * 1000.0)
 
 
-async def _run(url: str, probes: Sequence[Probe], clients: int, duration_s: float) -> dict:
+async def _run(
+    url: str,
+    probes: Sequence[Probe],
+    clients: int,
+    duration_s: float,
+    send: Callable[[httpx.AsyncClient, Probe], Awaitable[str]] = _search,
+) -> dict:
     latencies: list[float] = []
     statuses: Counter[str] = Counter()
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
@@ -83,7 +131,10 @@ async def _run(url: str, probes: Sequence[Probe], clients: int, duration_s: floa
         started = time.perf_counter()
         deadline = started + duration_s
         await asyncio.gather(
-            *(_worker(client, probes, n * 7, deadline, latencies, statuses) for n in range(clients))
+            *(
+                _worker(client, send, probes, n * 7, deadline, latencies, statuses)
+                for n in range(clients)
+            )
         )
         elapsed = time.perf_counter() - started
     requests = sum(statuses.values())
@@ -106,13 +157,20 @@ async def _run(url: str, probes: Sequence[Probe], clients: int, duration_s: floa
 
 
 def run_load_test(
-    url: str, probes: Sequence[Probe], *, clients: int = 16, duration_s: float = 30.0
+    url: str,
+    probes: Sequence[Probe],
+    *,
+    clients: int = 16,
+    duration_s: float = 30.0,
+    send: Callable[[httpx.AsyncClient, Probe], Awaitable[str]] | None = None,
 ) -> dict[str, Any]:
     """Run the load test and return its JSON-ready report.
+
+    :param send: one request (default ``POST /v1/search``; :func:`mcp_search` for MCP).
 
     :raises LoadTestError: a non-loopback ``url``, no probes, or bounds out of range.
     """
     check_target(url, clients, duration_s)
     if not probes:
         raise LoadTestError("the load test needs at least one query")
-    return asyncio.run(_run(url.rstrip("/"), list(probes), clients, duration_s))
+    return asyncio.run(_run(url.rstrip("/"), list(probes), clients, duration_s, send or _search))

@@ -9,6 +9,8 @@ from retrieval.index.base import IndexStats
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Stages take from microseconds (expand without a directory) to tens of milliseconds.
+STAGE_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
 class ApiMetrics:
@@ -43,6 +45,14 @@ class ApiMetrics:
             "Searches flagged low_confidence.",
             registry=self.registry,
         )
+        self.stage = Histogram(
+            "trove_search_stage_duration_seconds",
+            "Time per stage of a search request: auth, expand, search, rerank, merge, "
+            "audit, serialize.",
+            ["stage"],
+            buckets=STAGE_BUCKETS,
+            registry=self.registry,
+        )
         self.index_chunks = Gauge("trove_index_chunks", "Live chunks.", registry=self.registry)
         self.index_documents = Gauge(
             "trove_index_documents", "Documents in the index.", registry=self.registry
@@ -61,6 +71,10 @@ class ApiMetrics:
             self.filtered.labels(reason).inc(count)
         if low:
             self.low_confidence.inc()
+
+    def observe_stages(self, seconds: dict[str, float]) -> None:
+        for stage, value in seconds.items():
+            self.stage.labels(stage).observe(value)
 
     def render(self, stats: IndexStats | None) -> bytes:
         if stats is not None:

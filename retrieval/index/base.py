@@ -14,6 +14,12 @@
 * **Upsert by document.** Upserting chunks of a document replaces *all* that
   document's previous chunks (no stale or duplicate chunks after a re-sync).
 * **Fail closed.** A chunk whose ACL grants nobody is stored but never returned.
+* **Generations.** Every commit is named by an :class:`IndexGeneration`: a
+  random id made when the index was created, a commit sequence, and a random
+  id per commit. The pipeline records the one it committed to; a different one
+  later (a new, foreign or restored index) makes it compare the index with its
+  manifest document by document (:meth:`IndexBackend.document_states`) and
+  rewrite what is missing (see docs/freshness.md, "A lost or replaced index").
 * **Filters** (:class:`~retrieval.models.SearchFilters`) only narrow: an empty
   ``sources`` / ``doc_types`` set means no filter; ``path_prefixes`` match the
   start of the relative path; ``modified_after`` is inclusive and
@@ -23,6 +29,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -107,6 +114,74 @@ class IndexStats:
     size_bytes: int
 
 
+@dataclass(frozen=True)
+class IndexGeneration:
+    """Which index, and which commit of it: what a reader sees now.
+
+    ``index_id`` is random, made when the index is created, so a new or foreign
+    index never shares it; ``sequence`` counts commits; ``commit`` is random per
+    commit, so two copies of one index that diverged (an older copy restored and
+    written to since) never look the same even at the same sequence.
+    """
+
+    index_id: str
+    sequence: int
+    commit: str
+
+    @classmethod
+    def first(cls) -> IndexGeneration:
+        """The generation of a newly created, empty index."""
+        return cls(new_generation_token(), 0, new_generation_token())
+
+    def next(self) -> IndexGeneration:
+        """The generation of the commit that follows this one."""
+        return IndexGeneration(self.index_id, self.sequence + 1, new_generation_token())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index_id": self.index_id, "sequence": self.sequence, "commit": self.commit}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> IndexGeneration | None:
+        """The generation in ``data``; None when absent or malformed (an unknown index)."""
+        if not isinstance(data, Mapping):
+            return None
+        index_id, sequence, commit = data.get("index_id"), data.get("sequence"), data.get("commit")
+        if not (isinstance(index_id, str) and index_id and isinstance(commit, str) and commit):
+            return None
+        if not isinstance(sequence, int) or isinstance(sequence, bool) or sequence < 0:
+            return None
+        return cls(index_id, sequence, commit)
+
+    def __str__(self) -> str:
+        return f"{self.index_id}#{self.sequence}"
+
+
+def new_generation_token() -> str:
+    return secrets.token_hex(8)
+
+
+# The version or ACL fingerprint of a document whose chunks disagree (a batch
+# half-applied in OpenSearch): never equal to a real one.
+MIXED = "<mixed>"
+
+
+@dataclass(frozen=True)
+class DocumentState:
+    """What the index holds of one document: live chunks, their version and ACL fingerprint."""
+
+    chunks: int
+    version: str
+    acl_fingerprint: str
+
+    def merged(self, other: DocumentState) -> DocumentState:
+        """This document's state with more of its chunks (found elsewhere in the index)."""
+        return DocumentState(
+            self.chunks + other.chunks,
+            self.version if self.version == other.version else MIXED,
+            self.acl_fingerprint if self.acl_fingerprint == other.acl_fingerprint else MIXED,
+        )
+
+
 @runtime_checkable
 class IndexBackend(Protocol):
     def apply(self, batch: WriteBatch) -> None:
@@ -146,6 +221,13 @@ class IndexBackend(Protocol):
         """chunk_id -> ACL for every chunk (for audits and asset checks)."""
 
     def stats(self) -> IndexStats: ...
+
+    def index_generation(self) -> IndexGeneration | None:
+        """The committed generation; None when the index has none (nothing written yet, or
+        an index this Trove did not create)."""
+
+    def document_states(self, source: str) -> dict[str, DocumentState]:
+        """doc_id -> what the index holds of it, for every document of ``source``."""
 
     def close(self) -> None: ...
 

@@ -13,7 +13,9 @@ def open_index(
     if config.backend == "embedded":
         from retrieval.index.embedded import EmbeddedIndex
 
-        return EmbeddedIndex.open(config.path, create=create, dimensions=dimensions)
+        return EmbeddedIndex.open(
+            config.path, create=create, dimensions=dimensions, dense_kernel=config.dense_kernel
+        )
     if config.backend == "opensearch":
         from retrieval.index.opensearch.index import OpenSearchIndex
 

@@ -1,3 +1,4 @@
+import dataclasses
 import os
 
 import pytest
@@ -102,11 +103,16 @@ def test_contract_fetch_reads_one_file_and_refuses_what_the_listing_would_skip(t
     assert batch.complete and batch.cursor
     listed = {d.doc_id: d for d in batch.documents}
     fetched = fs.fetch("docs:hr/deep/notes.txt")
-    assert fetched == listed["docs:hr/deep/notes.txt"]
+    # fetch hands over the bytes it read through a descriptor opened without links.
+    notes = listed["docs:hr/deep/notes.txt"]
+    assert fetched == dataclasses.replace(notes, local_path=None, content=b"notes")
     assert {s.doc_id for s in fs.list_ids()} == set(listed)
     for gone in ("docs:.hidden/secret.md", "docs:draft.tmp", "docs:missing.md", "other:readme.md"):
         with pytest.raises(DocumentGone):
             fs.fetch(gone)
     (tmp_path / "outside.md").write_text("x")
     os.symlink(tmp_path / "outside.md", tmp_path / "hr" / "link.md")
-    assert fs.fetch("docs:hr/link.md").path == "hr/link.md"  # a link inside the root is fine
+    with pytest.raises(DocumentGone, match="follow_symlinks is off"):
+        fs.fetch("docs:hr/link.md")  # links are not followed by default
+    following = connector(tmp_path, exclude=["**/*.tmp"], follow_symlinks=True)
+    assert following.fetch("docs:hr/link.md").content == b"x"  # inside the root: followed

@@ -76,11 +76,35 @@ def test_total_retry_time_is_bounded(httpserver):
     assert clock.sleeps == [50.0, 50.0]
 
 
-def test_a_retry_after_longer_than_the_cap_is_capped(httpserver):
-    sequence(httpserver, "/x", [Response("", 429, {"Retry-After": "3600"}), Response("ok")])
-    http, clock = client(RetryPolicy(max_delay_s=60))
-    http.get(httpserver.url_for("/x"))
-    assert clock.sleeps == [60.0]
+def test_a_retry_after_longer_than_max_delay_is_waited_in_full(httpserver):
+    # Regression (issue 18): the server's wait used to be cut to max_delay_s, so the
+    # retry came early, earned another 429 and spent the budget for nothing.
+    sequence(httpserver, "/x", [Response("", 429, {"Retry-After": "90"}), Response("ok")])
+    http, clock = client(RetryPolicy(max_delay_s=60, max_total_s=300))
+    assert http.get(httpserver.url_for("/x")).text == "ok"
+    assert clock.sleeps == [90.0]
+
+
+def test_atlassian_rate_limit_reset_is_honoured_when_later_than_retry_after(httpserver):
+    # developer.atlassian.com/cloud/confluence/rate-limiting: X-RateLimit-Reset is an
+    # ISO 8601 time ("yyyy-MM-ddTHH:mmZ"); Retry-After may be absent or shorter.
+    reset = (datetime.now(UTC) + timedelta(seconds=125)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    limited = Response("", 429, {"Retry-After": "5", "X-RateLimit-Reset": reset})
+    sequence(httpserver, "/x", [limited, Response("ok")])
+    http, clock = client(RetryPolicy(max_delay_s=10, max_total_s=600))
+    assert http.get(httpserver.url_for("/x")).text == "ok"
+    assert 120 <= clock.sleeps[0] <= 125
+
+
+def test_a_wait_past_the_budget_fails_at_once_and_says_so(httpserver):
+    httpserver.expect_request("/x").respond_with_response(
+        Response("", 429, {"Retry-After": "3600"})
+    )
+    http, clock = client(RetryPolicy(max_delay_s=60, max_total_s=300))
+    with pytest.raises(SourceUnavailable, match="retry budget ran out: the server asked to wait"):
+        http.get(httpserver.url_for("/x"))
+    assert clock.sleeps == []  # no early retry that could only be refused again
+    assert http.budget_exhausted
 
 
 def test_refusals_name_the_url_but_never_the_credentials_or_query(httpserver):

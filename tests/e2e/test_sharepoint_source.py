@@ -41,7 +41,10 @@ def tenant(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sp")
     fake = FakeSharePoint().start()
     ids = fake.seed()
-    config = write_config(tmp, make_source_config(fake, "sp", tmp))
+    # The product default: the group sync's permission reads are shared with the
+    # ingest that follows (one read per item per run), as in production.
+    source = make_source_config(fake, "sp", tmp, shared_permission_reads_s=300)
+    config = write_config(tmp, source)
     first = run_ingest(config)["sources"]["sp"]
     search = SearchAs(config)
     yield fake, ids, config, first, search

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from retrieval.evaluate import (
     EvalError,
     GoldenQuery,
+    Retrieved,
     citation_hit,
     evaluate,
     find_leaks,
@@ -169,6 +171,7 @@ def test_evaluate_report_shape_and_values() -> None:
         "ndcg@10",
         "citation_hit_rate",
         "leaks",
+        "negative",
         "latency_ms",
         "per_query",
     }
@@ -181,9 +184,22 @@ def test_evaluate_report_shape_and_values() -> None:
     assert report["citation_hit_rate"] == 1.0  # only q1 has an answer
     assert report["leaks"] == 2
     assert report["per_query"] == [
-        {"id": "q1", "returned": ["x.md", "a.md"], "leaks": []},
-        {"id": "q2", "returned": ["hr/bands.xlsx", "d.md"], "leaks": ["bands#3", "d#0"]},
+        {"id": "q1", "returned": ["x.md", "a.md"], "leaks": [], "negative": False},
+        {
+            "id": "q2",
+            "returned": ["hr/bands.xlsx", "d.md"],
+            "leaks": ["bands#3", "d#0"],
+            "negative": False,
+        },
     ]
+    assert report["negative"] == {
+        "questions": 0,
+        "empty_answers": 0,
+        "low_confidence": 0,
+        "confident_answers": 0,
+        "leaks": 0,
+        "passages_returned": 0,
+    }
     assert set(report["latency_ms"]) == {"p50", "p95"}
     assert 0 <= report["latency_ms"]["p50"] <= report["latency_ms"]["p95"]
     json.dumps(report)  # the report is plain JSON
@@ -250,7 +266,6 @@ def test_load_accepts_list_and_graded_relevance(tmp_path: Path) -> None:
         ("{not json", r"queries\.jsonl:2: not valid JSON"),
         ("[1, 2]", r"queries\.jsonl:2: expected a JSON object, got list"),
         ('{"id": "b", "query": "q", "user": "u"}', r":2: invalid golden query: relevant: Field"),
-        ('{"id": "b", "query": "q", "user": "u", "relevant": []}', r":2: .*at least one"),
         ('{"id": "b", "query": "q", "user": "u", "relevant": {"x": 0}}', r":2: .*grades must"),
         ('{"id": "b", "query": "q", "user": "u", "relevant": ["x"], "oops": 1}', r":2: .*oops"),
         ('{"id": "a", "query": "q", "user": "u", "relevant": ["x"]}', r":2: duplicate query id"),
@@ -268,3 +283,157 @@ def test_load_errors_name_the_line(tmp_path: Path, line: str, message: str) -> N
 def test_load_missing_file(tmp_path: Path) -> None:
     with pytest.raises(EvalError, match="cannot read golden queries"):
         load_queries(tmp_path / "nope.jsonl")
+
+
+# --- negative questions (nothing relevant: permission probes) ---------------------
+
+
+def test_load_accepts_negative_questions(tmp_path: Path) -> None:
+    path = write_lines(
+        tmp_path,
+        '{"id": "a", "query": "salary bands?", "user": "sam", "relevant": [],'
+        ' "forbidden": ["hr/"]}',
+        '{"id": "b", "query": "anything?", "user": "guest", "groups": [], "relevant": {},'
+        ' "forbidden": [""]}',
+        '{"id": "c", "query": "q?", "user": "u", "relevant": ["x.md"]}',
+    )
+    probe, nobody, ordinary = load_queries(path)
+    assert probe.negative and probe.relevant == {} and probe.forbidden == ["hr/"]
+    assert nobody.negative and nobody.forbidden == [""]
+    assert nobody.principal().groups == frozenset()
+    assert not ordinary.negative
+
+
+def test_the_empty_forbidden_prefix_forbids_every_document() -> None:
+    a = passage("handbook/faq.md", chunk_id="faq#0")
+    b = passage("hr/bands.xlsx", chunk_id="bands#0")
+    assert find_leaks([a, b], forbidden=[""]) == ["faq#0", "bands#0"]
+    assert find_leaks([], forbidden=[""]) == []
+
+
+def test_a_negative_question_that_returns_a_forbidden_passage_leaks() -> None:
+    nobody = query(id="n1", groups=[], relevant=[], forbidden=[""])
+    probe = query(id="n2", relevant=[], forbidden=["hr/"])
+    returned = {
+        "n1": [passage("handbook/faq.md", chunk_id="faq#0")],
+        "n2": [passage("handbook/faq.md", chunk_id="faq#1"), passage("hr/b.xlsx", chunk_id="b#0")],
+    }
+    report = evaluate([nobody, probe], lambda q: returned[q.id]).to_dict()
+    assert report["leaks"] == 2
+    assert [r["leaks"] for r in report["per_query"]] == [["faq#0"], ["b#0"]]
+    assert report["negative"]["leaks"] == 2
+    assert report["negative"]["passages_returned"] == 3
+    assert report["negative"]["empty_answers"] == 0
+    # Nothing relevant: no ranking metric to average.
+    assert report["recall@k"] is None and report["ndcg@10"] is None
+    json.dumps(report)
+
+
+def test_negative_questions_leave_the_averages_unchanged() -> None:
+    q1 = query(id="q1", relevant={"a.md": 2, "b.md": 1}, answer="twenty seven")
+    q2 = query(id="q2", relevant=["c.md"])
+    n1 = query(id="n1", relevant=[], forbidden=["hr/"])
+    n2 = query(id="n2", groups=[], relevant=[], forbidden=[""])
+    returned = {
+        "q1": [passage("x.md"), passage("a.md", "twenty seven days")],
+        "q2": [passage("c.md")],
+        "n1": [passage("a.md", "twenty seven days")],
+        "n2": [],
+    }
+
+    def search(q: GoldenQuery) -> list[Passage]:
+        return returned[q.id]
+
+    positives = evaluate([q1, q2], search).to_dict()
+    mixed = evaluate([n1, q1, n2, q2], search).to_dict()
+    for key in ("recall@k", "mrr@10", "ndcg@10", "citation_hit_rate"):
+        assert mixed[key] == positives[key], key
+    assert positives["recall@k"] == pytest.approx(0.75)  # (1/2 + 1) / 2
+    assert mixed["queries"] == 4
+    assert mixed["leaks"] == positives["leaks"] == 0
+    assert [r["negative"] for r in mixed["per_query"]] == [True, False, True, False]
+
+
+def test_negative_block_counts_how_each_probe_was_answered() -> None:
+    probes = [query(id=f"n{i}", relevant=[]) for i in range(4)]
+    answers = {
+        "n0": Retrieved([], low_confidence=True),
+        "n1": Retrieved([passage("a.md"), passage("b.md")], low_confidence=True),
+        "n2": Retrieved([passage("a.md")], low_confidence=False),
+        "n3": Retrieved([passage("c.md")], low_confidence=True),
+    }
+    report = evaluate(probes, lambda q: answers[q.id])
+    assert report.negative().to_dict() == {
+        "questions": 4,
+        "empty_answers": 1,
+        "low_confidence": 2,
+        "confident_answers": 1,
+        "leaks": 0,
+        "passages_returned": 4,
+    }
+    # A search without a confidence flag cannot say how the answered probes were judged.
+    plain = evaluate(probes, lambda q: list(answers[q.id].passages)).negative()
+    assert plain.empty_answers == 1
+    assert plain.low_confidence is None and plain.confident_answers is None
+
+
+def test_may_read_judges_negative_questions_too() -> None:
+    probe = query(id="n1", relevant=[])  # no forbidden prefix: the ACL check alone
+    p = passage("finance/budget.xlsx", chunk_id="budget#0")
+    report = evaluate([probe], lambda _: [p], may_read=lambda q, _: False).to_dict()
+    assert report["leaks"] == 1 and report["negative"]["leaks"] == 1
+
+
+# --- golden-file validation ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        # A missing `relevant` stays an error: a typo must not turn a question into a probe.
+        ("", r"relevant: Field required"),
+        ('"relevant": null', r"relevant: Input should be a valid dictionary"),
+        ('"relevant": [], "forbidden": ["  "]', r"`forbidden` prefixes must not be blank"),
+        ('"relevant": [], "forbidden": [" hr/"]', r"must not start or end with whitespace"),
+        ('"relevant": ["  "]', r"`relevant` paths must not be blank"),
+        ('"relevant": ["hr\\\\bands.xlsx"]', r"forward slashes"),
+        ('"relevant": ["/srv/docs/a.md"]', r"relative to the source root"),
+        ('"relevant": ["hr/../a.md"]', r"'\.' or '\.\.' segments"),
+        ('"relevant": {"a.md": 1e999}', r"finite and > 0"),
+        ('"relevant": [], "answer": "27 days"', r"negative question .* no `answer`"),
+        ('"relevant": ["hr/a.md"], "forbidden": ["hr/"]', r"under a `forbidden` prefix"),
+        ('"relevant": ["a.md"], "forbidden": [""]', r"forbids every document"),
+        ('"relevant": [], "query": "   "', r"query: Value error, must not be blank"),
+        ('"relevant": [], "id": " "', r"id: Value error, must not be blank"),
+        ('"relevant": [], "user": "   "', r"user"),
+    ],
+)
+def test_invalid_golden_queries_are_refused_with_the_line(
+    tmp_path: Path, fields: str, message: str
+) -> None:
+    base = {"id": "b", "query": "q", "user": "u"}
+    data = json.loads("{" + fields + "}") if fields else {}
+    line = json.dumps({**base, **data})
+    path = write_lines(
+        tmp_path, '{"id": "a", "query": "q?", "user": "u", "relevant": ["x.md"]}', line
+    )
+    with pytest.raises(EvalError, match=r":2: invalid golden query: .*" + message):
+        load_queries(path)
+
+
+def test_an_empty_golden_file_is_refused(tmp_path: Path) -> None:
+    # Zero questions would report zero leaks.
+    with pytest.raises(EvalError, match="no golden queries"):
+        load_queries(write_lines(tmp_path, "", "   "))
+
+
+def test_paths_match_in_nfc_whatever_form_each_side_uses() -> None:
+    composed = "r\u00e9sum\u00e9s/caf\u00e9.md"  # what a golden file typed by hand holds
+    decomposed = unicodedata.normalize("NFD", composed)  # what some file systems store
+    assert composed != decomposed
+    q = query(relevant=[decomposed], answer="menu")
+    hit = passage(composed, "The menu of the day")
+    report = evaluate([q], lambda _: [hit]).to_dict()
+    assert report["recall@k"] == 1.0 and report["citation_hit_rate"] == 1.0
+    leaked = passage(decomposed, chunk_id="cafe#0")
+    assert find_leaks([leaked], forbidden=["r\u00e9sum\u00e9s/"]) == ["cafe#0"]

@@ -51,3 +51,39 @@ def test_fuse_dispatches_and_validates():
         fuse("rrf", [ranking("a")], [0.5, 0.5])
     with pytest.raises(ValueError, match="rrf k"):
         reciprocal_rank_fusion(rankings, k=0)
+
+
+def test_zscore_standardises_each_list_and_missing_ids_get_the_list_floor():
+    from retrieval.fusion import zscore_blend
+
+    lexical = [ScoredId("a", 9.0), ScoredId("b", 6.0), ScoredId("c", 3.0)]  # mean 6, std sqrt(6)
+    dense = [ScoredId("c", 0.8), ScoredId("d", 0.4)]  # mean 0.6, std 0.2
+    fused = zscore_blend([lexical, dense], [0.4, 0.6])
+    s = 6**0.5
+    expected = {
+        "a": 0.4 * 3 / s + 0.6 * -1.0,  # missing from dense: dense's lowest z (-1)
+        "b": 0.4 * 0.0 + 0.6 * -1.0,
+        "c": 0.4 * -3 / s + 0.6 * 1.0,
+        "d": 0.4 * -3 / s + 0.6 * -1.0,  # missing from lexical: lexical's lowest z
+    }
+    assert {h.chunk_id: h.score for h in fused} == pytest.approx(expected)
+    assert [h.chunk_id for h in fused] == ["c", "a", "b", "d"]
+
+
+def test_zscore_does_not_depend_on_the_scale_of_a_list():
+    lexical = [ScoredId("a", 30.0), ScoredId("b", 20.0), ScoredId("c", 10.0)]
+    dense = [ScoredId("c", 0.9), ScoredId("b", 0.85), ScoredId("a", 0.1)]
+    scaled = [ScoredId(h.chunk_id, h.score * 1000 + 7) for h in lexical]
+    once = fuse("zscore", [lexical, dense], [0.5, 0.5])
+    again = fuse(FusionMethod.ZSCORE, [scaled, dense], [0.5, 0.5])
+    assert [h.chunk_id for h in once] == [h.chunk_id for h in again]
+    assert [h.score for h in once] == pytest.approx([h.score for h in again])
+
+
+def test_zscore_flat_list_adds_nothing_and_repeats_keep_the_best_score():
+    flat = [ScoredId("a", 2.0), ScoredId("b", 2.0)]
+    dense = [ScoredId("b", 0.9), ScoredId("a", 0.1), ScoredId("b", 0.0)]
+    fused = fuse("zscore", [flat, dense], [0.5, 0.5])
+    assert [h.chunk_id for h in fused] == ["b", "a"]
+    assert fused[0].score == pytest.approx(0.5 * 1.0) and fused[1].score == pytest.approx(-0.5)
+    assert fuse("zscore", [[], []]) == []

@@ -12,12 +12,17 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from retrieval.mcp_server import mcp_http_app, search_knowledge_tool_schema
-from tests.retrieval.api.helpers import auth, live_server, make_service, token
+from tests.retrieval.api.helpers import SECRET, auth, live_server, make_service, token
+from tests.retrieval.token_fuzz import good_claims, signed
 
 
 @pytest.fixture(scope="module")
 def mcp_server(tmp_path_factory):
-    service = make_service(tmp_path_factory.mktemp("mcp"), rate_limit_per_minute=100_000)
+    service = make_service(
+        tmp_path_factory.mktemp("mcp"),
+        rate_limit_per_minute=100_000,
+        unauthenticated_rate_limit_per_minute=100_000,
+    )
     with live_server(mcp_http_app(service)) as srv:
         yield srv, service
     service.close()
@@ -72,7 +77,18 @@ def test_mcp_enforces_the_callers_acl(mcp_server):
 
 
 @pytest.mark.parametrize(
-    "headers", [{}, auth("not-a-jwt"), auth(token(secret="wrong-secret-0123456789-abcdefghijk"))]
+    "headers",
+    [
+        {},
+        auth("not-a-jwt"),
+        auth(token(secret="wrong-secret-0123456789-abcdefghijk")),
+        # Issue 16.5: these were 500s (no valid signature needed).
+        auth(signed({"alg": "HS256", "kid": 1}, good_claims(), "x")),
+        auth(signed({"alg": "HS256", "kid": None}, good_claims(), "x")),
+        auth(signed({"alg": "HS256", "crit": ["x"]}, good_claims(), "x")),
+        auth(signed({"alg": "HS256"}, good_claims(sub="al\ud800ice"), SECRET)),
+    ],
+    ids=range(7),
 )
 def test_mcp_without_a_valid_token_is_refused(mcp_server, headers):
     srv, _ = mcp_server
@@ -83,7 +99,8 @@ def test_mcp_without_a_valid_token_is_refused(mcp_server, headers):
         json={"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}},
         headers={**headers, "Accept": "application/json, text/event-stream"},
     )
-    assert response.status_code == 401
+    assert response.status_code == 401, response.text
+    assert response.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
 
 
 def test_tool_schema_is_an_openai_function():

@@ -172,3 +172,87 @@ def test_hybrid_lexical_step_overlaps_the_query_embedding(setup, monkeypatch):
     assert threads[1] == here
     if (parallel.os.cpu_count() or 1) > 1:
         assert threads[0].startswith("trove-query-helper")
+
+
+@pytest.fixture
+def one_long_document(tmp_path):
+    """Four chunks of one document match best; two other documents match less."""
+    rng = np.random.default_rng(7)
+    recs = [record("manual", i, f"vacuum vacuum vacuum part {i}", STAFF, rng=rng) for i in range(4)]
+    recs += [
+        record("other", 0, "vacuum analyze tables", STAFF, rng=rng),
+        record("third", 0, "vacuum full rewrites", STAFF, rng=rng),
+    ]
+    ix = EmbeddedIndex.open(tmp_path / "ix", create=True, dimensions=DIM)
+    ix.apply(WriteBatch(upserts=recs))
+    yield ix
+    ix.close()
+
+
+def test_per_document_cap_lets_other_documents_into_the_top_k(one_long_document):
+    ix = one_long_document
+    uncapped = Searcher(ix, None, max_per_document=None).search(
+        "vacuum", ALICE, k=3, mode="lexical"
+    )
+    assert {p.doc_id for p in uncapped} == {"manual"}  # three chunks of one document
+    capped = Searcher(ix, None, max_per_document=1).search("vacuum", ALICE, k=3, mode="lexical")
+    assert capped[0].doc_id == "manual"
+    assert sorted(p.doc_id for p in capped) == ["manual", "other", "third"]
+    two = Searcher(ix, None, max_per_document=2).search("vacuum", ALICE, k=4, mode="lexical")
+    assert sorted(p.doc_id for p in two) == ["manual", "manual", "other", "third"]
+    # The best chunk of the capped document is the one kept.
+    assert capped[0].chunk_id == uncapped[0].chunk_id
+
+
+def test_search_ranked_is_uncapped_unless_asked(one_long_document):
+    searcher = Searcher(one_long_document, None, max_per_document=1)
+    passages, _ = searcher.search_ranked("vacuum", ALICE, k=3, mode="lexical")
+    assert {p.doc_id for p in passages} == {"manual"}
+    passages, _ = searcher.search_ranked("vacuum", ALICE, 3, mode="lexical", max_per_document=1)
+    assert len({p.doc_id for p in passages}) == 3
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5])
+def test_per_document_cap_must_be_positive(one_long_document, bad):
+    with pytest.raises(ValueError, match="max_per_document"):
+        Searcher(one_long_document, None, max_per_document=bad)
+
+
+class OneRequestHybrid:
+    """An index that also offers server-side hybrid search; records which path ran."""
+
+    def __init__(self, inner, hybrid_combination="normalization"):
+        self.inner = inner
+        self.hybrid_combination = hybrid_combination
+        self.hybrid_calls = 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def search_hybrid(self, query, vector, principal, k, filters, **kwargs):
+        self.hybrid_calls += 1
+        return self.inner.search_lexical(query, principal, k, filters)
+
+
+@pytest.mark.parametrize(
+    ("fusion", "combination", "server_side"),
+    [
+        ("zscore", "normalization", False),
+        ("zscore", "rrf", False),
+        ("blend", "normalization", True),
+        ("rrf", "rrf", True),
+        # The server would combine differently from the configured fusion: Trove fuses.
+        ("blend", "rrf", False),
+        ("rrf", "normalization", False),
+    ],
+)
+def test_the_backend_fuses_only_when_it_combines_as_trove_would(
+    setup, fusion, combination, server_side
+):
+    ix, encoder = setup
+    index = OneRequestHybrid(ix, combination)
+    searcher = Searcher(index, encoder, fusion=fusion)
+    passages, ranked = searcher.search_ranked("per diem travel", ALICE, k=3)
+    assert index.hybrid_calls == (1 if server_side else 0)
+    assert bool(ranked.lexical) is not server_side and bool(ranked.dense) is not server_side
+    assert passages

@@ -56,6 +56,11 @@ def test_authenticate_and_tenant(service):
         service.authenticate(acme, requested_tenant="globex")
     with pytest.raises(TenantForbiddenError):
         service.authenticate(token("alice", ("staff",)), requested_tenant="acme")
+    # The requested tenant is compared in the token's canonical form, whoever calls.
+    assert service.authenticate(acme, requested_tenant=" ACME").tenant == "acme"
+    for foreign in ("acme\u200b", "globex", "ac me"):
+        with pytest.raises(TenantForbiddenError):
+            service.authenticate(acme, requested_tenant=foreign)
 
 
 def test_no_verifier_refuses_everyone(service):

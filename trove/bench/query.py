@@ -112,7 +112,13 @@ def _ratio(slow: float, fast: float) -> float:
 
 
 def run(
-    chunks: int, *, queries: int = 200, peers: bool = True, workdir: Path | None = None
+    chunks: int,
+    *,
+    queries: int = 200,
+    peers: bool = True,
+    workdir: Path | None = None,
+    backend: str = "embedded",
+    opensearch_url: str | None = None,
 ) -> dict[str, Any]:
     """Run the query benchmark on ``chunks`` generated chunks and return the JSON contract.
 
@@ -120,11 +126,16 @@ def run(
     :param peers: also time rank-bm25 and LlamaIndex fusion (up to :data:`PEER_MAX_CHUNKS`).
     :param workdir: keep the base embeddings and generated indexes here and reuse them;
         by default a temporary directory (base embeddings cached in ~/.cache/trove/bench).
+    :param backend: ``"opensearch"`` also writes the same records to a real OpenSearch node
+        (``opensearch_url``, ``OPENSEARCH_URL`` or one started for the run) and times it
+        with the same queries and encoder (trove/bench/query_opensearch.py), in ``opensearch``.
     :returns: ``chunks``, ``p50_ms``, ``p95_ms``, ``qps``, ``rss_mb``, ``open_first_query_s``,
         ``lexical``, ``peers`` and details; ``{"chunks", "skipped"}`` when the corpus is absent.
     """
     from trove.config import EmbeddingConfig
 
+    if backend not in ("embedded", "opensearch"):
+        raise BenchError(f"unknown backend {backend!r} (valid: embedded, opensearch)")
     if chunks < 1 or queries < 1:
         raise BenchError(f"chunks and queries must be >= 1, got {chunks} and {queries}")
     try:
@@ -163,6 +174,10 @@ def run(
                 "open_first_query_s excludes loading the embedding model (model_load_s)",
             ],
         }
+        if backend == "opensearch":
+            result["opensearch"], result["opensearch_slower_by"] = _opensearch(
+                base, chunks, texts, served, opensearch_url
+            )
         if peers:
             result["peers"], result["ratios"] = _peers(base, chunks, texts, served)
             if chunks > PEER_MAX_CHUNKS:
@@ -198,3 +213,19 @@ def _peers(
         "lexical_vs_rank_bm25_p95": _ratio(bm25["p95_ms"], served["lexical"]["p95_ms"]),
     }
     return {"llamaindex_fusion": fusion, "rank_bm25_lexical": bm25}, ratios
+
+
+def _opensearch(
+    base: bench_corpus.BaseCorpus,
+    chunks: int,
+    queries: list[str],
+    served: dict[str, Any],
+    url: str | None,
+) -> tuple[dict[str, Any], dict[str, float]]:
+    from trove.bench import query_opensearch
+    from trove.bench.opensearch_node import opensearch_node
+
+    records = list(bench_corpus.replicate(base.chunks, base.vectors, chunks))
+    with opensearch_node(url) as node:
+        measured = query_opensearch.measure(node, records, queries)
+    return measured, query_opensearch.ratios(served, measured)

@@ -85,13 +85,19 @@ def expand(
     from trove.directory import GroupDirectory
 
     settings = _settings(config)
-    given = Principal.of(user, [g for g in (groups or "").split(",") if g.strip()])
+    try:
+        given = Principal.of(user, [g for g in (groups or "").split(",") if g.strip()])
+    except ValueError as exc:  # InvalidIdentity: a name with no canonical form
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
     expanded = GroupDirectory.in_state_dir(settings.state.path).expand(given)
     added = sorted(expanded.groups - given.groups)
     if as_json:
-        typer.echo(json.dumps({"user": user, "groups": sorted(expanded.groups), "added": added}))
+        typer.echo(
+            json.dumps({"user": expanded.user, "groups": sorted(expanded.groups), "added": added})
+        )
         return
-    typer.echo(f"{user}: {len(added)} groups from the directory")
+    typer.echo(f"{expanded.user}: {len(added)} groups from the directory")
     for token in added:
         typer.echo(f"  {token}")
 

@@ -53,17 +53,46 @@ def _service(settings):
         raise _fail(str(exc), code=1) from exc
 
 
+WorkersOption = Annotated[
+    int,
+    typer.Option(
+        "--workers",
+        "-w",
+        min=1,
+        max=64,
+        help="Server processes sharing the memory-mapped index (each loads the query model; "
+        "the per-minute limits are split between them).",
+    ),
+]
+
+
 def serve(
     config: ConfigOption = None,
     host: HostOption = "127.0.0.1",
     port: PortOption = 8080,
+    workers: WorkersOption = 1,
 ) -> None:
     """Serve the retrieval API (OpenAPI docs at /docs)."""
     import uvicorn
 
-    from retrieval.api.app import create_app
+    from retrieval.api.app import WORKERS_ENV_VAR, create_app
 
     settings = _settings(config)
+    if workers > 1:
+        from trove.config import CONFIG_ENV_VAR, find_config
+
+        # Each worker process builds its own app and service from the same config.
+        os.environ[CONFIG_ENV_VAR] = str(find_config(config).resolve())
+        os.environ[WORKERS_ENV_VAR] = str(workers)
+        uvicorn.run(
+            "retrieval.api.app:create_app_from_environment",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            access_log=False,
+        )
+        return
     service = _service(settings)
     try:
         uvicorn.run(create_app(settings, service=service), host=host, port=port, access_log=False)
@@ -284,7 +313,7 @@ def best_threshold(positives: list[float], negatives: list[float]) -> dict[str, 
 
 def evaluate_stages(service, queries: Path, *, k: int = 8) -> dict[str, Any]:
     """Run golden queries through the service with each stage switched on or off."""
-    from retrieval.evaluate import EvalError, evaluate, load_queries
+    from retrieval.evaluate import EvalError, Retrieved, evaluate, load_queries
     from retrieval.service import StageOptions, passages_of
 
     try:
@@ -299,7 +328,9 @@ def evaluate_stages(service, queries: Path, *, k: int = 8) -> dict[str, Any]:
         # Every chunk merged into the passage, judged from the ACL stored in the index.
         ids = members.get(passage.chunk_id, (passage.chunk_id,))
         records = index.get_chunks(list(ids))
-        return len(records) == len(ids) and all(r.acl.permits(q.principal()) for r in records)
+        # As the search ran: with the groups the directory adds to the golden identity.
+        principal = service.searcher.expand(q.principal())
+        return len(records) == len(ids) and all(r.acl.permits(principal) for r in records)
 
     for name, options in STAGES.items():
         stage = StageOptions(**options)
@@ -307,27 +338,34 @@ def evaluate_stages(service, queries: Path, *, k: int = 8) -> dict[str, Any]:
         def run(q, stage=stage):
             outcome = service.search(q.principal(), q.query, top_k=k, stages=stage)
             members.update({r.chunk_id: r.chunk_ids for r in outcome.results})
-            return passages_of(outcome)
+            return Retrieved(passages_of(outcome), outcome.low_confidence)
 
         result = evaluate(golden, run, k=k, may_read=may_read).to_dict()
         result.pop("per_query")
         report[name] = result
 
+    # Negative questions (nothing relevant) are not answerable: they are reported in
+    # each stage's `negative` block, and kept out of the threshold measurement (their
+    # askers too: a user who may read nothing would make every off-topic search empty).
+    positive = [q for q in golden if not q.negative]
     answerable = [
-        service.search(q.principal(), q.query, top_k=k).best_evidence or 0.0 for q in golden
+        service.search(q.principal(), q.query, top_k=k).best_evidence or 0.0 for q in positive
     ]
+    askers = positive or golden
     off_topic = [
-        service.search(golden[i % len(golden)].principal(), text, top_k=k).best_evidence or 0.0
+        service.search(askers[i % len(askers)].principal(), text, top_k=k).best_evidence or 0.0
         for i, text in enumerate(OFF_TOPIC)
     ]
     threshold = service.low_confidence_threshold
     report["low_confidence"] = {
         "threshold": threshold,
-        "flagged_answerable": sum(s < threshold for s in answerable) / len(answerable),
+        "flagged_answerable": (
+            sum(s < threshold for s in answerable) / len(answerable) if answerable else None
+        ),
         "flagged_off_topic": sum(s < threshold for s in off_topic) / len(off_topic),
         "best_evidence_answerable": sorted(round(s, 4) for s in answerable),
         "best_evidence_off_topic": sorted(round(s, 4) for s in off_topic),
-        "measured_best": best_threshold(answerable, off_topic),
+        "measured_best": best_threshold(answerable, off_topic) if answerable else None,
     }
     return report
 

@@ -48,7 +48,9 @@ def prepare(workdir: Path) -> Path:
     corpus = workdir / "corpus"
     if corpus.exists():
         shutil.rmtree(corpus)
-    shutil.copytree(CORPUS_DIR, corpus)
+    # symlinks=True: a link in the corpus stays a link (and is then not followed by
+    # the filesystem source) instead of becoming a plain copy of whatever it names.
+    shutil.copytree(CORPUS_DIR, corpus, symlinks=True)
     config = workdir / "trove.yaml"
     shutil.copyfile(CONFIG_TEMPLATE, config)
     return config

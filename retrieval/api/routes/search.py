@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import time
 
-from retrieval.api.deps import CurrentPrincipal, MetricsDep, ServiceDep
+from fastapi import APIRouter, Response
+
+from retrieval.api.deps import CurrentPrincipal, MetricsDep, ServiceDep, requested_tenant
 from retrieval.api.schemas import ErrorOut, SearchRequest, SearchResponse
 from retrieval.models import NO_FILTERS
 
@@ -24,9 +26,9 @@ def search(
     principal: CurrentPrincipal,
     service: ServiceDep,
     metrics: MetricsDep,
-) -> SearchResponse:
+) -> Response:
     """Passages the caller may read that best answer ``query``, each with a citation."""
-    service.check_tenant(principal, body.tenant)
+    service.check_tenant(principal, requested_tenant(body.tenant))
     outcome = service.search(
         principal,
         body.query,
@@ -34,5 +36,11 @@ def search(
         filters=body.filters.to_filters() if body.filters else NO_FILTERS,
         rerank=body.rerank,
     )
+    started = time.perf_counter()
+    # Serialized here, once, by the model itself: FastAPI would validate the returned
+    # model again and encode it through jsonable_encoder (the schema stays documented
+    # by response_model).
+    content = SearchResponse.from_outcome(outcome).model_dump_json()
+    metrics.observe_stages({**outcome.stage_seconds, "serialize": time.perf_counter() - started})
     metrics.observe_search(len(outcome.results), outcome.filtered_out, outcome.low_confidence)
-    return SearchResponse.from_outcome(outcome)
+    return Response(content, media_type="application/json")

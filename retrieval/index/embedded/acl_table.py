@@ -9,6 +9,12 @@ tenant match (or no tenant), then public or an allowed user/group, and no deny.
 Restriction layers (an AND of ORs) get postings of their own, by layer: the
 layers a principal's tokens reach are counted per ACL, and an ACL passes when
 every one of its layers was reached — also one vectorised pass.
+
+Names are compared in their canonical form (:mod:`trove.identity`): an
+:class:`~trove.acl.Acl` and a :class:`~trove.acl.Principal` canonicalise
+theirs when built, and :meth:`AclTable.load` builds every stored ACL through
+:meth:`~trove.acl.Acl.from_dict`, so a table written before the form (a deny
+on ``Mallory``) still denies ``mallory``.
 """
 
 from __future__ import annotations
@@ -119,6 +125,7 @@ class AclTable:
 
     @classmethod
     def load(cls, json_path: Path, codes_path: Path) -> AclTable:
+        """The stored table, its names brought to canonical form whatever form they were in."""
         raw = read_json(json_path)
         if not isinstance(raw, list):
             raise IndexCorruptError(f"{json_path}: expected a list of ACLs")

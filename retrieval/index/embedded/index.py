@@ -40,18 +40,22 @@ import numpy as np
 from retrieval.analysis import DEFAULT_ANALYZER, Analyzer
 from retrieval.index.base import (
     ChunkRecord,
+    DocumentState,
     IndexCorruptError,
     IndexError_,
+    IndexGeneration,
     IndexNotFoundError,
     IndexStats,
     InvalidBatchError,
     WriteBatch,
+    new_generation_token,
     validate_upserts,
 )
 from retrieval.index.embedded import ranking
 from retrieval.index.embedded.acl_table import AclTable
 from retrieval.index.embedded.bm25 import Bm25Params
 from retrieval.index.embedded.files import fsync_dir, save_npy
+from retrieval.index.embedded.int8_kernel import resolve_setting, select
 from retrieval.index.embedded.manifest import (
     CURRENT,
     Manifest,
@@ -63,7 +67,6 @@ from retrieval.index.embedded.manifest import (
     write_manifest,
 )
 from retrieval.index.embedded.merge_policy import plan_merge
-from retrieval.index.embedded.quantized import torch_or_none
 from retrieval.index.embedded.ranking import dense_top_k, lexical_top_k
 from retrieval.index.embedded.segment import (
     Segment,
@@ -71,7 +74,7 @@ from retrieval.index.embedded.segment import (
     merge_segments,
     write_segment,
 )
-from retrieval.index.embedded.snapshot import SegmentView, Snapshot
+from retrieval.index.embedded.snapshot import SegmentView, Snapshot, document_states_of
 from retrieval.models import NO_FILTERS, ScoredId, SearchFilters
 from trove.acl import Acl, Principal
 
@@ -92,9 +95,11 @@ class EmbeddedIndex:
         analyzer: Analyzer = DEFAULT_ANALYZER,
         bm25: Bm25Params | None = None,
         dimensions: int | None = None,
+        dense_kernel: str | None = None,
     ):
         # Use EmbeddedIndex.open(): the constructor does not touch the disk.
         self.root = root
+        self.dense_kernel = resolve_setting(dense_kernel)
         self.analyzer = analyzer
         self.bm25 = bm25 or Bm25Params()
         self._expected_dimensions = dimensions
@@ -115,19 +120,25 @@ class EmbeddedIndex:
         dimensions: int | None = None,
         analyzer: Analyzer = DEFAULT_ANALYZER,
         bm25: Bm25Params | None = None,
+        dense_kernel: str | None = None,
     ) -> EmbeddedIndex:
         """Open the index at ``path`` at its latest committed generation.
 
         :param create: make an empty index when none exists (else :class:`IndexNotFoundError`).
         :param dimensions: the vector size this caller will write and query with; checked
             against an existing index, recorded in a new one (else set by the first upsert).
+        :param dense_kernel: the dense first pass's kernel: ``auto`` (torch's, where a
+            child process verified it; else numpy) or ``numpy``; None reads
+            ``$TROVE_INDEX__DENSE_KERNEL`` (default ``auto``). See docs/dense-kernel.md.
         :raises IndexNotFoundError: no index at ``path`` and ``create`` is false.
         :raises IndexCorruptError: the files are unreadable or inconsistent.
         """
         if dimensions is not None and dimensions < 1:
             raise ValueError(f"dimensions must be >= 1, got {dimensions}")
         root = Path(path).expanduser().resolve()
-        index = cls(root, analyzer=analyzer, bm25=bm25, dimensions=dimensions)
+        index = cls(
+            root, analyzer=analyzer, bm25=bm25, dimensions=dimensions, dense_kernel=dense_kernel
+        )
         if not (root / CURRENT).exists():
             if not create:
                 raise IndexNotFoundError(f"no index at {root}; run `trove ingest` to build one")
@@ -137,7 +148,15 @@ class EmbeddedIndex:
                     (root / SEGMENTS).mkdir(exist_ok=True)
                     (root / SIDE).mkdir(exist_ok=True)
                     fsync_dir(root)
-                    write_manifest(root, Manifest(0, dimensions or 0, analyzer.name))
+                    first = IndexGeneration.first()
+                    manifest = Manifest(
+                        0,
+                        dimensions or 0,
+                        analyzer.name,
+                        index_id=first.index_id,
+                        commit=first.commit,
+                    )
+                    write_manifest(root, manifest)
                     write_current(root, 0)
         index._snapshot = index._load_latest()
         existing = index._snapshot.manifest.dimensions
@@ -160,18 +179,25 @@ class EmbeddedIndex:
     def generation(self) -> int:
         return self._snap().generation
 
+    def index_generation(self) -> IndexGeneration | None:
+        """The committed generation (None for an index older than generation ids, until
+        its next commit gives it one)."""
+        return self._snap().manifest.index_generation()
+
     def warm_up(self) -> None:
         """Load now what the first dense search would: the int8 copies and their kernel.
 
-        The kernel is torch's (quantized.py), and importing torch takes ~2 s: a
-        server calls this at start-up so that its first request does not wait.
-        Nothing to do when every segment is small enough for the float32 scan.
+        The kernel is torch's, verified in a child process the first time on a
+        machine (int8_kernel.py, a few seconds, then cached on disk), and importing
+        torch takes ~2 s: a server calls this at start-up so that its first request
+        does not wait. Nothing to do when every segment is small enough for the
+        float32 scan, or with ``dense_kernel="numpy"``.
         """
         large = [
             v.segment for v in self._snap().views if v.segment.rows >= ranking.QUANTIZED_MIN_ROWS
         ]
         if large:
-            torch_or_none()
+            select(large[0].dimensions, self.dense_kernel)
             for segment in large:
                 segment.quantized()
 
@@ -271,7 +297,9 @@ class EmbeddedIndex:
             raise ValueError(f"query vector must be finite and non-zero (norm {norm})")
         if not snap.views:
             return []
-        return dense_top_k(snap, query / norm, snap.masks(principal, filters), k)
+        return dense_top_k(
+            snap, query / norm, snap.masks(principal, filters), k, dense_kernel=self.dense_kernel
+        )
 
     # ------------------------------------------------------------------ reading records
 
@@ -310,6 +338,14 @@ class EmbeddedIndex:
         for view in self._snap().views:
             for row in np.flatnonzero(view.live):
                 out[view.segment.chunk_id(int(row))] = _acl_of(view, int(row))
+        return out
+
+    def document_states(self, source: str) -> dict[str, DocumentState]:
+        """doc_id -> live chunks, version and ACL fingerprint, for every document of ``source``."""
+        out: dict[str, DocumentState] = {}
+        for view in self._snap().views:
+            for doc_id, state in document_states_of(view, source):
+                out[doc_id] = out[doc_id].merged(state) if doc_id in out else state
         return out
 
     def stats(self) -> IndexStats:
@@ -369,7 +405,16 @@ class EmbeddedIndex:
                 data = build_from_records(upserts, self.analyzer.analyze, dims)
                 entries.append(self._write_new_segment(data, generation))
             entries = self._merge_if_needed(entries, states, generation)
-            manifest = Manifest(generation, dims, self.analyzer.name, tuple(entries))
+            # An index made before generation ids gets its id now.
+            index_id = snap.manifest.index_id or IndexGeneration.first().index_id
+            manifest = Manifest(
+                generation,
+                dims,
+                self.analyzer.name,
+                tuple(entries),
+                index_id=index_id,
+                commit=new_generation_token(),
+            )
             write_manifest(self.root, manifest)
             write_current(self.root, generation)
             self._snapshot = self._load_latest()

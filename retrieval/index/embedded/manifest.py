@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from retrieval.index.base import IndexCorruptError, IndexNotFoundError
+from retrieval.index.base import IndexCorruptError, IndexGeneration, IndexNotFoundError
 from retrieval.index.embedded.files import read_json, replace_atomically
 
 MANIFEST_FORMAT = 1
@@ -34,15 +34,26 @@ class Manifest:
     dimensions: int  # 0 until the first vectors arrive
     analyzer: str
     segments: tuple[SegmentEntry, ...] = ()
+    # Random, made with the index (``""`` in an index written before ids existed:
+    # it gets one at its next commit), and random per commit: see IndexGeneration.
+    index_id: str = ""
+    commit: str = ""
 
     def to_json(self) -> dict:
         return {
             "format": MANIFEST_FORMAT,
             "generation": self.generation,
+            "index_id": self.index_id,
+            "commit": self.commit,
             "dimensions": self.dimensions,
             "analyzer": self.analyzer,
             "segments": [asdict(s) for s in self.segments],
         }
+
+    def index_generation(self) -> IndexGeneration | None:
+        if not (self.index_id and self.commit):
+            return None
+        return IndexGeneration(self.index_id, self.generation, self.commit)
 
     @classmethod
     def from_json(cls, data: dict, path: Path) -> Manifest:
@@ -54,6 +65,8 @@ class Manifest:
                 dimensions=int(data["dimensions"]),
                 analyzer=str(data["analyzer"]),
                 segments=tuple(SegmentEntry(**s) for s in data["segments"]),
+                index_id=str(data.get("index_id") or ""),
+                commit=str(data.get("commit") or ""),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise IndexCorruptError(f"{path}: malformed manifest: {exc}") from exc

@@ -9,10 +9,12 @@ The first pass uses torch's int8-weight kernel ``aten._weight_int8pack_mm``
 (bfloat16 query, int8 rows, per-row scale): measured on this project's 2-core
 AVX2 machines at ~4 ms per 100k rows, against ~20-24 ms for numpy's float32
 BLAS scan of the same rows (float16/bfloat16 BLAS, binary codes with popcount
-and int8 ``_int_mm`` were slower: see docs/benchmarks.md). Without that
-kernel, numpy converts blocks of codes to float32 (slow, still correct). A
-large segment's pass is split in two halves, the second on an idle helper thread
-(:class:`retrieval.parallel.Beside`; inline when none is idle).
+and int8 ``_int_mm`` were slower: see docs/benchmarks.md). It is a private op
+whose kernels crash on some shapes, so it runs only where a child process
+verified it, on the shapes it verified (:mod:`int8_kernel`). Otherwise, or with
+``dense_kernel="numpy"``, numpy converts blocks of codes to float32 (slower,
+as exact). A large segment's pass is split in two halves, the second on an idle
+helper thread (:class:`retrieval.parallel.Beside`; inline when none is idle).
 
 **Exactness.** For the exact cosine ``s = q . x`` and the first-pass score
 ``K``, :func:`error_bounds` gives ``b`` with ``|s - K| <= b``:
@@ -31,7 +33,6 @@ that rounds differently) makes the caller fall back to the float32 scan.
 
 from __future__ import annotations
 
-import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from retrieval.index.embedded.int8_kernel import ROW_BLOCK, Int8Kernel, select
 from retrieval.parallel import Beside, helper_threads
 
 T = TypeVar("T")
@@ -84,33 +86,10 @@ def quantize(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return codes, scale, residual
 
 
-def _torch_kernel() -> Any | None:
-    try:
-        import torch
-
-        op = torch.ops.aten._weight_int8pack_mm
-        probe = op(
-            torch.ones((1, 8), dtype=torch.bfloat16),
-            torch.ones((2, 8), dtype=torch.int8),
-            torch.ones(2, dtype=torch.bfloat16),
-        )
-        if tuple(probe.shape) != (1, 2) or float(probe[0, 0]) != 8.0:
-            return None
-        return torch
-    except (ImportError, AttributeError, RuntimeError, NotImplementedError):
-        return None
-
-
-_kernel_lock = threading.Lock()
-_kernel_state: dict[str, Any] = {}
-
-
-def torch_or_none() -> Any | None:
-    """The torch module when its int8 kernel works here (probed once), else None."""
-    with _kernel_lock:
-        if "torch" not in _kernel_state:
-            _kernel_state["torch"] = _torch_kernel()
-        return _kernel_state["torch"]
+def torch_or_none(dimensions: int = 384) -> Any | None:
+    """The torch module when its int8 kernel is verified here for ``dimensions``, else None."""
+    kernel = select(dimensions)
+    return kernel.torch if kernel is not None else None
 
 
 @dataclass(frozen=True)
@@ -142,8 +121,16 @@ class QuantizedVectors:
     def rows(self) -> int:
         return int(self.codes.shape[0])
 
-    def first_pass(self, query: np.ndarray, readable: np.ndarray, n: int) -> FirstPass:
+    @property
+    def dimensions(self) -> int:
+        return int(self.codes.shape[1])
+
+    def first_pass(
+        self, query: np.ndarray, readable: np.ndarray, n: int, *, dense_kernel: str = "auto"
+    ) -> FirstPass:
         """The first pass over the ``readable`` rows (bool mask) and its ``n`` best rows.
+
+        ``dense_kernel``: ``auto`` (torch's kernel where verified) or ``numpy``.
 
         Each half of a split pass masks its scores and picks its own ``n`` best on
         the thread that scanned it, so the second core does that share too; the best
@@ -163,7 +150,9 @@ class QuantizedVectors:
                 return np.arange(lo, hi)
             return np.argpartition(part, hi - lo - n)[hi - lo - n :] + lo
 
-        scores, q_err, parts = self._scan(query, best_of_part)
+        scores, q_err, parts = self._scan(
+            query, best_of_part, select(self.dimensions, dense_kernel)
+        )
         best = np.concatenate(parts) if len(parts) > 1 else parts[0]
         if len(best) > n:
             best = best[np.argpartition(scores[best], len(best) - n)[len(best) - n :]]
@@ -172,7 +161,10 @@ class QuantizedVectors:
         return FirstPass(scores=scores, best=np.sort(best), query_error=q_err)
 
     def _scan(
-        self, query: np.ndarray, after: Callable[[np.ndarray, int, int], T]
+        self,
+        query: np.ndarray,
+        after: Callable[[np.ndarray, int, int], T],
+        kernel: Int8Kernel | None,
     ) -> tuple[np.ndarray, float, list[T]]:
         """Scores of every row, in one part or two (the second on a helper thread), and
         ``|q - q_used|``, the query's rounding.
@@ -181,19 +173,20 @@ class QuantizedVectors:
         after it; its results come back in row order.
         """
         out = np.empty(self.rows, dtype=np.float32)
-        torch = torch_or_none()
-        if torch is None:
-            score_rows = self._numpy_scorer(query, out)
+        if kernel is None or not kernel.accepts(self.codes):
+            score_rows = self._numpy_scorer(np.asarray(query, dtype=np.float32), out)
             q_err = 0.0
         else:
-            score_rows, q_err = self._torch_scorer(torch, query, out)
+            score_rows, q_err = self._torch_scorer(kernel, query, out)
 
         def part(lo: int, hi: int) -> T:
             score_rows(lo, hi)
             return after(out, lo, hi)
 
-        # Each row's score is its own dot product, so halves give the same numbers.
-        half = self.rows // 2 if self.rows >= SPLIT_MIN_ROWS and helper_threads() else self.rows
+        # Each row's score is its own dot product, so halves give the same numbers; the
+        # first half is whole kernel blocks, so the same rows go to numpy either way.
+        split = self.rows >= SPLIT_MIN_ROWS and helper_threads()
+        half = self.rows // 2 // ROW_BLOCK * ROW_BLOCK if split else self.rows
         second = Beside(part, half, self.rows) if half < self.rows else None
         results = [part(0, half)]
         if second is not None:
@@ -201,18 +194,26 @@ class QuantizedVectors:
         return out, q_err, results
 
     def _torch_scorer(
-        self, torch: Any, query: np.ndarray, out: np.ndarray
+        self, kernel: Int8Kernel, query: np.ndarray, out: np.ndarray
     ) -> tuple[Callable[[int, int], None], float]:
-        codes, scale = self._torch_tensors(torch)
-        q16 = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32)).to(torch.bfloat16)[
-            None
-        ]
-        kernel = torch.ops.aten._weight_int8pack_mm
+        codes, scale = self._torch_tensors(kernel.torch)
+        q16 = kernel.query(query)
+        q_used = q16[0].float().numpy()
+        numpy_rows = self._numpy_scorer(q_used, out)
 
         def score_rows(lo: int, hi: int) -> None:
-            out[lo:hi] = kernel(q16, codes[lo:hi], scale[lo:hi])[0].float().numpy()
+            # Whole blocks of rows only: the kernel's 1-3-row blocks are the ones that
+            # crashed (int8_kernel.py); the last few rows are scored in numpy.
+            full = lo + (hi - lo) // ROW_BLOCK * ROW_BLOCK
+            scores = kernel.scores(q16, codes[lo:full], scale[lo:full]) if full > lo else None
+            if scores is None:
+                full = lo  # not a verified call: numpy scores the range
+            else:
+                out[lo:full] = scores
+            if full < hi:
+                numpy_rows(full, hi)
 
-        q_err = float(np.linalg.norm(query.astype(np.float64) - q16[0].double().numpy()))
+        q_err = float(np.linalg.norm(query.astype(np.float64) - q_used.astype(np.float64)))
         return score_rows, q_err
 
     def _torch_tensors(self, torch: Any) -> tuple[Any, Any]:
@@ -225,8 +226,9 @@ class QuantizedVectors:
             self._tensors = (codes, scale)
         return self._tensors
 
-    def _numpy_scorer(self, query: np.ndarray, out: np.ndarray) -> Callable[[int, int], None]:
-        q = np.asarray(query, dtype=np.float32)
+    def _numpy_scorer(self, q: np.ndarray, out: np.ndarray) -> Callable[[int, int], None]:
+        """Scores against ``q`` (float32): the whole pass without the kernel, or the rows
+        it leaves (then ``q`` is the bfloat16 query it used, so the bound holds alike)."""
 
         def score_rows(lo: int, hi: int) -> None:
             for start in range(lo, hi, 16_384):

@@ -21,7 +21,7 @@ from retrieval.index.embedded.bm25 import (
     weighted_saturation,
 )
 from retrieval.index.embedded.files import release_pages
-from retrieval.index.embedded.quantized import torch_or_none
+from retrieval.index.embedded.int8_kernel import select
 from retrieval.index.embedded.snapshot import Snapshot
 from retrieval.index.embedded.threads import one_thread
 from retrieval.models import ScoredId
@@ -309,17 +309,24 @@ def _scores_of_rows(
 
 
 def dense_top_k(
-    snapshot: Snapshot, query: np.ndarray, masks: Sequence[np.ndarray], k: int
+    snapshot: Snapshot,
+    query: np.ndarray,
+    masks: Sequence[np.ndarray],
+    k: int,
+    *,
+    dense_kernel: str = "auto",
 ) -> list[ScoredId]:
     """Exact cosine (vectors and query are unit length) over readable rows.
 
     Per segment, the cheapest of three exact strategies: float32 over the
     readable rows when they are few (or the segment is small), else an int8
-    first pass whose candidates are rescored in float32 (see quantized.py).
+    first pass whose candidates are rescored in float32 (see quantized.py), with
+    torch's kernel where verified (``dense_kernel="auto"``) or numpy's.
     """
     hits = []
     large = any(v.segment.rows >= QUANTIZED_MIN_ROWS for v in snapshot.views)
-    with one_thread(torch_or_none() if large else None):
+    kernel = select(len(query), dense_kernel) if large else None
+    with one_thread(kernel.torch if kernel is not None else None):
         for seg_ix, (view, mask) in enumerate(zip(snapshot.views, masks, strict=True)):
             allowed = int(np.count_nonzero(mask))
             if allowed == 0:
@@ -330,7 +337,7 @@ def dense_top_k(
             else:
                 found = None
                 if allowed >= _GATHER_FRACTION * seg.rows:
-                    found = _dense_quantized(seg, query, mask, allowed, k)
+                    found = _dense_quantized(seg, query, mask, allowed, k, dense_kernel)
                 if found is not None:
                     rows, scores = found  # its float32 rows were read, not mapped
                 else:  # few readable rows, or a bound broken: float32 through the map
@@ -366,7 +373,7 @@ def _dense_exact(
 
 
 def _dense_quantized(
-    seg, query: np.ndarray, mask: np.ndarray, allowed: int, k: int
+    seg, query: np.ndarray, mask: np.ndarray, allowed: int, k: int, dense_kernel: str
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Rows and exact float32 scores of a superset of the segment's readable top-k.
 
@@ -379,7 +386,7 @@ def _dense_quantized(
         rows = np.flatnonzero(mask)
         return rows, np.asarray(seg.vector_rows.rows(rows) @ query, dtype=np.float32)
     qv = seg.quantized()
-    first = qv.first_pass(query, mask, n_cand)
+    first = qv.first_pass(query, mask, n_cand, dense_kernel=dense_kernel)
     approx, cand, q_err = first.scores, first.best, first.query_error
     exact = np.asarray(seg.vector_rows.rows(cand) @ query, dtype=np.float32)
     tau = float(np.partition(exact, len(exact) - k)[len(exact) - k])

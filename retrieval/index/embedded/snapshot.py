@@ -7,14 +7,16 @@ half of a batch.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from retrieval.index.base import IndexCorruptError
+from retrieval.index.base import MIXED, DocumentState, IndexCorruptError
 from retrieval.index.embedded.acl_table import AclTable
 from retrieval.index.embedded.files import load_npy
 from retrieval.index.embedded.manifest import Manifest, SegmentEntry
@@ -56,6 +58,33 @@ class SegmentView:
             )
         live_length = int(segment.doc_len[live].sum(dtype=np.int64))
         return cls(segment, entry, live, acl, live_count, live_length)
+
+
+def document_states_of(view: SegmentView, source: str) -> Iterator[tuple[str, DocumentState]]:
+    """(doc_id, state) of every document of ``source`` with live rows in this segment view.
+
+    Rows of a document are contiguous and written together, so one record gives
+    the document's version; the ACL codes of all its live rows give its ACL
+    (:data:`~retrieval.index.base.MIXED` if they disagree).
+    """
+    seg = view.segment
+    if source not in seg.sources:
+        return
+    code = seg.sources.index(source)
+    rows = np.flatnonzero(view.live & (np.asarray(seg.source_codes) == code))
+    if not len(rows):
+        return
+    docs = np.asarray(seg.row_doc)[rows]  # non-decreasing: rows are grouped by document
+    starts = np.flatnonzero(np.r_[True, docs[1:] != docs[:-1]])
+    counts = np.diff(np.r_[starts, len(rows)])
+    codes = np.asarray(view.acl.codes)[rows]
+    same_acl = np.minimum.reduceat(codes, starts) == np.maximum.reduceat(codes, starts)
+    fingerprints = [acl.fingerprint() for acl in view.acl.acls]
+    first_rows = rows[starts]
+    for i, raw in enumerate(seg.meta.get_many([int(r) for r in first_rows])):
+        version = json.loads(raw).get("doc_version") or ""
+        acl = fingerprints[int(codes[starts[i]])] if same_acl[i] else MIXED
+        yield seg.doc_ids[int(docs[starts[i]])], DocumentState(int(counts[i]), version, acl)
 
 
 def filter_mask(seg: Segment, filters: SearchFilters) -> np.ndarray | None:

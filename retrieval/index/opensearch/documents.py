@@ -14,6 +14,7 @@ import numpy as np
 
 from retrieval.index.base import ChunkRecord
 from trove.acl import Acl, AclLayer
+from trove.identity import IDENTITY_FORM
 
 # The largest `_id` OpenSearch accepts (bytes, UTF-8).
 MAX_ID_BYTES = 512
@@ -23,6 +24,11 @@ HASHED_ID_PREFIX = "~sha256~"
 
 VECTOR_FIELD = "embedding"
 TEXT_FIELD = "chunk_text"
+# The names in a chunk's ACL fields are in the canonical form (trove.identity)
+# of this version. A chunk indexed before that has no `acl_identity_form`: its
+# names may be spelled otherwise, and `terms` queries compare exactly, so the ACL
+# clause withholds such a chunk when it carries a deny (queries.acl_filter).
+ACL_IDENTITY_FORM_FIELD = "acl_identity_form"
 ACL_FIELDS = (
     "tenant_id",
     "acl_public",
@@ -33,6 +39,7 @@ ACL_FIELDS = (
     "acl_layer_count",
     "acl_layers",
     "acl_fingerprint",
+    ACL_IDENTITY_FORM_FIELD,
 )
 # Restriction layers (AND of ORs, see trove.acl) are indexed as tokens
 # "{layer}|u:{user}" / "{layer}|g:{group}" plus a count; the query checks each
@@ -105,6 +112,7 @@ def acl_fields(acl: Acl) -> dict[str, Any]:
         "acl_layer_count": len(acl.layers),
         "acl_layers": layer_tokens(acl),
         "acl_fingerprint": acl.fingerprint(),
+        ACL_IDENTITY_FORM_FIELD: IDENTITY_FORM,
     }
     return fields
 
@@ -138,6 +146,7 @@ def _layers_from_tokens(count: int, tokens: Sequence[str]) -> tuple[AclLayer, ..
 
 
 def acl_from_source(src: Mapping[str, Any]) -> Acl:
+    """The ACL of a stored chunk, its names in canonical form whatever form they were stored in."""
     return Acl(
         allow_users=frozenset(src.get("acl_allow_users") or ()),
         allow_groups=frozenset(src.get("acl_allow_groups") or ()),

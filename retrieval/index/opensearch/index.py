@@ -8,7 +8,9 @@ reader may see a batch half-applied. Every step is idempotent (deterministic
 ``_id`` s, deletes by document id), a failed step raises, and the pipeline
 records its manifest only after ``apply`` returned, so re-running the batch
 repairs any partial state. A re-synced document is never absent in between:
-its new chunks are written before its old ones are removed.
+its new chunks are written before its old ones are removed. The generation in
+the mapping's ``_meta`` is bumped *before* a batch's first write, so a batch
+cut short never leaves the index looking like the commit before it.
 
 Example::
 
@@ -26,10 +28,13 @@ from typing import Any
 
 import numpy as np
 from opensearchpy import OpenSearch, helpers
+from opensearchpy import exceptions as os_errors
 
 from retrieval.index.base import (
     ChunkRecord,
+    DocumentState,
     IndexError_,
+    IndexGeneration,
     IndexNotFoundError,
     IndexStats,
     InvalidBatchError,
@@ -47,12 +52,15 @@ from retrieval.index.opensearch.documents import (
     os_id,
     to_source,
 )
+from retrieval.index.opensearch.errors import OpenSearchUnavailableError
 from retrieval.index.opensearch.lifecycle import (
     IndexLayout,
     alias_targets,
     create_first_index,
     mapping_dimensions,
+    read_generation,
     version_of,
+    write_generation,
 )
 from retrieval.models import NO_FILTERS, ScoredId, SearchFilters
 from trove.acl import Acl, Principal
@@ -72,6 +80,8 @@ class OpenSearchIndex:
     :param hybrid_combination: ``"normalization"`` (min-max + weighted arithmetic
         mean) or ``"rrf"``, the search pipeline :meth:`search_hybrid` uses.
     :param pagination_depth: results per shard and subquery in a hybrid search.
+    :param knn_ef_search: the HNSW candidate queue of every k-NN query (``None``: the
+        engine's default, which for Lucene is ``k``).
     """
 
     def __init__(
@@ -82,6 +92,7 @@ class OpenSearchIndex:
         *,
         hybrid_combination: queries.Combination = "normalization",
         pagination_depth: int = 100,
+        knn_ef_search: int | None = None,
         bulk_policy: BulkPolicy | None = None,
         hosts: Sequence[str] = (),
     ):
@@ -97,6 +108,9 @@ class OpenSearchIndex:
         self.alias = layout.alias
         self.hybrid_combination = hybrid_combination
         self.pagination_depth = pagination_depth
+        if knn_ef_search is not None and not 1 <= knn_ef_search <= queries.MAX_K:
+            raise ValueError(f"knn_ef_search must be within 1..10000, got {knn_ef_search}")
+        self.knn_ef_search = knn_ef_search
         self.bulk_policy = bulk_policy or BulkPolicy()
         self.hosts = list(hosts)
         self._dimensions: int | None = None
@@ -140,6 +154,7 @@ class OpenSearchIndex:
             layout,
             hybrid_combination=config.hybrid_combination,
             pagination_depth=config.pagination_depth,
+            knn_ef_search=config.knn_ef_search,
             bulk_policy=bulk_policy,
             hosts=config.hosts,
         )
@@ -172,6 +187,13 @@ class OpenSearchIndex:
         mapping = self.client.indices.get_mapping(index=physical)
         have = next(iter(mapping.values()))["mappings"].get("properties", {})
         wanted = self.layout.body(self._dimensions)["mappings"]["properties"]
+        conflicts = queries.mapping_conflicts(have, wanted)
+        if conflicts:
+            raise IndexError_(
+                f"the OpenSearch index {physical} (behind alias {self.alias!r}) has a mapping "
+                f"Trove cannot use: {'; '.join(conflicts)}. Use a new index_prefix, or delete "
+                "the index and run `trove ingest` again"
+            )
         missing = {name: spec for name, spec in wanted.items() if name not in have}
         if missing:
             self.client.indices.put_mapping(index=physical, body={"properties": missing})
@@ -243,7 +265,9 @@ class OpenSearchIndex:
         query = self._query_vector(vector)
         if not self._exists:
             return []
-        body = queries.knn_query(query, principal, min(k, queries.MAX_K), filters)
+        body = queries.knn_query(
+            query, principal, min(k, queries.MAX_K), filters, ef_search=self.knn_ef_search
+        )
         return [ScoredId(_chunk_id(h), 2.0 * float(h["_score"]) - 1.0) for h in self._hits(body)]
 
     def search_hybrid(
@@ -281,6 +305,7 @@ class OpenSearchIndex:
             filters,
             version=self.cluster.version,
             pagination_depth=self.pagination_depth,
+            ef_search=self.knn_ef_search,
         )
         return [_scored(h) for h in self._hits(body, search_pipeline=pipeline)]
 
@@ -369,6 +394,35 @@ class OpenSearchIndex:
         hits = self._scan({"query": {"match_all": {}}}, {"includes": ["chunk_id", *ACL_FIELDS]})
         return {h["_source"]["chunk_id"]: acl_from_source(h["_source"]) for h in hits}
 
+    def index_generation(self) -> IndexGeneration | None:
+        """The generation in the mapping's ``_meta`` (None: nothing written yet, or an
+        index behind the alias that Trove did not create)."""
+        self._check_open()
+        physical = self.physical_index() if self._exists else None
+        return read_generation(self.client, physical) if physical else None
+
+    def document_states(self, source: str) -> dict[str, DocumentState]:
+        """doc_id -> chunks, version and ACL fingerprint, from one composite aggregation
+        over ``(doc_id, doc_version, acl_fingerprint)`` (paged, exact)."""
+        self._check_open()
+        if not self._exists:
+            return {}
+        out: dict[str, DocumentState] = {}
+        after = None
+        while True:
+            body = _document_states_page(source, after)
+            agg = self.client.search(index=self.alias, body=body)["aggregations"]["docs"]
+            for bucket in agg["buckets"]:
+                key = bucket["key"]
+                state = DocumentState(
+                    int(bucket["doc_count"]), key["doc_version"], key["acl_fingerprint"]
+                )
+                doc_id = key["doc_id"]
+                out[doc_id] = out[doc_id].merged(state) if doc_id in out else state
+            after = agg.get("after_key")
+            if not agg["buckets"] or after is None:
+                return out
+
     def stats(self) -> IndexStats:
         self._check_open()
         if not self._exists:
@@ -390,7 +444,19 @@ class OpenSearchIndex:
 
         :raises InvalidBatchError: malformed batch; nothing was written.
         :raises BulkWriteError: some items were refused (after retries); re-run the batch.
+        :raises OpenSearchUnavailableError: the cluster went away part-way; re-run the batch.
         """
+        try:
+            self._apply(batch)
+        except os_errors.ConnectionError as exc:  # ConnectionTimeout included
+            raise OpenSearchUnavailableError(
+                f"OpenSearch at {', '.join(self.hosts) or 'the configured hosts'} became "
+                f"unreachable while applying a batch ({exc.__class__.__name__}: {exc.info}); "
+                "the batch is partly applied and not recorded: run it again (`trove ingest`) "
+                "once the cluster is back"
+            ) from exc
+
+    def _apply(self, batch: WriteBatch) -> None:
         if not isinstance(batch, WriteBatch):
             raise TypeError(f"apply takes a WriteBatch, got {type(batch).__name__}")
         self._check_open()
@@ -402,6 +468,7 @@ class OpenSearchIndex:
                 return  # nothing stored yet, so nothing to delete or re-permission
             self._create(dims)
         self._check_owners(batch)
+        self._next_generation()
         upserted_docs = {r.doc_id for r in batch.upserts}
         writer = BulkWriter(self.client, self.bulk_policy, require_alias=True)
 
@@ -426,6 +493,18 @@ class OpenSearchIndex:
         if acl_only:
             self._update_acls(acl_only, writer)
         self.refresh()
+
+    def _next_generation(self) -> None:
+        """Name a new generation before writing: whatever this batch leaves behind, even
+        cut short, is never taken for the commit before it."""
+        physical = self.physical_index()
+        if physical is None:
+            raise IndexNotFoundError(f"alias {self.alias!r} points at no index")
+        current = read_generation(self.client, physical)
+        # An index without a generation (made before they existed, or not by Trove)
+        # gets a new id: the pipeline then checks it document by document.
+        following = current.next() if current else IndexGeneration.first().next()
+        write_generation(self.client, physical, following)
 
     def refresh(self) -> None:
         """Make every write so far visible to searches (one ``_refresh``)."""
@@ -500,6 +579,25 @@ class OpenSearchIndex:
         # would make the scroll's view and the writes interleave needlessly.
         planned = list(actions())
         writer.write(planned).raise_for_failures(f"updating ACLs in {self.alias}")
+
+
+def _document_states_page(source: str, after: dict[str, Any] | None) -> dict[str, Any]:
+    """One page of (doc_id, doc_version, acl_fingerprint) buckets of ``source``'s chunks."""
+    composite: dict[str, Any] = {
+        "size": 1000,
+        "sources": [
+            {"doc_id": {"terms": {"field": "doc_id"}}},
+            {"doc_version": {"terms": {"field": "doc_version"}}},
+            {"acl_fingerprint": {"terms": {"field": "acl_fingerprint"}}},
+        ],
+    }
+    if after is not None:
+        composite["after"] = after
+    return {
+        "size": 0,
+        "query": {"bool": {"filter": [{"term": {"source_id": source}}]}},
+        "aggs": {"docs": {"composite": composite}},
+    }
 
 
 def _chunk_id(hit: dict[str, Any]) -> str:

@@ -1,5 +1,12 @@
 """Versioned physical indexes behind one alias, and the blue/green rebuild.
 
+Generations: the mapping's ``_meta.trove`` holds the index's
+:class:`~retrieval.index.base.IndexGeneration` (a random id made with the
+first index, a commit sequence, a random id per commit), bumped before each
+write (``put_mapping`` of ``_meta``) and carried over by a rebuild, whose
+copy holds the same chunks. An index without it was not made by Trove (or
+before generations existed): the pipeline then checks it document by document.
+
 Names: the alias ``<prefix>-chunks`` points at exactly one physical index
 ``<prefix>-chunks-v0001``, ``-v0002``, ... Readers and writers only ever use the
 alias, so a rebuild swaps what they see in one atomic ``_aliases`` call.
@@ -25,13 +32,15 @@ from typing import Any
 from opensearchpy import OpenSearch, helpers
 from opensearchpy import exceptions as os_errors
 
-from retrieval.index.base import IndexError_
+from retrieval.index.base import IndexError_, IndexGeneration
 from retrieval.index.opensearch import queries
 from retrieval.index.opensearch.bulk import BulkAction, BulkPolicy, BulkWriter
 from retrieval.index.opensearch.documents import VECTOR_FIELD
 from retrieval.index.opensearch.errors import RebuildError
 
 log = logging.getLogger(__name__)
+
+META_KEY = "trove"  # in the mapping's _meta: the index's generation
 
 
 def alias_name(prefix: str) -> str:
@@ -83,11 +92,20 @@ class IndexLayout:
     shards: int = 1
     replicas: int = 1
 
+    def __post_init__(self) -> None:
+        queries.check_engine(self.engine)
+
     @property
     def alias(self) -> str:
         return alias_name(self.prefix)
 
-    def body(self, dimensions: int, *, bulk_load: bool = False) -> dict[str, Any]:
+    def body(
+        self,
+        dimensions: int,
+        *,
+        bulk_load: bool = False,
+        generation: IndexGeneration | None = None,
+    ) -> dict[str, Any]:
         body = queries.index_body(
             dimensions,
             engine=self.engine,
@@ -95,7 +113,26 @@ class IndexLayout:
             replicas=0 if bulk_load else self.replicas,
             refresh_interval="-1" if bulk_load else "1s",
         )
+        if generation is not None:
+            body["mappings"]["_meta"] = generation_meta(generation)
         return body
+
+
+def generation_meta(generation: IndexGeneration) -> dict[str, Any]:
+    """The mapping's ``_meta`` naming ``generation``."""
+    return {META_KEY: generation.to_dict()}
+
+
+def read_generation(client: OpenSearch, index: str) -> IndexGeneration | None:
+    """The generation in ``index``'s mapping ``_meta``; None when it has none (not ours)."""
+    mapping = client.indices.get_mapping(index=index)
+    meta = next(iter(mapping.values()))["mappings"].get("_meta") or {}
+    return IndexGeneration.from_dict(meta.get(META_KEY))
+
+
+def write_generation(client: OpenSearch, index: str, generation: IndexGeneration) -> None:
+    """Name ``generation`` in ``index``'s mapping (``_meta`` is replaced whole)."""
+    client.indices.put_mapping(index=index, body={"_meta": generation_meta(generation)})
 
 
 def create_first_index(client: OpenSearch, layout: IndexLayout, dimensions: int) -> str:
@@ -103,7 +140,8 @@ def create_first_index(client: OpenSearch, layout: IndexLayout, dimensions: int)
     existing = existing_versions(client, layout.prefix)
     name = physical_name(layout.prefix, (existing[-1] if existing else 0) + 1)
     try:
-        client.indices.create(index=name, body=layout.body(dimensions))
+        body = layout.body(dimensions, generation=IndexGeneration.first())
+        client.indices.create(index=name, body=body)
     except os_errors.RequestError as exc:
         if exc.error != "resource_already_exists_exception":
             raise
@@ -177,7 +215,12 @@ def rebuild(
     dimensions = mapping_dimensions(client, old)
     versions = existing_versions(client, layout.prefix)
     new = physical_name(layout.prefix, max([*versions, version_of(layout.prefix, old) or 0]) + 1)
-    client.indices.create(index=new, body=layout.body(dimensions, bulk_load=True))
+    # The copy holds the same chunks: it keeps the generation, so the pipeline's
+    # record of what it committed stays true across the swap.
+    generation = read_generation(client, old)
+    client.indices.create(
+        index=new, body=layout.body(dimensions, bulk_load=True, generation=generation)
+    )
     try:
         writer = BulkWriter(client, bulk_policy)
         report = writer.write(_copy_actions(client, old, new))

@@ -14,7 +14,13 @@ Permission filtering (:func:`acl_filter`) is exactly :meth:`trove.acl.Acl.permit
   ``acl_deny_groups`` (``must_not``, so deny wins over public);
 * layers: a chunk with ``acl_layer_count`` n must hold, for every position
   i < n, a token ``i|u:{user}`` or ``i|g:{group}`` of the principal. Chunks
-  without layers (the count is 0 or absent) pass at once.
+  without layers (the count is 0 or absent) pass at once;
+* identity form: names are indexed and queried in their canonical form
+  (:mod:`trove.identity`; the principal is canonical by construction). A chunk
+  indexed before that form (no ``acl_identity_form`` of the current version)
+  that carries a deny is withheld: its deny may be spelled in a form the
+  canonical name no longer matches. Such an ACL's fingerprint changed with the
+  form, so the next ingest rewrites it (ACL-only) and the chunk is readable again.
 
 The clause always goes *inside* retrieval (``bool.filter``, the efficient k-NN
 ``filter``, ``hybrid.filter`` on 3.x or every subquery on 2.19), never in
@@ -29,6 +35,7 @@ from typing import Any, Literal
 import numpy as np
 
 from retrieval.index.opensearch.documents import (
+    ACL_IDENTITY_FORM_FIELD,
     MAX_ACL_LAYERS,
     RECORD_FIELDS,
     TEXT_FIELD,
@@ -38,6 +45,7 @@ from retrieval.index.opensearch.documents import (
 from retrieval.index.opensearch.documents import format_datetime as _iso
 from retrieval.models import SearchFilters
 from trove.acl import Principal
+from trove.identity import IDENTITY_FORM
 
 Version = tuple[int, int]
 Body = dict[str, Any]
@@ -55,6 +63,12 @@ LEXICAL_FIELDS: tuple[str, ...] = (TEXT_FIELD,)
 HIT_SOURCE: Body = {"includes": ["chunk_id"]}
 
 Engine = Literal["lucene", "faiss"]
+# Every knn_vector mapping Trove writes names this engine. OpenSearch's default
+# (faiss since 2.18) needs native libraries that a plugin zip from Maven Central
+# lacks: a faiss field there fails with UnsatisfiedLinkError and can take the
+# node down. Lucene HNSW has efficient filtering (the permission filter inside
+# `knn`), which is what the conformance suite verifies on a real node.
+KNN_ENGINE = "lucene"
 Combination = Literal["normalization", "rrf"]
 
 
@@ -79,8 +93,7 @@ def index_body(
     """
     if not 1 <= dimensions <= 16_000:
         raise ValueError(f"dimensions must be within 1..16000, got {dimensions}")
-    if engine not in ("lucene", "faiss"):
-        raise ValueError(f"unknown k-NN engine {engine!r} (valid: lucene, faiss)")
+    check_engine(engine)
     keyword = {"type": "keyword"}
     stored_only_keyword = {"type": "keyword", "index": False, "doc_values": False}
     stored_only_int = {"type": "integer", "index": False, "doc_values": False}
@@ -128,6 +141,7 @@ def index_body(
                 "acl_layer_count": {"type": "integer"},
                 "acl_layers": keyword,
                 "acl_fingerprint": keyword,
+                ACL_IDENTITY_FORM_FIELD: {"type": "integer"},
                 VECTOR_FIELD: {
                     "type": "knn_vector",
                     "dimension": dimensions,
@@ -141,6 +155,38 @@ def index_body(
             },
         },
     }
+
+
+def check_engine(engine: str) -> None:
+    """Refuse any k-NN engine but Lucene: a mapping without it is never written."""
+    if engine != KNN_ENGINE:
+        raise ValueError(
+            f"k-NN engine {engine!r} is not supported: Trove maps every knn_vector with "
+            f"engine {KNN_ENGINE!r} (faiss needs native libraries a plain node may lack, "
+            "and Trove's filtered k-NN is verified on Lucene HNSW); set index.knn_engine: lucene"
+        )
+
+
+def mapping_conflicts(have: Body, wanted: Body) -> list[str]:
+    """Fields an existing mapping types differently from Trove's (``properties`` of each).
+
+    An ACL field mapped as ``text`` would be analysed (``User-1`` -> ``user``, ``1``),
+    so a term filter could match the wrong principal: such an index is refused.
+    """
+    conflicts = []
+    for name, spec in wanted.items():
+        got = have.get(name)
+        if got is None:
+            continue
+        want_type, got_type = spec.get("type", "object"), got.get("type", "object")
+        if want_type != got_type:
+            conflicts.append(f"{name!r} is mapped as {got_type}, Trove needs {want_type}")
+        elif want_type == "text" and got.get("analyzer") != spec.get("analyzer"):
+            conflicts.append(
+                f"{name!r} uses analyzer {got.get('analyzer', 'standard')!r}, "
+                f"Trove needs {spec.get('analyzer')!r}"
+            )
+    return conflicts
 
 
 def bulk_load_settings() -> Body:
@@ -170,6 +216,20 @@ def alias_swap_actions(alias: str, old: str | None, new: str, *, drop_old: bool 
 # ---------------------------------------------------------------- filters
 
 
+def legacy_deny_clause() -> Body:
+    """Chunks with a deny indexed before the current identity form (see the module doc)."""
+    return {
+        "bool": {
+            "must_not": [{"range": {ACL_IDENTITY_FORM_FIELD: {"gte": IDENTITY_FORM}}}],
+            "should": [
+                {"exists": {"field": "acl_deny_users"}},
+                {"exists": {"field": "acl_deny_groups"}},
+            ],
+            "minimum_should_match": 1,
+        }
+    }
+
+
 def acl_filter(principal: Principal) -> Body:
     """The clause a chunk must match for ``principal`` to read it (see the module doc)."""
     if not isinstance(principal, Principal):
@@ -193,6 +253,7 @@ def acl_filter(principal: Principal) -> Body:
     if groups:
         allow.append({"terms": {"acl_allow_groups": groups}})
         deny.append({"terms": {"acl_deny_groups": groups}})
+    deny.append(legacy_deny_clause())
     return {
         "bool": {
             "filter": [
@@ -367,6 +428,7 @@ def hybrid_query(
     version: Version,
     pagination_depth: int = 100,
     fields: Sequence[str] = LEXICAL_FIELDS,
+    ef_search: int | None = None,
 ) -> Body:
     """One ``hybrid`` request: lexical + k-NN, combined by a search pipeline.
 
@@ -374,6 +436,7 @@ def hybrid_query(
     the k-NN filter for the knn one); on 2.19 it is repeated inside each
     subquery. ``pagination_depth`` (per shard and subquery) is at least ``k``;
     the k-NN ``k`` matches it so the dense list is as deep as the lexical one.
+    ``ef_search`` (when given) widens the HNSW candidate queue of the k-NN subquery.
     """
     _check_k(k)
     if tuple(version) < MIN_VERSION:
@@ -388,14 +451,14 @@ def hybrid_query(
         hybrid = {
             "filter": access,
             "pagination_depth": depth,
-            "queries": [lexical, knn_clause(vector, depth, None)],
+            "queries": [lexical, knn_clause(vector, depth, None, ef_search=ef_search)],
         }
     else:
         hybrid = {
             "pagination_depth": depth,
             "queries": [
                 {"bool": {"must": [lexical], "filter": [access]}},
-                knn_clause(vector, depth, access),
+                knn_clause(vector, depth, access, ef_search=ef_search),
             ],
         }
     return {

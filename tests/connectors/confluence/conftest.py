@@ -69,7 +69,7 @@ class Site:
     onboarding: str
     runbook: str
     guide_pdf: str
-    photo_png: str
+    drawing_vsdx: str  # an attachment type Trove has no parser for
     notes_txt: str
 
 
@@ -77,7 +77,7 @@ class Site:
 def site(fake: FakeConfluence) -> Site:
     """Users alice/bob (visible e-mail) and carol (hidden); groups eng, finance; spaces ENG, OPS.
 
-    ENG: Home > Handbook > Onboarding (guide.pdf, photo.png), viewable by group eng.
+    ENG: Home > Handbook > Onboarding (guide.pdf, drawing.vsdx), viewable by group eng.
     OPS: Runbook (notes.txt), viewable by carol and group finance. SANDBOX is not configured.
     """
     fake.add_user("u-alice", "Alice", "alice@example.com")
@@ -98,8 +98,10 @@ def site(fake: FakeConfluence) -> Site:
         parent=handbook,
     )
     guide = fake.add_attachment(onboarding, "guide.pdf", b"%PDF-1.4 fake guide", "application/pdf")
-    photo = fake.add_attachment(onboarding, "photo.png", b"\x89PNG fake", "image/png")
+    drawing = fake.add_attachment(
+        onboarding, "drawing.vsdx", b"PK fake drawing", "application/vnd.ms-visio.drawing"
+    )
     runbook = fake.add_page("OPS", "Runbook", "<p>Restart the service</p>")
     notes = fake.add_attachment(runbook, "notes.txt", b"on-call notes", "text/plain")
     fake.add_page("SANDBOX", "Scratch", "<p>ignored</p>")
-    return Site(home, handbook, onboarding, runbook, guide, photo, notes)
+    return Site(home, handbook, onboarding, runbook, guide, drawing, notes)

@@ -26,6 +26,26 @@ Time: ``fake.clock`` runs with the real clock plus an offset that only
 by the HTTP server) and ``lastmodified`` agree. CQL dates are read in the API
 user's time zone, ``tz_offset_minutes``.
 
+Requests are checked like the real site checks them: a path the site does not
+serve, or a query parameter the endpoint does not document, is answered 400 in
+the vendor's error shape (v2: ``{"errors": [{"status", "code", "title",
+"detail"}]}``; v1: ``{"statusCode", "data", "message"}``), never with a silent
+default. Each endpoint's parameter list and each payload follows Atlassian's
+published reference, named next to it:
+
+* v2 — Confluence Cloud REST API v2 (OpenAPI 2.0.0),
+  https://developer.atlassian.com/cloud/confluence/rest/v2/ : "Space" (Get
+  spaces: ``type`` takes one value of global, collaboration, knowledge_base,
+  personal — CONFCLOUD-78652), "Space Permissions" (Get space permissions
+  assignments: ``principal.type`` is user, group or role), "Page" (Get pages in
+  space, Get page by id), "Ancestors" (Get all ancestors of page: ``results``
+  of ``{id, type}`` top-down), "Folder", "Attachment".
+* v1 — https://developer.atlassian.com/cloud/confluence/rest/v1/ : "Search
+  content by CQL", "Content restrictions" (Get restrictions by operation),
+  "Users" (Get user), "Group" (Get groups; Get group members by group id,
+  ``/group/{groupId}/membersByGroupId``, ``limit`` <= 200; the deprecated
+  ``/group/member`` requires ``name``).
+
 Faults: :meth:`throttle_next` (429 + ``Retry-After``), :meth:`fail_next`
 (any status, optionally for one path), :meth:`invalid_cql_date_next` (the DST
 400), :meth:`empty_search_page_next` (no results but a ``next`` link). A CQL
@@ -42,6 +62,7 @@ import re
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -57,6 +78,10 @@ TOKEN = "fake-atl-token-7Qz9Xk2Lp"  # only ever valid against this fake
 TOKEN_ENV = "TROVE_TEST_CONFLUENCE_TOKEN"
 
 PAYLOADS = Path(__file__).parent / "payloads"
+# Atlassian's OpenAPI names the principal type "role" but not the role ids; this
+# one is an assumption (see payloads/space_permissions_roles.json).
+LOGGED_IN_ROLE = "LOGGED_IN_USERS"
+SPACE_TYPES = ("global", "collaboration", "knowledge_base", "personal")
 
 
 def payload(name: str) -> dict[str, Any]:
@@ -295,17 +320,23 @@ class FakeConfluence:
         users: list[str] | None = None,
         groups: list[str] | None = None,
         anonymous: bool = False,
+        logged_in: bool = False,
         extra: list[dict[str, Any]] | None = None,
     ) -> None:
         """Who may view the space (users by account id, groups by name or id).
 
+        ``anonymous`` and ``logged_in`` add the v2 role principals (the issue's
+        documented ``{"type": "role", "id": "ANONYMOUS"}``; the logged-in role id
+        is :data:`LOGGED_IN_ROLE`, see ``payloads/space_permissions_roles.json``).
         ``extra`` adds raw principals (e.g. ``{"type": "role", "id": "r1"}``) with read access.
         Every principal also gets a non-read permission, as real spaces do.
         """
         principals: list[dict[str, str]] = [{"type": "user", "id": u} for u in users or []]
         principals += [{"type": "group", "id": self.group(g).id} for g in groups or []]
         if anonymous:
-            principals.append({"type": "ACCESS_CLASS", "id": "anonymous-users"})
+            principals.append({"type": "role", "id": "ANONYMOUS"})
+        if logged_in:
+            principals.append({"type": "role", "id": LOGGED_IN_ROLE})
         principals += list(extra or [])
         entries = []
         for principal in principals:
@@ -454,7 +485,14 @@ class FakeConfluence:
         self, n: int = 1, retry_after: str | int = 2, *, status: int = 429, path: str | None = None
     ) -> None:
         """The next ``n`` requests (to ``path`` if given) answer ``status`` with ``Retry-After``."""
-        reset = iso(self.clock.now() + timedelta(seconds=60))
+        # X-RateLimit-Reset: the request time plus the Retry-After period, as
+        # yyyy-MM-ddTHH:mmZ (developer.atlassian.com/cloud/confluence/rate-limiting).
+        wait = (
+            float(retry_after)
+            if str(retry_after).isdigit()
+            else max(0.0, (parsedate_to_datetime(str(retry_after)) - datetime.now(UTC)).seconds)
+        )
+        reset = (datetime.now(UTC) + timedelta(seconds=wait)).strftime("%Y-%m-%dT%H:%MZ")
         headers = {
             "Retry-After": str(retry_after),
             "X-RateLimit-Limit": "100",
@@ -505,7 +543,7 @@ class FakeConfluence:
             try:
                 return self._route(request)
             except _HttpError as exc:
-                return _json(exc.body, exc.status)
+                return _json(exc.body_for(request.path), exc.status)
 
     def _route(self, request: Request) -> Response:
         path = request.path
@@ -514,28 +552,121 @@ class FakeConfluence:
         if not path.startswith("/wiki/"):
             raise _HttpError(404, "not a wiki path")
         path = path[len("/wiki") :]
-        routes: list[tuple[str, Any]] = [
-            (r"/api/v2/spaces", self._v2_spaces),
-            (r"/api/v2/spaces/(\d+)", self._v2_space),
-            (r"/api/v2/spaces/(\d+)/permissions", self._v2_space_permissions),
-            (r"/api/v2/spaces/(\d+)/pages", self._v2_space_pages),
-            (r"/api/v2/pages/(\d+)", self._v2_page),
-            (r"/api/v2/folders/(\d+)", self._v2_folder),
-            (r"/api/v2/pages/(\d+)/attachments", self._v2_page_attachments),
-            (r"/api/v2/attachments/(att\d+)", self._v2_attachment),
-            (r"/download/attachments/(\d+)/(.+)", self._download),
-            (r"/rest/api/content/search", self._v1_search),
-            (r"/rest/api/content/(\w+)/restriction/byOperation/read", self._v1_read_restriction),
-            (r"/rest/api/content/(\w+)", self._v1_content),
-            (r"/rest/api/user", self._v1_user),
-            (r"/rest/api/group", self._v1_groups),
-            (r"/rest/api/group/member", self._v1_group_members),
-        ]
-        for pattern, handler in routes:
+        for pattern, handler, allowed in self._routes():
             match = re.fullmatch(pattern, path)
             if match:
+                missing = [a for a in _REQUIRED.get(pattern, ()) if not request.args.get(a)]
+                if missing:
+                    raise _HttpError(400, f"The '{missing[0]}' query parameter is required")
+                unknown = sorted(set(request.args) - allowed)
+                if unknown:
+                    raise _HttpError(
+                        400, f"Unknown query parameter(s) {', '.join(unknown)} for {path}", v2=path
+                    )
                 return handler(request, *match.groups())
-        raise _HttpError(404, f"no route for {path}")
+        raise _HttpError(400, f"No operation serves {path}", v2=path)
+
+    def _routes(self) -> list[tuple[str, Any, frozenset[str]]]:
+        """(path pattern, handler, the query parameters the reference documents)."""
+        include = {
+            "include-labels",
+            "include-properties",
+            "include-operations",
+            "include-likes",
+            "include-versions",
+            "include-version",
+            "include-favorited-by-current-user-status",
+            "include-webresources",
+            "include-collaborators",
+            "include-direct-children",
+        }
+        return [
+            (
+                r"/api/v2/spaces",
+                self._v2_spaces,
+                frozenset(
+                    {"ids", "keys", "type", "status", "labels", "favorited-by"}
+                    | {"not-favorited-by", "sort", "description-format", "include-icon"}
+                    | {"cursor", "limit"}
+                ),
+            ),
+            (
+                r"/api/v2/spaces/(\d+)",
+                self._v2_space,
+                frozenset({"description-format", "include-icon", "include-permissions"})
+                | frozenset({"include-role-assignments", "include-labels", "include-operations"})
+                | frozenset({"include-properties"}),
+            ),
+            (
+                r"/api/v2/spaces/(\d+)/permissions",
+                self._v2_space_permissions,
+                frozenset({"cursor", "limit"}),
+            ),
+            (
+                r"/api/v2/spaces/(\d+)/pages",
+                self._v2_space_pages,
+                frozenset({"depth", "sort", "status", "title", "body-format", "cursor", "limit"}),
+            ),
+            (
+                r"/api/v2/pages/(\d+)",
+                self._v2_page,
+                frozenset({"body-format", "get-draft", "status", "version"}) | include,
+            ),
+            (r"/api/v2/folders/(\d+)", self._v2_folder, frozenset(include)),
+            (
+                r"/api/v2/pages/(\d+)/ancestors",
+                self._v2_page_ancestors,
+                frozenset({"limit"}),
+            ),
+            (
+                r"/api/v2/pages/(\d+)/attachments",
+                self._v2_page_attachments,
+                frozenset({"sort", "cursor", "status", "mediaType", "filename", "limit"}),
+            ),
+            (
+                r"/api/v2/attachments/(att\d+)",
+                self._v2_attachment,
+                frozenset({"version"}) | include,
+            ),
+            (
+                r"/download/attachments/(\d+)/(.+)",
+                self._download,
+                frozenset({"version", "modificationDate", "cacheVersion", "api"}),
+            ),
+            (
+                r"/rest/api/content/search",
+                self._v1_search,
+                frozenset({"cql", "cqlcontext", "cursor", "next", "prev", "limit", "start"})
+                | frozenset({"includeArchivedSpaces", "excludeCurrentSpaces", "excerpt"})
+                | frozenset({"sitePermissionTypeFilter", "expand"}),
+            ),
+            (
+                r"/rest/api/content/(\w+)/restriction/byOperation/read",
+                self._v1_read_restriction,
+                frozenset({"expand", "start", "limit"}),
+            ),
+            (
+                r"/rest/api/content/(\w+)",
+                self._v1_content,
+                frozenset({"status", "version", "embeddedContentRender", "expand", "trigger"}),
+            ),
+            (r"/rest/api/user", self._v1_user, frozenset({"accountId", "expand"})),
+            (
+                r"/rest/api/group",
+                self._v1_groups,
+                frozenset({"start", "limit", "accessType", "expand"}),
+            ),
+            (
+                r"/rest/api/group/([^/]+)/membersByGroupId",
+                self._v1_group_members_by_id,
+                frozenset({"start", "limit", "shouldReturnTotalSize", "expand"}),
+            ),
+            (
+                r"/rest/api/group/member",
+                self._v1_group_members,
+                frozenset({"name", "start", "limit", "shouldReturnTotalSize", "expand"}),
+            ),
+        ]
 
     # -- v2 ------------------------------------------------------------------------------------
 
@@ -557,6 +688,9 @@ class FakeConfluence:
     def _v2_spaces(self, request: Request) -> Response:
         keys = {k for v in request.args.getlist("keys") for k in v.split(",") if k}
         kind = request.args.get("type")
+        if kind is not None and kind not in SPACE_TYPES:
+            # One value only (CONFCLOUD-78652): "global,collaboration" is refused.
+            raise _HttpError(400, f"Invalid value for type: {kind}", v2="/api/v2/spaces")
         spaces = [
             self._space_json(s)
             for s in sorted(self.spaces.values(), key=lambda s: int(s.id))
@@ -594,8 +728,17 @@ class FakeConfluence:
         return content
 
     def _v2_page(self, request: Request, page_id: str) -> Response:
+        statuses = request.args.getlist("status") or ["current"]
+        content = self.contents.get(page_id)
+        if content is None or content.type != "page" or content.status not in statuses:
+            raise _HttpError(404, f"No page with id {page_id}", v2="/api/v2/pages")
+        return _json(self._page_v2(content, body=request.args.get("body-format") == "storage"))
+
+    def _v2_page_ancestors(self, request: Request, page_id: str) -> Response:
+        """All ancestors, top-down, as ``{id, type}`` (v2 "Get all ancestors of page")."""
         page = self._live(page_id)
-        return _json(self._page_v2(page, body=request.args.get("body-format") == "storage"))
+        items = [{"id": a.id, "type": a.type} for a in self._ancestors(page)]
+        return self._paged_v2(request, items, f"/api/v2/pages/{page_id}/ancestors")
 
     def _v2_folder(self, request: Request, folder_id: str) -> Response:
         return _json(self._page_v2(self._live(folder_id, "folder"), body=False))
@@ -666,10 +809,21 @@ class FakeConfluence:
         groups = [self._group_v1(g) for g in sorted(self.groups.values(), key=lambda g: g.name)]
         return self._offset_page(request, groups, "/rest/api/group")
 
-    def _v1_group_members(self, request: Request) -> Response:
-        group = self.groups.get(request.args.get("id") or "")
+    def _v1_group_members_by_id(self, request: Request, group_id: str) -> Response:
+        group = self.groups.get(group_id)
         if group is None:
-            raise _HttpError(404, "No group found")
+            raise _HttpError(404, f"No group found with id : {group_id}")
+        members = [self._user_v1(self.users[m]) for m in group.members if m in self.users]
+        return self._offset_page(request, members, f"/rest/api/group/{group_id}/membersByGroupId")
+
+    def _v1_group_members(self, request: Request) -> Response:
+        """The deprecated by-name endpoint: ``name`` is required (``?id=`` is refused)."""
+        name = request.args.get("name")
+        if not name:
+            raise _HttpError(400, "The 'name' query parameter is required")
+        group = next((g for g in self.groups.values() if g.name == name), None)
+        if group is None:
+            raise _HttpError(404, f"No group found with name : {name}")
         members = [self._user_v1(self.users[m]) for m in group.members if m in self.users]
         return self._offset_page(request, members, "/rest/api/group/member")
 
@@ -1035,11 +1189,34 @@ class FakeConfluence:
         return data
 
 
+# Required query parameters, checked first (as the site does).
+_REQUIRED = {r"/rest/api/group/member": ("name",), r"/rest/api/user": ("accountId",)}
+_V2_CODES = {400: "INVALID_REQUEST_PARAMETER", 404: "NOT_FOUND"}
+
+
 class _HttpError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    """An error in the vendor's shape: v2 ``{"errors": [...]}``, v1 ``{"statusCode", ...}``."""
+
+    def __init__(self, status: int, message: str, *, v2: str | None = None) -> None:
         super().__init__(message)
         self.status = status
-        self.body = {
+        self.message = message
+        self.body = self.body_for(v2 or "")
+
+    def body_for(self, path: str) -> dict[str, Any]:
+        status, message = self.status, self.message
+        if path.startswith(("/api/v2", "/wiki/api/v2")):
+            return {
+                "errors": [
+                    {
+                        "status": status,
+                        "code": _V2_CODES.get(status, "ERROR"),
+                        "title": message,
+                        "detail": None,
+                    }
+                ]
+            }
+        return {
             "statusCode": status,
             "data": {"authorized": True, "valid": False, "errors": [], "successful": False},
             "message": message,
@@ -1115,9 +1292,12 @@ def unreachable_source_config(token_env: str, name: str = "wiki") -> dict[str, A
 
 def principal_for(snapshot: GroupSnapshot, email: str) -> Principal:
     """The query-time identity of the person signing in with ``email``, resolved like the
-    group directory does: their e-mail, their user token, and every group holding either."""
+    group directory does: their e-mail, their user token, every group holding either,
+    and the site token when the snapshot lists them."""
     email = email.strip().lower()
     tokens = {u.token for u in snapshot.users if email in u.identities}
     identities = {email} | tokens
     groups = {g for g, members in snapshot.members.items() if members & identities}
+    if tokens and snapshot.tenant_token:  # a listed user holds the site token
+        groups.add(snapshot.tenant_token)
     return Principal.of(email, groups | tokens)

@@ -6,6 +6,7 @@ import json
 import logging
 from collections import Counter
 
+import httpx
 import pytest
 
 from connectors.base import DocumentStamp
@@ -143,7 +144,7 @@ def test_fetch_returns_bytes_and_refuses_foreign_ids(
         "other:page:1",
         "wiki:blog:1",
         f"wiki:page:{scratch}",
-        f"wiki:att:{site.photo_png}",
+        f"wiki:att:{site.drawing_vsdx}",
     ):
         with pytest.raises(DocumentNotFound):
             connector.fetch(bad)
@@ -226,6 +227,21 @@ def test_anonymous_space_is_public_but_restrictions_still_apply(
     assert not onboarding.permits(snapshot_free)
 
 
+def test_logged_in_users_space_is_readable_by_every_synced_user_only(
+    fake: FakeConfluence, site: Site, connector_for: ConnectorFactory
+) -> None:
+    """Regression (issue 18, item 3): the v2 logged-in-users role grants the site token,
+    which the group sync gives every user it lists; a stranger gets nothing."""
+    fake.set_space_permissions("OPS", logged_in=True)
+    stamps = _stamps(connector_for())
+    runbook = stamps[f"wiki:page:{site.runbook}"].acl
+    assert not runbook.public
+    snapshot = connector_for().sync_groups()
+    assert snapshot.tenant_token in runbook.allow_groups
+    assert runbook.permits(principal_for(snapshot, "alice@example.com"))
+    assert not runbook.permits(principal_for(snapshot, "stranger@else.org"))
+
+
 def test_unknown_principal_types_are_denied_and_logged(
     fake: FakeConfluence, site: Site, connector_for: ConnectorFactory, caplog
 ) -> None:
@@ -253,7 +269,10 @@ def test_draft_ancestor_confcloud_77618_falls_back_per_ancestor(
     finance = group_token("wiki", fake.group("finance").id)
     assert first.path == "ENG/Home/Draft parent/Child"
     assert [layer.groups for layer in first.acl.layers] == [{finance}]
-    assert fake.calls_to(f"/wiki/rest/api/content/{child}")  # v1 ancestors: v2 hides drafts
+    # v2 hides the draft parent: the chain comes from v2 /pages/{id}/ancestors (the
+    # deprecated v1 content?expand=ancestors is no longer read).
+    assert fake.calls_to(f"/wiki/api/v2/pages/{child}/ancestors")
+    assert not [c for c in fake.calls if c.path == f"/wiki/rest/api/content/{child}"]
 
     fake.edit_page(child, "<p>child v2</p>")
     fake.clear_calls()
@@ -266,23 +285,51 @@ def test_draft_ancestor_confcloud_77618_falls_back_per_ancestor(
     assert fake.calls_to(f"/wiki/rest/api/content/{draft}/restriction/byOperation/read")
 
 
-def test_unreadable_ancestor_restrictions_fail_closed(
+def test_unreadable_ancestor_restrictions_fail_closed_and_are_retried_next_run(
     fake: FakeConfluence, site: Site, connector_for: ConnectorFactory, caplog
 ) -> None:
+    """Regression (issue 18, item 5): a failed permission lookup (a 404 included) is a
+    per-document failure, retried next run; never a deletion and never a guessed ACL."""
     draft = fake.add_page("ENG", "Draft parent", "<p>wip</p>", parent=site.home, status="draft")
     child = fake.add_page("ENG", "Child", "<p>child</p>", parent=draft)
     fake.fail_next(None, 404, path=f"/wiki/rest/api/content/{draft}/restriction")
     connector = connector_for()
     with caplog.at_level(logging.WARNING, logger="connectors.confluence"):
         stamps = _stamps(connector)
+    # Listed (so never pruned) but readable by nobody until the lookup works again.
     assert stamps[f"wiki:page:{child}"].acl == Acl.empty()
     assert stamps[f"wiki:page:{site.onboarding}"].acl.allow_groups  # others unaffected
-    assert any("fail closed" in r.getMessage() for r in caplog.records)
+    assert any("empty ACL" in r.getMessage() for r in caplog.records)
 
-    cursor = list(connector.changes(None))[-1].cursor
-    fake.edit_page(child, "<p>v2</p>")
-    docs = {d.doc_id: d for b in connector.changes(cursor) for d in b.documents}
-    assert docs[f"wiki:page:{child}"].acl == Acl.empty()
+    batches = list(connector.changes(None))
+    child_id = f"wiki:page:{child}"
+    assert child_id not in {d.doc_id for b in batches for d in b.documents}
+    assert child_id not in {d for b in batches for d in b.deleted}
+    (failure,) = [f for b in batches for f in b.failures if f.doc_id == child_id]
+    assert "retried next run" in failure.reason
+    cursor = batches[-1].cursor
+    assert f"page:{child}" in json.loads(cursor)["retry"]
+
+    # The next run reads it again by id although it did not change (CQL would not
+    # show it): still failing, it stays a failure and stays in the retry list.
+    again = list(connector.changes(cursor))
+    assert child_id in {f.doc_id for b in again for f in b.failures}
+    assert child_id not in {d for b in again for d in b.deleted}
+    fake.clear_faults()
+    fixed = list(connector.changes(again[-1].cursor))
+    (doc,) = [d for b in fixed for d in b.documents if d.doc_id == child_id]
+    assert doc.acl.allow_groups and doc.path == "ENG/Home/Draft parent/Child"
+    assert "retry" not in json.loads(fixed[-1].cursor)
+
+
+def test_a_page_whose_restrictions_404_is_deleted_only_when_the_page_itself_404s(
+    fake: FakeConfluence, site: Site, connector_for: ConnectorFactory
+) -> None:
+    fake.fail_next(None, 404, path=f"/wiki/rest/api/content/{site.runbook}/restriction")
+    batches = list(connector_for().changes(None))
+    runbook = f"wiki:page:{site.runbook}"
+    assert runbook not in {d for b in batches for d in b.deleted}  # the page answers: a failure
+    assert runbook in {f.doc_id for b in batches for f in b.failures}
 
 
 def test_restrictions_and_space_permissions_are_read_once_per_run(
@@ -330,9 +377,30 @@ def test_sync_groups_reflects_membership_changes(
     second = connector.sync_groups()
     assert second.members[finance_token] == {"bob@example.com", "wiki:user:u-bob"}
     assert finance_token in principal_for(second, "bob@example.com").groups
-    starts = [c.arg("start") for c in fake.calls_to("/wiki/rest/api/group/member")]
+    by_id = [c for c in fake.calls if c.path.endswith("/membersByGroupId")]
+    starts = [c.arg("start") for c in by_id]
     assert "1" in starts and "2" in starts  # members were paged by offset
-    assert all(c.arg("id") for c in fake.calls_to("/wiki/rest/api/group/member"))
+    assert all(int(c.arg("limit") or 0) <= 200 for c in by_id)  # the documented maximum
+    assert {c.path for c in by_id} >= {
+        f"/wiki/rest/api/group/{fake.group('finance').id}/membersByGroupId"
+    }
+    assert not fake.calls_to("/wiki/rest/api/group/member")  # deprecated, needs `name`
+
+
+def test_group_members_are_read_by_id_not_with_the_deprecated_name_endpoint(
+    fake: FakeConfluence, site: Site, connector_for: ConnectorFactory
+) -> None:
+    """Regression (issue 18, item 1): `/group/member?id=` answers 400 on a real site
+    ("The 'name' query parameter is required"), which stopped every ingest."""
+    refused = httpx.get(
+        f"{fake.wiki_url}/rest/api/group/member",
+        params={"id": fake.group("eng").id},
+        auth=(fake.email, fake.token),
+    )
+    assert refused.status_code == 400 and "'name'" in refused.json()["message"]
+    snapshot = connector_for().sync_groups()
+    eng = group_token("wiki", fake.group("eng").id)
+    assert snapshot.members[eng] >= {"alice@example.com", "wiki:user:u-carol"}
 
 
 def test_folder_ancestors_give_path_and_layers(

@@ -88,3 +88,17 @@ def test_layers_are_and_of_ors_for_mixed_users_and_groups() -> None:
     assert acl.permits(bob)
     assert not acl.permits(alice)
     assert not acl.permits(bob_outside_a)
+
+
+def test_v2_role_principals_anonymous_and_logged_in(caplog: pytest.LogCaptureFixture) -> None:
+    """Regression (issue 18, item 3): v2 names anonymous access as a *role*; Trove knew
+    only an `anonymous` type, so such spaces were never public. Logged-in-users access
+    grants the site token; an unknown role is denied and logged."""
+    entries = payload("space_permissions_roles.json")["results"]
+    with caplog.at_level(logging.WARNING):
+        grant = space_grant("wiki", entries, lambda _: None, site_token="wiki:tenant:acme")
+    assert grant.public
+    assert grant.tokens == {"wiki:group:5a9f3d2e-1111-4c0d-9e8f-abcdefabcdef", "wiki:tenant:acme"}
+    assert any("8f2c-space-role-custom" in r.getMessage() for r in caplog.records)
+    # Without a site token (no group sync to grant it), logged-in access grants nothing.
+    assert "wiki:tenant:acme" not in space_grant("wiki", entries, lambda _: None).tokens

@@ -138,3 +138,19 @@ def test_wrong_source_type_is_refused(tmp_path: Path) -> None:
     config = SourceConfig(name="files", path=tmp_path)
     with pytest.raises(ValueError, match="confluence"):
         ConfluenceConnector(config)
+
+
+def test_a_long_retry_after_is_waited_in_full_and_an_exhausted_budget_is_said(
+    fake: FakeConfluence, site: Site, connector_for: ConnectorFactory, sleeps: list[float]
+) -> None:
+    """Regression (issue 18, item 6): a Retry-After above retry.max_delay_s (60 here) was
+    cut to it, so Trove came back early and spent its budget on more 429s."""
+    fake.throttle_next(1, retry_after=90)
+    assert len(list(connector_for().list_ids())) == 6
+    assert sleeps == [90.0]
+
+    sleeps.clear()
+    fake.throttle_next(1, retry_after=400)  # longer than the whole budget (300 s)
+    with pytest.raises(SourceUnavailable, match="retry budget ran out: the server asked"):
+        list(connector_for().list_ids())
+    assert sleeps == []

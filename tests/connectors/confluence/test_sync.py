@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import timedelta
 
 import pytest
@@ -43,7 +44,7 @@ def test_first_sync_reads_spaces_pages_and_attachments(
         f"wiki:page:{site.runbook}",
         f"wiki:att:{site.guide_pdf}",
         f"wiki:att:{site.notes_txt}",
-    }  # photo.png (no parser) and the unconfigured SANDBOX space are left out
+    }  # drawing.vsdx (no parser) and the unconfigured SANDBOX space are left out
     onboarding = docs[f"wiki:page:{site.onboarding}"]
     assert onboarding.path == "ENG/Home/Handbook/Onboarding"
     assert onboarding.title == "Onboarding" and onboarding.version == "1"
@@ -81,7 +82,7 @@ def test_first_sync_reads_spaces_pages_and_attachments(
     assert pages_calls and all(c.arg("body-format") == "storage" for c in pages_calls)
     assert fake.calls_to(f"/wiki/api/v2/pages/{site.onboarding}/attachments")
     assert fake.calls_to(f"/wiki/download/attachments/{site.onboarding}/guide.pdf")
-    assert not fake.calls_to(f"/wiki/download/attachments/{site.onboarding}/photo.png")
+    assert not fake.calls_to(f"/wiki/download/attachments/{site.onboarding}/drawing.vsdx")
     assert not fake.calls_to("/wiki/rest/api/content/search")  # no CQL on a first run
 
 
@@ -155,9 +156,15 @@ def test_incremental_sync_reads_new_and_changed_attachments(
     cursor = list(connector.changes(None))[-1].cursor
     new = fake.add_attachment(site.runbook, "escalation.md", b"# Escalation", "text/markdown")
     fake.edit_attachment(site.guide_pdf, b"%PDF-1.4 guide v2")
-    fake.add_attachment(site.runbook, "diagram.png", b"\x89PNG", "image/png")
+    fake.add_attachment(site.runbook, "diagram.vsdx", b"PK", "application/vnd.ms-visio.drawing")
+    screenshot = fake.add_attachment(site.runbook, "screenshot.png", b"\x89PNG", "image/png")
     docs = _docs(list(connector.changes(cursor)))
-    assert set(docs) == {f"wiki:att:{new}", f"wiki:att:{site.guide_pdf}"}
+    # Images are documents (read by OCR); a type with no parser is left out.
+    assert set(docs) == {
+        f"wiki:att:{new}",
+        f"wiki:att:{site.guide_pdf}",
+        f"wiki:att:{screenshot}",
+    }
     assert docs[f"wiki:att:{site.guide_pdf}"].content == b"%PDF-1.4 guide v2"
     assert docs[f"wiki:att:{site.guide_pdf}"].version == "2"
     assert docs[f"wiki:att:{new}"].path == "OPS/Runbook/escalation.md"
@@ -267,13 +274,32 @@ def test_without_attachments_nothing_about_them_is_asked(
     assert (search.arg("cql") or "").startswith("type = page and ")
 
 
-def test_all_global_spaces_when_none_configured(
-    fake: FakeConfluence, site: Site, connector_for: ConnectorFactory
+def test_every_non_personal_space_type_when_none_configured(
+    fake: FakeConfluence, site: Site, connector_for: ConnectorFactory, caplog
 ) -> None:
+    """Regression (issue 18, item 4): `type=global` left collaboration and knowledge_base
+    spaces out without a word. Every type but personal is read; what is skipped is said."""
     fake.add_space("~u-alice", "Alice's space", users=["u-alice"], type="personal")
+    fake.add_space("TEAM", "Team space", groups=["eng"], type="collaboration")
+    fake.add_space("KB", "Help centre", groups=["eng"], type="knowledge_base")
+    fake.add_page("TEAM", "Plan", "<p>team plan</p>")
+    kb_page = fake.add_page("KB", "Reset a password", "<p>steps</p>")
+    fake.add_page("~u-alice", "Diary", "<p>private</p>")
     connector = connector_for(spaces=[])
-    docs = _docs(list(connector.changes(None)))
-    assert any(d.path.startswith("SANDBOX/") for d in docs.values())
-    assert not any(d.path.startswith("~") for d in docs.values())
+    with caplog.at_level(logging.WARNING, logger="connectors.confluence"):
+        batches = list(connector.changes(None))
+    docs = _docs(batches)
+    roots = {d.path.split("/", 1)[0] for d in docs.values()}
+    assert roots == {"ENG", "OPS", "SANDBOX", "TEAM", "KB"}
+    assert connector.skipped_spaces == ["~u-alice (personal)"]
+    assert any("~u-alice (personal)" in r.getMessage() for r in caplog.records)
     spaces_call = fake.calls_to("/wiki/api/v2/spaces")[0]
-    assert spaces_call.arg("type") == "global" and spaces_call.arg("keys") is None
+    assert spaces_call.arg("type") is None and spaces_call.arg("keys") is None
+
+    fake.edit_page(kb_page, "<p>new steps</p>")
+    fake.clear_calls()
+    later = _docs(list(connector.changes(batches[-1].cursor)))
+    assert f"wiki:page:{kb_page}" in later  # CQL names the listed spaces, KB included
+    (search,) = fake.calls_to("/wiki/rest/api/content/search")
+    cql = search.arg("cql") or ""
+    assert "space.type" not in cql and "'KB'" in cql and "'~u-alice'" not in cql

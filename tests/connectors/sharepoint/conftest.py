@@ -10,6 +10,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 
 from connectors.sharepoint.connector import SharePointConnector
+from connectors.sharepoint.shared_reads import SHARED_READS
 from tests.connectors.sharepoint.fake import FakeSharePoint, make_source_config
 from trove.config import SourceConfig
 
@@ -21,6 +22,14 @@ def sharepoint_http() -> Iterator[HTTPServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_shared_reads_across_tests() -> Iterator[None]:
+    """Item ids repeat across tests (one server, same seed): no shared read may leak."""
+    SHARED_READS.clear()
+    yield
+    SHARED_READS.clear()
 
 
 @pytest.fixture

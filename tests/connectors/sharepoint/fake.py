@@ -19,6 +19,14 @@ site groups) and every mutation is logged with a sequence number, which is what
 delta tokens encode. Requests are recorded in :attr:`FakeSharePoint.requests`
 (batch sub-requests too, marked ``inner``), so tests assert what was sent.
 
+Requests are checked as Graph checks them: a path Graph does not serve is a
+400 ``BadRequest`` ("Resource not found for the segment ..."), and a query
+option the endpoint's reference page does not list is a 400 too, both in
+Graph's error shape ``{"error": {"code", "message", "innerError"}}``
+(learn.microsoft.com/graph/errors). The option lists and payloads follow the
+Graph v1.0 reference pages named in :data:`GRAPH_ROUTES` and in
+``payloads/SOURCES.md``.
+
 Use::
 
     fake = FakeSharePoint(); fake.start(); fake.seed()
@@ -68,6 +76,49 @@ def payload(name: str) -> Any:
     return json.loads((PAYLOADS / name).read_text(encoding="utf-8"))
 
 
+# Graph v1.0 endpoints the fake serves, with the OData query options each page
+# documents ("Optional query parameters"). Anything else is answered 400.
+_ODATA_LIST = frozenset({"$select", "$top", "$skiptoken", "$expand", "$filter", "$orderby"})
+GRAPH_ROUTES: list[tuple[str, frozenset[str], str]] = [
+    # (path regex, allowed query options, reference page)
+    (r"/sites/[^/:]+:/sites/[^:]+:?", frozenset({"$select", "$expand"}), "site-getbypath"),
+    (r"/sites/[^/]+/drives", frozenset({"$select", "$expand", "$top", "$orderby"}), "drive-list"),
+    (r"/drives/[^/]+", frozenset({"$select", "$expand"}), "drive-get"),
+    (
+        r"/drives/[^/]+/root/delta",
+        frozenset({"$select", "$expand", "$top", "token", "$skiptoken"}),
+        "driveitem-delta",
+    ),
+    (r"/drives/[^/]+/items/[^/]+", frozenset({"$select", "$expand"}), "driveitem-get"),
+    (
+        r"/drives/[^/]+/items/[^/]+/permissions",
+        frozenset({"$select", "$top", "$skiptoken"}),
+        "driveitem-list-permissions",
+    ),
+    (r"/drives/[^/]+/items/[^/]+/content", frozenset({"format"}), "driveitem-get-content"),
+    (
+        r"/groups/[^/]+/(transitiveMembers|owners|members)",
+        _ODATA_LIST | {"$count", "$search"},
+        "group-list-transitivemembers / group-list-owners",
+    ),
+    (r"/users", _ODATA_LIST | {"$count", "$search"}, "user-list"),
+]
+
+
+def graph_route(path: str, query: Iterable[str]) -> tuple[int, dict[str, Any]] | None:
+    """``None`` when Graph serves ``path`` with these options, else its 400 answer."""
+    for pattern, allowed, _page in GRAPH_ROUTES:
+        if re.fullmatch(pattern, path):
+            unknown = sorted(set(query) - allowed)
+            if unknown:
+                return 400, _error(
+                    "BadRequest", f"Query option '{unknown[0]}' is not allowed for {path}."
+                )
+            return None
+    segment = path.rstrip("/").rsplit("/", 1)[-1]
+    return 400, _error("BadRequest", f"Resource not found for the segment '{segment}'.")
+
+
 # -- builders for Graph permission and SharePoint member shapes ---------------------
 
 
@@ -109,8 +160,13 @@ def perm_site_group(number: int, name: str, roles: Iterable[str] = ("read",)) ->
 
 
 def perm_link(
-    scope: str, roles: Iterable[str] = ("read",), grantees: Iterable[dict] = ()
+    scope: str,
+    roles: Iterable[str] = ("read",),
+    grantees: Iterable[dict] = (),
+    expires: str | None = None,
 ) -> dict[str, Any]:
+    """A sharing-link permission (Graph v1.0 "permission resource type" and "sharingLink
+    resource type"); ``grantees`` are the people who redeemed it (grantedToIdentitiesV2)."""
     perm: dict[str, Any] = {
         "id": f"link-{scope}-{secrets.token_hex(3)}",
         "roles": list(roles),
@@ -123,6 +179,8 @@ def perm_link(
         "hasPassword": False,
         "grantedToIdentitiesV2": list(grantees),
     }
+    if expires is not None:
+        perm["expirationDateTime"] = expires
     return perm
 
 
@@ -739,6 +797,12 @@ class FakeSharePoint:
         return 200, {}, {"responses": responses}
 
     def _graph_get(self, path: str, req: FakeRequest) -> tuple[int, dict[str, str], Any]:
+        refused = graph_route(path, req.query)
+        if refused is not None:
+            return refused[0], {}, refused[1]
+        return self._graph_get_routed(path, req)
+
+    def _graph_get_routed(self, path: str, req: FakeRequest) -> tuple[int, dict[str, str], Any]:
         m = re.fullmatch(r"/sites/([^/:]+):/sites/([^:]+):?", path)
         if m:
             site = self.sites.get(m.group(2).strip("/"))
@@ -1109,6 +1173,9 @@ def make_source_config(
         "graph_url": fake.graph_url,
         "sites": [f"{GRAPH_HOST}:/sites/{s}" for s in (sites if sites is not None else fake.sites)],
         "page_size": page_size,
+        # Tests mutate the tenant between reads of one process: no sharing unless a
+        # test asks for it (the product default is 300 s, docs/connectors.md).
+        "shared_permission_reads_s": 0,
     }
     block.update(sharepoint)
     return {

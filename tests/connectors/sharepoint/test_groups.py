@@ -120,3 +120,28 @@ def test_configured_and_deleted_groups(fake, make_connector):
     assert snapshot.members["sp:group:99999999-dead-4ead-8ead-999999999999"] == frozenset()
     assert not any(k.startswith("sp:sitegroup:") for k in snapshot.members)
     assert not fake.requests_to(r"/_api/")
+
+
+def test_a_run_reads_each_items_permissions_once(fake, make_connector):
+    """Regression (issue 18, item 7): the group sync walked every item's permissions and
+    the ingest that follows read them all again (listing, downloads, re-sync)."""
+    permissions = r"^/v1\.0/drives/[^/]+/items/[^/]+/permissions$"
+    groups = make_connector(shared_permission_reads_s=300)
+    groups.sync_groups()  # its own step, as `trove ingest` runs it first
+    assert len(fake.requests_to(permissions)) == 4
+    ingest = make_connector(shared_permission_reads_s=300)  # a fresh connector, same run
+    documents = [d for b in ingest.changes(None) for d in b.documents]
+    fetched = [ingest.fetch(d.doc_id) for d in documents]
+    stamps = list(ingest.list_ids())
+    assert len(documents) == len(fetched) == len(stamps) == 4
+    assert len(fake.requests_to(permissions)) == 4  # one read per item in the whole run
+    assert fetched[0].acl == documents[0].acl
+
+    # The next group sync reads afresh, so a sharing change is never held back by it.
+    fake.set_permissions(fake.ids["design"], [perm_group(CORE, ["read"])])
+    make_connector(shared_permission_reads_s=300).sync_groups()
+    assert len(fake.requests_to(permissions)) == 8
+    later = {s.doc_id: s for s in make_connector(shared_permission_reads_s=300).list_ids()}
+    design = next(s for s in later.values() if s.path.endswith("design.md"))
+    assert design.acl.allow_groups == {f"sp:group:{CORE}"}
+    assert len(fake.requests_to(permissions)) == 8

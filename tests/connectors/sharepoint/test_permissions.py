@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from connectors.sharepoint.connector import document_id
@@ -69,17 +71,20 @@ def test_every_permission_kind_maps_to_principals():
     assert refs.site_groups == {(SITE, "3"): "https://contoso.sharepoint.com/sites/eng"}
 
 
+HEIDI = {"user": {"id": "h1", "email": "heidi@contoso.com"}}
+
+
 @pytest.mark.parametrize(
-    ("anonymous", "organization", "public", "tenant"),
+    ("anonymous", "organization", "public", "tenant", "redeemers"),
     [
-        ("ignore", "tenant", False, True),
-        ("public", "tenant", True, True),
-        ("ignore", "ignore", False, False),
-        ("public", "ignore", True, False),
+        ("redeemers", "redeemers", False, False, True),  # the default
+        ("public", "redeemers", True, False, True),
+        ("redeemers", "tenant", False, True, True),
+        ("ignore", "ignore", False, False, False),
     ],
 )
-def test_link_scope_policies(anonymous, organization, public, tenant):
-    perms = [perm_link("anonymous"), perm_link("organization")]
+def test_link_scope_policies(anonymous, organization, public, tenant, redeemers):
+    perms = [perm_link("anonymous", grantees=[HEIDI]), perm_link("organization", grantees=[HEIDI])]
 
     acl, _ = map_permissions(
         perms, context(anonymous_links=anonymous, organization_links=organization)
@@ -87,12 +92,40 @@ def test_link_scope_policies(anonymous, organization, public, tenant):
 
     assert acl.public is public
     assert (TENANT in acl.allow_groups) is tenant
-    if not public and not tenant:
+    assert ("heidi@contoso.com" in acl.allow_users) is redeemers
+    if not (public or tenant or redeemers):
         assert acl == Acl.empty()
 
 
+def test_sharing_links_grant_only_their_redeemers_by_default_and_expire():
+    """Regression (issue 18, item 2): an organization link made a file readable by the
+    whole tenant by default. Microsoft: such links (and Anyone links) need redeeming,
+    and the redeemers are the link's grantedToIdentitiesV2. Expired links grant nothing."""
+    perms = payload("permissions_sharing_links.json")["value"]
+    now = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+
+    acl, _ = map_permissions(perms, context(now=now))
+
+    assert acl.allow_users == {"heidi@contoso.com", "ivy@contoso.com"}
+    assert acl.allow_groups == {
+        "sp:user:a8a8a8a8-0000-4000-8000-000000000008",
+        "sp:user:a7a7a7a7-0000-4000-8000-000000000007",
+    }
+    assert TENANT not in acl.allow_groups and not acl.public
+    assert "judy@contoso.com" not in acl.allow_users  # her link expired on 2026-01-31
+    assert not acl.permits(Principal.of("mallory@contoso.com", [TENANT]))
+    # Before the expiry Judy's redemption counted; MinValue (year 1) never expires.
+    earlier, _ = map_permissions(perms, context(now=datetime(2026, 1, 1, tzinfo=UTC)))
+    assert "judy@contoso.com" in earlier.allow_users
+    # The widening is an explicit opt-in.
+    widened, _ = map_permissions(
+        perms, context(now=now, organization_links="tenant", anonymous_links="public")
+    )
+    assert TENANT in widened.allow_groups and widened.public
+
+
 def test_users_link_grants_only_its_grantees_and_existing_access_nothing():
-    heidi = {"user": {"id": "h1", "email": "heidi@contoso.com"}}
+    heidi = HEIDI
     acl, _ = map_permissions(
         [perm_link("users", ["write"], [heidi]), perm_link("existingAccess", ["read"], [heidi])],
         context(),
@@ -179,3 +212,17 @@ def test_a_permission_read_failure_is_a_document_failure(fake, make_connector, s
     # In the slim listing the item stays, with an empty (fail-closed) ACL.
     stamps = {s.doc_id: s for s in make_connector().list_ids()}
     assert stamps[document_id("sp", drive, item)].acl == Acl.empty()
+
+
+def test_an_organization_link_does_not_open_a_file_to_the_tenant(fake, make_connector):
+    """Through the connector: the seeded handbook carries an unredeemed organization link;
+    its ACL holds the site groups it already had, never the tenant token."""
+    docs = {d.doc_id: d for b in make_connector().changes(None) for d in b.documents}
+    handbook = docs[document_id("sp", fake.ids["drive"], fake.ids["handbook"])]
+    assert TENANT not in handbook.acl.allow_groups
+    widened = make_connector("sp2", organization_links="tenant")
+    docs = {d.doc_id: d for b in widened.changes(None) for d in b.documents}
+    assert (
+        TENANT.replace("sp:", "sp2:")
+        in docs[document_id("sp2", fake.ids["drive"], fake.ids["handbook"])].acl.allow_groups
+    )

@@ -23,7 +23,12 @@ def service(workdir):
 
 @pytest.fixture(scope="module")
 def app(workdir, service):
-    return create_app(make_settings(workdir, rate_limit_per_minute=100_000), service=service)
+    # The shared server answers many deliberate 401s from 127.0.0.1; the address limit
+    # itself is tested on its own app (test_unauthenticated_http.py).
+    settings = make_settings(
+        workdir, rate_limit_per_minute=100_000, unauthenticated_rate_limit_per_minute=100_000
+    )
+    return create_app(settings, service=service)
 
 
 @pytest.fixture(scope="module")

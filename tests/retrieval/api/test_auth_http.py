@@ -3,6 +3,10 @@ and no body field or header other than the verified token changes who is asking.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 from datetime import UTC, datetime, timedelta
 
 import jwt
@@ -31,6 +35,22 @@ def _rs256_token() -> str:
     return jwt.encode({"sub": "boss", "groups": ["hr"], "exp": exp}, pem, algorithm="RS256")
 
 
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def signed(header: object, payload: object) -> str:
+    """Any header and payload, correctly HS256-signed with the server's secret."""
+    signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(payload).encode())}"
+    mac = hmac.new(SECRET.encode(), signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{_b64(mac)}"
+
+
+def _claims(**extra: object) -> dict[str, object]:
+    exp = int((datetime.now(UTC) + timedelta(hours=1)).timestamp())
+    return {"sub": "alice", "groups": ["staff"], "exp": exp, **extra}
+
+
 BAD_TOKENS = {
     "malformed": "not-a-jwt",
     "three garbage parts": "abc.def.ghi",
@@ -46,6 +66,13 @@ BAD_TOKENS = {
         SECRET,
         algorithm="HS256",
     ),
+    # Issue 16.5: these were 500s with a traceback.
+    "kid an integer": signed({"alg": "HS256", "kid": 1}, _claims()),
+    "kid null": signed({"alg": "HS256", "kid": None}, _claims()),
+    "crit extension": signed({"alg": "HS256", "crit": ["x"]}, _claims()),
+    "sub with a lone surrogate": signed({"alg": "HS256"}, _claims(sub="al\ud800ice")),
+    "tenant with a lone surrogate": signed({"alg": "HS256"}, _claims(tenant="ac\udfffme")),
+    "group with a zero-width space": signed({"alg": "HS256"}, _claims(groups=["h\u200br"])),
 }
 
 
@@ -56,8 +83,9 @@ def test_bad_tokens_are_401_on_both_endpoints(http, kind):
     document = http.get("/v1/documents/hb:leave.md", headers=headers)
     for response in (search, document):
         assert response.status_code == 401, (kind, response.text)
-        assert response.headers["www-authenticate"] == "Bearer"
+        assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
         assert BAD_TOKENS[kind] not in response.text
+        assert "\\ud8" not in response.text and "\\udf" not in response.text
 
 
 @pytest.mark.parametrize(
@@ -73,6 +101,8 @@ def test_missing_credentials_are_401(http, headers):
     response = http.post("/v1/search", json=QUERY, headers=headers)
     assert response.status_code == 401
     assert "missing bearer token" in response.json()["detail"]
+    # RFC 6750 §3.1: no error code when the request carried no token at all.
+    assert response.headers["www-authenticate"] == "Bearer"
 
 
 def test_a_tenant_the_token_does_not_carry_is_403(http):
@@ -86,6 +116,17 @@ def test_a_tenant_the_token_does_not_carry_is_403(http):
     # Asking for one's own tenant is allowed; a token without a tenant may not ask for one.
     same = http.post("/v1/search", json={**QUERY, "tenant": "acme"}, headers=auth(acme))
     assert same.status_code == 200
+    # Tenants compare in canonical form, like every other identity.
+    spelled = auth(token("ann", ("staff",), tenant="Acme"))
+    for header in ("ACME", "Acme"):
+        response = http.post(
+            "/v1/search", json=QUERY, headers={**spelled, "X-Trove-Tenant": header}
+        )
+        assert response.status_code == 200, (header, response.text)
+    body_spelled = http.post("/v1/search", json={**QUERY, "tenant": "ａｃｍｅ"}, headers=spelled)
+    assert body_spelled.status_code == 200
+    odd = http.post("/v1/search", json={**QUERY, "tenant": "ac\u200bme"}, headers=spelled)
+    assert odd.status_code == 403
     plain = token("alice", ("staff",))
     response = http.get(
         "/v1/documents/acme:plan.md", headers={**auth(plain), "X-Trove-Tenant": "acme"}

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from retrieval.auth import TokenVerifier
-from tests.retrieval.api.helpers import SECRET
+from tests.retrieval.api.helpers import SECRET, make_service
+from tests.retrieval.token_fuzz import good_claims, signed
 from trove.acl import Principal
 from trove.cli import app
 from trove.commands.serve import best_threshold
@@ -58,3 +60,44 @@ def test_best_threshold_separates_the_two_sets():
     assert best == {"threshold": 0.475, "balanced_accuracy": 1.0}
     overlap = best_threshold([0.3, 0.6], [0.4, 0.1])
     assert overlap["balanced_accuracy"] == 0.75
+
+
+def test_serve_refuses_asymmetric_keys_without_audience_and_issuer(tmp_path):
+    """Issue 16.5: with a public key, tokens for any audience or issuer were accepted."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    pem = key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    (tmp_path / "idp.pem").write_bytes(pem)
+    keyed = f"api: {{jwt_public_key_file: {tmp_path / 'idp.pem'}"
+    for command in (["serve"], ["mcp", "--transport", "http"], ["mcp", "--token", "x.y.z"]):
+        for api in (keyed + "}\n", keyed + ", jwt_audience: trove}\n"):
+            result = runner.invoke(app, [*command, "--config", _config(tmp_path, api)])
+            assert result.exit_code == 1, (command, result.output)
+            assert "need api.jwt_audience and api.jwt_issuer" in result.output
+            assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        signed({"alg": "HS256", "kid": 1}, good_claims(), SECRET),
+        signed({"alg": "HS256", "crit": ["x"]}, good_claims(), SECRET),
+        signed({"alg": "HS256"}, good_claims(sub="al\ud800ice"), SECRET),
+        "not-a-token",
+    ],
+)
+def test_mcp_stdio_with_a_bad_token_is_a_clear_error(tmp_path, monkeypatch, bad):
+    import trove.commands.serve as serve_commands
+
+    service = make_service(tmp_path)
+    monkeypatch.setattr(serve_commands, "_service", lambda settings: service)
+    config = _config(tmp_path, f"api: {{jwt_secret: {SECRET}}}\n")
+    result = runner.invoke(app, ["mcp", "--config", config, "--token", bad])
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "the MCP caller's token was refused" in result.output
+    assert bad not in result.output

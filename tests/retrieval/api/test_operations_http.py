@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from tests.retrieval.api.helpers import DOCS, auth, records, token
 
 
@@ -29,7 +31,30 @@ def test_not_ready_when_the_index_is_closed(tmp_path):
             "/v1/search", json={"query": "leave"}, headers=auth(token("a", ("staff",)))
         )
         assert search.status_code == 503
+        # The index's path (or an OpenSearch host) is for the operator's log, not the caller.
+        assert search.json() == {"detail": "the index is unavailable"}
+        assert str(tmp_path) not in search.text
     service.audit.close()
+
+
+def test_an_unwritable_audit_log_is_a_503_that_names_no_file(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from retrieval.api.app import create_app
+    from retrieval.audit import AuditLog
+    from tests.retrieval.api.helpers import make_service, make_settings
+
+    service = make_service(tmp_path)
+    app = create_app(make_settings(tmp_path), service=service)
+    service.audit.close()
+    service.audit = AuditLog(Path("/dev/full"))  # a full disk: every write fails
+    client = TestClient(app, raise_server_exceptions=False)
+    search = client.post(
+        "/v1/search", json={"query": "leave"}, headers=auth(token("a", ("staff",)))
+    )
+    assert search.status_code == 503
+    assert search.json() == {"detail": "the audit log is unavailable"}
+    assert "/dev/full" not in search.text
 
 
 def _metric(text: str, prefix: str) -> float:

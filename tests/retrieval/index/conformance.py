@@ -20,7 +20,13 @@ import numpy as np
 import pytest
 
 from retrieval.fusion import FusionMethod, fuse
-from retrieval.index.base import ChunkRecord, IndexBackend, InvalidBatchError, WriteBatch
+from retrieval.index.base import (
+    ChunkRecord,
+    DocumentState,
+    IndexBackend,
+    InvalidBatchError,
+    WriteBatch,
+)
 from retrieval.models import ScoredId, SearchFilters
 from tests.retrieval.builders import DIM, doc_records, record, unit
 from trove.acl import Acl, AclLayer, Principal
@@ -398,6 +404,54 @@ class IndexConformance:
             index.apply(WriteBatch(upserts=[good, bad], delete_docs=deletes))
         assert index.doc_ids() == {"d1"}
         assert ids(index.search_lexical("travel", ALICE, 10)) == ["d1#0"]
+
+    # ------------------------------------------------------------------ generations
+
+    def test_every_commit_names_a_new_generation_of_the_same_index(self, index, rng):
+        created = index.index_generation()
+        assert created is not None and created.index_id and created.commit
+        index.apply(WriteBatch(upserts=doc_records("d1", ["travel"], STAFF, rng)))
+        first = index.index_generation()
+        index.apply(WriteBatch(acl_updates={"d1": Acl.public_acl()}))
+        second = index.index_generation()
+        assert first.index_id == second.index_id == created.index_id
+        assert created.sequence < first.sequence < second.sequence
+        assert len({created.commit, first.commit, second.commit}) == 3
+
+    def test_batches_that_write_nothing_keep_the_generation(self, index, rng):
+        index.apply(WriteBatch(upserts=doc_records("d1", ["travel"], STAFF, rng)))
+        before = index.index_generation()
+        index.apply(WriteBatch())
+        with pytest.raises(InvalidBatchError):
+            bad = dataclasses.replace(record("d2", 0, "x", STAFF, rng=rng), vector=None)
+            index.apply(WriteBatch(upserts=[bad]))
+        assert index.index_generation() == before
+
+    def test_document_states_count_live_chunks_with_their_version_and_acl(self, index, rng):
+        hr = Acl(allow_groups=frozenset({"hr"}))
+        index.apply(
+            WriteBatch(
+                upserts=[
+                    *doc_records("a", ["one", "two", "three"], STAFF, rng),
+                    *doc_records("b", ["four"], STAFF, rng, source="wiki"),
+                    *doc_records("c", ["five", "six"], STAFF, rng),
+                ]
+            )
+        )
+        index.apply(
+            WriteBatch(
+                upserts=doc_records("a", ["one", "two"], STAFF, rng, version="v2"),
+                delete_docs={"c"},
+                acl_updates={"b": hr},
+            )
+        )
+        assert index.document_states("handbook") == {
+            "a": DocumentState(2, "v2", STAFF.fingerprint())
+        }
+        assert index.document_states("wiki") == {"b": DocumentState(1, "v1", hr.fingerprint())}
+        assert index.document_states("nowhere") == {}
+        index.apply(WriteBatch(delete_docs={"a", "b"}))
+        assert index.document_states("handbook") == index.document_states("wiki") == {}
 
     # ------------------------------------------------------------------ ranking contract
 

@@ -99,7 +99,11 @@ class FakeIndices:
         return {"t-chunks-v0001": {"aliases": {name: {}}}}
 
     def get_mapping(self, index: str) -> dict:
-        return {index: {"mappings": {"properties": {"embedding": {"dimension": DIM}}}}}
+        return {
+            index: {
+                "mappings": {"properties": {"embedding": {"type": "knn_vector", "dimension": DIM}}}
+            }
+        }
 
     def put_mapping(self, index: str, body: dict) -> dict:
         self.owner.mapping_updates.append((index, body))
@@ -204,7 +208,9 @@ def test_search_dense_sends_an_efficient_filter_and_returns_cosines():
     hits = index.search_dense(v, ALICE, 7)
     assert [(h.chunk_id, h.score) for h in hits] == [("a", 1.0), ("b", 0.5)]  # 2s - 1
     body, params = client.searches[-1]
-    assert body == q.knn_query(v / np.linalg.norm(v), ALICE, 7, NO_FILTERS)
+    ef = IndexConfig().knn_ef_search  # the configured HNSW queue travels with every k-NN query
+    assert body == q.knn_query(v / np.linalg.norm(v), ALICE, 7, NO_FILTERS, ef_search=ef)
+    assert body["query"]["knn"]["embedding"]["method_parameters"] == {"ef_search": ef}
     assert params == {}
     with pytest.raises(ValueError, match="dimensions"):
         index.search_dense(np.ones(DIM + 1), ALICE, 3)
@@ -219,9 +225,12 @@ def test_search_hybrid_sends_one_request_through_the_pipeline(number):
     assert [(h.chunk_id, h.score) for h in hits] == [("a", 0.9)]
     body, params = client.searches[-1]
     version = (int(number[0]), int(number[2:4].rstrip(".")))
+    ef = IndexConfig().knn_ef_search
     assert body == q.hybrid_query(
-        "vpn token", v, ALICE, 10, NO_FILTERS, version=version, pagination_depth=120
+        "vpn token", v, ALICE, 10, NO_FILTERS, version=version, pagination_depth=120, ef_search=ef
     )
+    knn = body["query"]["hybrid"]["queries"][1]["knn"]["embedding"]
+    assert knn["method_parameters"] == {"ef_search": ef}
     assert ("filter" in body["query"]["hybrid"]) == (version >= (3, 0))
     assert params == {"search_pipeline": "t-hybrid-minmax-d070"}
     assert client.pipelines == {"t-hybrid-minmax-d070": q.normalization_pipeline(0.7)}

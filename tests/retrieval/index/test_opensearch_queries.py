@@ -168,6 +168,7 @@ def test_acl_clause_shape_with_tenant_and_groups():
             "must_not": [
                 {"term": {"acl_deny_users": "alice"}},
                 {"terms": {"acl_deny_groups": ["eng", "hr"]}},
+                q.legacy_deny_clause(),
             ],
         }
     }
@@ -178,7 +179,10 @@ def test_acl_clause_without_tenant_reads_only_tenantless_chunks_and_omits_empty_
     assert clause["bool"]["filter"][0] == {
         "bool": {"must_not": [{"exists": {"field": "tenant_id"}}]}
     }
-    assert clause["bool"]["must_not"] == [{"term": {"acl_deny_users": "bob"}}]
+    assert clause["bool"]["must_not"] == [
+        {"term": {"acl_deny_users": "bob"}},
+        q.legacy_deny_clause(),
+    ]
     assert "terms" not in keys_anywhere(clause["bool"]["filter"][1])
     with pytest.raises(TypeError, match="Principal"):
         q.acl_filter("bob")  # type: ignore[arg-type]
@@ -260,8 +264,12 @@ def test_index_body_mapping():
 
 
 def test_index_body_engine_and_bulk_settings():
-    body = q.index_body(16, engine="faiss", replicas=0, refresh_interval="-1")
-    assert body["mappings"]["properties"]["embedding"]["method"]["engine"] == "faiss"
+    body = q.index_body(16, replicas=0, refresh_interval="-1")
+    assert body["mappings"]["properties"]["embedding"]["method"]["engine"] == "lucene"
+    # A mapping without engine lucene is never written (faiss needs native libraries).
+    for engine in ("faiss", "nmslib"):
+        with pytest.raises(ValueError, match="engine"):
+            q.index_body(16, engine=engine)  # type: ignore[arg-type]
     assert body["settings"]["index"]["refresh_interval"] == "-1"
     assert body["settings"]["index"]["number_of_replicas"] == 0
     assert q.bulk_load_settings() == {"index": {"refresh_interval": "-1", "number_of_replicas": 0}}
