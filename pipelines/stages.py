@@ -614,12 +614,22 @@ def _generation_to_record(
     return now
 
 
-def run_summary(store: StagingStore, write_counts: dict[str, int]) -> dict[str, Any]:
-    """The per-source ingest summary, from the counters each stage recorded this run."""
-    scan = store.counter("run.scan", {})
-    parse = store.counter("run.parse", {})
-    embed = store.counter("run.embed", {})
-    screen = store.counter("run.screen", {})
+def run_summary(
+    store: StagingStore, write_counts: dict[str, int], stages: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The per-source ingest summary, from the counters each stage recorded this run.
+
+    ``stages`` gives those counters by name instead (an idle re-sync, which runs
+    no stage: :mod:`pipelines.idle`).
+    """
+
+    def counter(name: str, default: Any = None) -> Any:
+        return stages.get(name, default) if stages is not None else store.counter(name, default)
+
+    scan = counter("run.scan", {})
+    parse = counter("run.parse", {})
+    embed = counter("run.embed", {})
+    screen = counter("run.screen", {})
     failures = [
         {"path": f["path"], "reason": f["reason"], "reason_class": f["reason_class"]}
         for f in store.failures()
@@ -646,12 +656,12 @@ def run_summary(store: StagingStore, write_counts: dict[str, int]) -> dict[str, 
         "chunks_dropped": screen.get("injection_dropped", 0) + screen.get("pii_chunks_dropped", 0),
         # Set when the source's listing stopped early: what was gathered is indexed
         # and the next run resumes from the last committed batch.
-        "sync_error": store.counter("run.scan_error"),
+        "sync_error": counter("run.scan_error"),
         # Documents written again because the index lacked them or held them otherwise
         # than the manifest (from the state folder's copy, or parsed again).
         "rebuilt": write_counts.get("documents_rewritten", 0)
         + write_counts.get("documents_refetched", 0),
-        "index_repair": _repair_summary(store.counter("run.repair"), write_counts),
+        "index_repair": _repair_summary(counter("run.repair"), write_counts),
     }
 
 

@@ -15,11 +15,20 @@
 
 Ties keep the order in which ids were first seen (earlier lists first), so
 fusion is deterministic.
+
+**Document-level fusion** (:func:`fuse_by_document`): any of the three methods
+can also score *documents*. Each list gives a document its best passage's
+contribution (so a document whose best BM25 passage and best dense passage are
+different chunks gets credit from both lists, where passage-level fusion gives
+each chunk one list's score and the other's floor), the document's fused score
+is the weighted sum of those, and every passage of the document is lifted by
+what the document scores above its best passage. Documents therefore rank by
+their fused score, and passages of one document keep their own order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 
 from retrieval.models import ScoredId
@@ -123,6 +132,72 @@ def zscore_blend(
     ids = dict.fromkeys(cid for _, z, _ in per_list for cid in z)
     scores = {cid: sum(w * z.get(cid, floor) for w, z, floor in per_list) for cid in ids}
     return _sorted(scores)
+
+
+def _contributions(
+    method: FusionMethod, ranking: Sequence[ScoredId], weight: float, rrf_k: int
+) -> tuple[dict[str, float], float]:
+    """Each id's weighted share of the fused score in one list, and what a missing id gets.
+
+    The same terms :func:`reciprocal_rank_fusion`, :func:`score_blend` and
+    :func:`zscore_blend` add up.
+    """
+    if method is FusionMethod.RRF:
+        distinct = dict.fromkeys(hit.chunk_id for hit in ranking)
+        return {cid: weight / (rrf_k + r) for r, cid in enumerate(distinct, start=1)}, 0.0
+    best: dict[str, float] = {}
+    for hit in ranking:
+        best[hit.chunk_id] = max(hit.score, best.get(hit.chunk_id, hit.score))
+    if not best:
+        return {}, 0.0
+    values = list(best.values())
+    if method is FusionMethod.BLEND:
+        lo, hi = min(values), max(values)
+        span = hi - lo
+        return {c: weight * ((s - lo) / span if span > 0 else 1.0) for c, s in best.items()}, 0.0
+    mean = sum(values) / len(values)
+    std = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+    z = {c: (s - mean) / std if std > 0 else 0.0 for c, s in best.items()}
+    return {c: weight * v for c, v in z.items()}, weight * min(z.values())
+
+
+def fuse_by_document(
+    method: FusionMethod | str,
+    rankings: Sequence[Sequence[ScoredId]],
+    weights: Sequence[float] | None,
+    document_of: Callable[[str], str],
+    *,
+    rrf_k: int = 60,
+) -> list[ScoredId]:
+    """Fuse as :func:`fuse` does, then rank documents by their fused score (module docstring).
+
+    :param document_of: the document an id belongs to.
+    :returns: every id seen, best first; an id's score is its passage-level fused score
+        plus its document's lift (0 for a document seen through one passage only).
+    """
+    method = method if isinstance(method, FusionMethod) else FusionMethod.from_str(method)
+    passages = fuse(method, rankings, weights, rrf_k=rrf_k)
+    ws = _weights(len(rankings), weights)
+    per_list = [_contributions(method, r, w, rrf_k) for r, w in zip(rankings, ws, strict=True)]
+    documents: dict[str, float] = {}  # the document's fused score
+    best_passage: dict[str, float] = {}
+    for hit in passages:
+        doc = document_of(hit.chunk_id)
+        best_passage[doc] = max(hit.score, best_passage.get(doc, hit.score))
+        documents.setdefault(doc, 0.0)
+    for contribution, floor in per_list:
+        best: dict[str, float] = {}
+        for cid, value in contribution.items():
+            doc = document_of(cid)
+            best[doc] = max(value, best.get(doc, value))
+        for doc in documents:
+            documents[doc] += best.get(doc, floor)
+    lifted = {
+        hit.chunk_id: hit.score + max(0.0, documents[doc] - best_passage[doc])
+        for hit in passages
+        for doc in (document_of(hit.chunk_id),)
+    }
+    return _sorted(lifted)
 
 
 def fuse(

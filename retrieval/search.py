@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from retrieval.fusion import FusionMethod, fuse
+from retrieval.fusion import FusionMethod, fuse, fuse_by_document
 from retrieval.index.base import ChunkRecord, IndexBackend
 from retrieval.models import NO_FILTERS, Citation, Passage, Ranked, ScoredId, SearchFilters
 from retrieval.parallel import Beside, serving
@@ -70,6 +70,8 @@ class Searcher:
     :param rrf_k: the RRF constant.
     :param dense_weight: weight of the dense list in fusion; lexical gets ``1 - dense_weight``.
     :param candidates: how many hits each retriever contributes before fusion (at least ``k``).
+    :param document_fusion: fuse per document (:func:`retrieval.fusion.fuse_by_document`):
+        documents rank by their best passage in each list, not passages one by one.
     :param max_per_document: at most this many passages of one document in the top ``k`` of
         :meth:`search` (``None``: no cap); lower-ranked passages of other documents move up.
         :meth:`search_ranked` takes its own cap (none by default: the retrieval service
@@ -88,6 +90,7 @@ class Searcher:
         candidates: int = _DEFAULTS.candidates,
         identity: IdentityExpander | None = None,
         max_per_document: int | None = _DEFAULTS.search_max_per_document,
+        document_fusion: bool = _DEFAULTS.document_fusion,
     ):
         self.fusion = fusion if isinstance(fusion, FusionMethod) else FusionMethod.from_str(fusion)
         if rrf_k < 1:
@@ -104,6 +107,7 @@ class Searcher:
         self.candidates = candidates
         self.identity = identity
         self.max_per_document = max_per_document
+        self.document_fusion = document_fusion
 
     @classmethod
     def from_config(
@@ -122,6 +126,7 @@ class Searcher:
             candidates=config.candidates,
             identity=identity,
             max_per_document=config.search_max_per_document,
+            document_fusion=config.document_fusion,
         )
 
     def expand(self, principal: Principal) -> Principal:
@@ -194,11 +199,12 @@ class Searcher:
         ranked = Ranked()
         hybrid_in_one_request = getattr(self.index, "search_hybrid", None)
         server_side = getattr(self.index, "hybrid_combination", None)
-        if SERVER_SIDE_FUSIONS.get(self.fusion) != server_side:
+        if self.document_fusion or SERVER_SIDE_FUSIONS.get(self.fusion) != server_side:
             # The backend would combine the lists differently from `self.fusion`
             # (z-score has no server-side form; an index set up for RRF must not
             # answer a blend search): Trove fuses both lists itself, so one
-            # configuration ranks the same way on either backend.
+            # configuration ranks the same way on either backend. So does
+            # document-level fusion, which no backend's combination does.
             hybrid_in_one_request = None
         if mode is SearchMode.HYBRID and hybrid_in_one_request is not None:
             # A backend that fuses server-side (OpenSearch's hybrid query) gets one
@@ -214,7 +220,7 @@ class Searcher:
                 dense_weight=self.dense_weight,
                 rrf_k=self.rrf_k,
             )
-            return self._passages(hits, principal, k, max_per_document), ranked
+            return self._passages(hits, principal, k, max_per_document, ranked), ranked
         if mode is not SearchMode.LEXICAL and self.embedder is None:
             raise ValueError(f"search mode {mode.value!r} needs an embedder; none was given")
         if mode is SearchMode.LEXICAL:
@@ -234,6 +240,14 @@ class Searcher:
             hits = ranked.lexical
         elif mode is SearchMode.DENSE:
             hits = ranked.dense
+        elif self.document_fusion:
+            hits = fuse_by_document(
+                self.fusion,
+                [ranked.lexical, ranked.dense],
+                [1.0 - self.dense_weight, self.dense_weight],
+                document_of,
+                rrf_k=self.rrf_k,
+            )
         else:
             hits = fuse(
                 self.fusion,
@@ -241,10 +255,15 @@ class Searcher:
                 [1.0 - self.dense_weight, self.dense_weight],
                 rrf_k=self.rrf_k,
             )
-        return self._passages(hits, principal, k, max_per_document), ranked
+        return self._passages(hits, principal, k, max_per_document, ranked), ranked
 
     def _passages(
-        self, hits: list[ScoredId], principal: Principal, k: int, max_per_document: int | None
+        self,
+        hits: list[ScoredId],
+        principal: Principal,
+        k: int,
+        max_per_document: int | None,
+        ranked: Ranked,
     ) -> list[Passage]:
         # Records are read k at a time (each costs reads from disk): a chunk deleted
         # or re-permissioned between the search and this read (another generation)
@@ -268,7 +287,16 @@ class Searcher:
                         continue
                     per_document[record.doc_id] = seen + 1
                 out.append(passage_from_record(record, hit.score))
+                # Kept for the caller (the retrieval service): only records that
+                # passed the ACL check above, so nothing unchecked reaches a result.
+                ranked.records[record.chunk_id] = record
         return out
+
+
+def document_of(chunk_id: str) -> str:
+    """The document a chunk id names: ids are ``<doc_id>#<ordinal>`` (``chunk_id_for``)."""
+    doc_id, hash_sign, _ = chunk_id.rpartition("#")
+    return doc_id if hash_sign else chunk_id
 
 
 def _check_cap(max_per_document: int | None) -> None:

@@ -22,6 +22,7 @@ the threshold. The index reader moves to the newest commit at most once per
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
@@ -214,8 +215,9 @@ class SearchOutcome:
 # The stages a search's time is reported under: group expansion, the engine (query
 # embedding, both retrievers, fusion, records), rerank (evidence scores and order),
 # merge (adjacent chunks, per-document cap) and the audit line. The HTTP edge adds
-# "auth" (token and rate limit) and "serialize" (the JSON response).
-STAGES = ("auth", "expand", "search", "rerank", "merge", "audit", "serialize")
+# "auth" (token and rate limit) and "serialize" (the JSON response); "queue" is the wait
+# for a search slot (see ``max_concurrent_searches``).
+STAGES = ("auth", "queue", "expand", "search", "rerank", "merge", "audit", "serialize")
 
 
 class _TimedIdentity:
@@ -290,7 +292,10 @@ class RetrievalService:
         is_model_ready: Callable[[], bool] | None = None,
         refresh_interval_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        max_concurrent_searches: int | None = None,
     ):
+        if max_concurrent_searches is not None and max_concurrent_searches < 1:
+            raise ValueError(f"max_concurrent_searches must be >= 1, got {max_concurrent_searches}")
         if searcher.index is not index:
             raise ValueError("the searcher must search the service's own index")
         self.index = index
@@ -309,6 +314,11 @@ class RetrievalService:
         self._clock = clock
         self._last_refresh = clock()
         self._refresh_lock = threading.Lock()
+        # At most this many searches run at once; the rest wait their turn here. The
+        # engine is CPU-bound: more searches in flight than cores only trade the GIL
+        # between threads (every switch costs CPU) and finish none of them sooner.
+        self.max_concurrent_searches = max_concurrent_searches or _default_concurrency()
+        self._search_slots = threading.BoundedSemaphore(self.max_concurrent_searches)
         threshold = self.retrieval.low_confidence_threshold
         self.low_confidence_threshold = (
             DEFAULT_LOW_CONFIDENCE_THRESHOLD if threshold is None else threshold
@@ -351,6 +361,7 @@ class RetrievalService:
             reranker=reranker,
             audit=audit,
             is_model_ready=lambda: embedder.query_ready,
+            max_concurrent_searches=settings.api.max_concurrent_searches,
         )
 
     # ------------------------------------------------------------------ who
@@ -418,8 +429,24 @@ class RetrievalService:
         self._check_query(query, top_k)
         self.maybe_refresh()
         stages = stages or StageOptions(rerank=rerank)
+        self._search_slots.acquire()
+        try:
+            return self._search_in_slot(principal, query, top_k, filters, stages, started)
+        finally:
+            self._search_slots.release()
+
+    def _search_in_slot(
+        self,
+        principal: Principal,
+        query: str,
+        top_k: int,
+        filters: SearchFilters,
+        stages: StageOptions,
+        started: float,
+    ) -> SearchOutcome:
         use_rerank = self.retrieval.rerank if stages.rerank is None else stages.rerank
         depth = max(3 * top_k, 24)
+        queued = time.perf_counter()
         self._stage.expand_s = 0.0
         try:
             passages, ranked = self.searcher.search_ranked(query, principal, depth, filters)
@@ -429,7 +456,13 @@ class RetrievalService:
         fused_ids = {h.chunk_id for h in ranked.lexical} | {h.chunk_id for h in ranked.dense}
         acl_dropped = max(0, min(depth, len(fused_ids)) - len(passages))
 
-        records = {r.chunk_id: r for r in self.index.get_chunks([p.chunk_id for p in passages])}
+        # The records the searcher read and checked against the principal's ACL (one
+        # read per passage, not two); a searcher that does not hand them over gets
+        # them read here, and a passage without a record is dropped.
+        records = ranked.records
+        missing = [p.chunk_id for p in passages if p.chunk_id not in records]
+        if missing:
+            records = {**records, **{r.chunk_id: r for r in self.index.get_chunks(missing)}}
         passages = [p for p in passages if p.chunk_id in records]
         dense = {h.chunk_id: h.score for h in ranked.dense}
         lexical = {h.chunk_id: h.score for h in ranked.lexical}
@@ -486,8 +519,9 @@ class RetrievalService:
                 "per_document_cap": stats.capped,
             },
             stage_seconds={
+                "queue": queued - started,
                 "expand": expand_s,
-                "search": max(searched - started - expand_s, 0.0),
+                "search": max(searched - queued - expand_s, 0.0),
                 "rerank": reranked - searched,
                 "merge": merged - reranked,
                 "audit": time.perf_counter() - merged,
@@ -602,6 +636,11 @@ class RetrievalService:
     def close(self) -> None:
         self.audit.close()
         self.index.close()
+
+
+def _default_concurrency() -> int:
+    """One search per core: measured best on 2 cores (docs/benchmarks.md, "serve")."""
+    return os.cpu_count() or 1
 
 
 def _ranked(record: ChunkRecord, passage: Passage, score: float, evidence: float) -> RankedPassage:

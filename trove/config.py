@@ -349,14 +349,18 @@ class ChunkingConfig(_Strict):
 
 class RetrievalConfig(_Strict):
     # Chosen by measurement over every golden set at once (docs/benchmarks.md,
-    # "Retrieval quality"): z-score fusion at 0.65 dense over 100 candidates, one
-    # passage per document, had the best worst-set nDCG@10 (`trove bench quality`).
+    # "Retrieval quality"): document-level z-score fusion at 0.55 dense over 100
+    # candidates, one passage per document, had the best worst-set nDCG@10
+    # (`trove bench quality`).
     fusion: Literal["rrf", "blend", "zscore"] = "zscore"
     rrf_k: int = Field(default=60, ge=1)
     # Weight of the dense retriever in fusion (lexical gets 1 - dense_weight).
-    dense_weight: float = Field(default=0.65, ge=0.0, le=1.0)
+    dense_weight: float = Field(default=0.55, ge=0.0, le=1.0)
     # How many candidates each retriever contributes before fusion.
     candidates: int = Field(default=100, ge=1, le=1000)
+    # Fuse per document: a document ranks by its best passage in each retriever's
+    # list (retrieval.fusion.fuse_by_document); False fuses passage by passage.
+    document_fusion: bool = True
     # At most this many passages of one document in a first-stage search's top k
     # (`trove search`, `trove eval`, Searcher.search); None: no cap. The service
     # caps with max_passages_per_document instead, after merging adjacent chunks.
@@ -386,6 +390,9 @@ class ApiConfig(_Strict):
     unauthenticated_rate_limit_per_minute: int = Field(default=60, ge=1)
     audit_log: Path | None = Path(".trove/audit.jsonl")
     audit_log_queries: bool = False  # raw query text in the audit log (off: a hash only)
+    # Searches answered at once per server process; the rest wait for a slot. None:
+    # one per CPU core (measured best on 2 cores, docs/benchmarks.md).
+    max_concurrent_searches: int | None = Field(default=None, ge=1)
 
     @field_validator("audit_log", "jwt_public_key_file", "jwks_file", mode="before")
     @classmethod

@@ -2,6 +2,13 @@
 
 There is one orchestration path: the CLI materialises the same assets that
 `dagster dev` shows, and reads the summary each run recorded in the staging store.
+
+Except when there is nothing to do: without ``DAGSTER_HOME`` the run would go to
+an ephemeral instance and its record be discarded, so a source whose groups are
+not due, whose index is at the generation its manifest recorded and whose dry
+scan finds nothing new, changed, deleted or to retry is recorded in-process
+(:mod:`pipelines.idle`) and Dagster is not even imported. With ``DAGSTER_HOME``
+set every run goes through Dagster, so the UI's run history lists each re-sync.
 """
 
 from __future__ import annotations
@@ -55,6 +62,24 @@ def _groups_due(settings: Settings, name: str) -> bool:
         directory.close()
 
 
+def _idle_summary(settings: Settings, name: str, sync_groups: bool) -> dict[str, Any] | None:
+    """The source's summary when it had nothing to do (recorded as a run); None: run it."""
+    from pipelines.idle import idle_scan, record_idle_run
+    from pipelines.store import StateUnreadableError
+
+    if sync_groups and _groups_due(settings, name):
+        return None
+    try:
+        store = StagingStore.for_source(settings.state.path, name)
+    except StateUnreadableError:
+        return None  # the asset graph fails with the fix
+    try:
+        idle = idle_scan(settings.source(name), store, settings.index)
+        return None if idle is None else record_idle_run(store, idle)
+    finally:
+        store.close()
+
+
 def run_ingest(
     config_path: str | Path,
     sources: Sequence[str] | None = None,
@@ -62,6 +87,7 @@ def run_ingest(
     log_level: str = "WARNING",
     retry_failed: bool = False,
     sync_groups: bool = True,
+    idle_check: bool = True,
 ) -> dict[str, Any]:
     """Ingest the named sources (all by default); returns the per-source summary.
 
@@ -70,19 +96,15 @@ def run_ingest(
     schedule keeps them fresh and an ingest does not repeat the work.
     ``log_level`` applies to Dagster's event log on stderr (``DEBUG`` shows
     every step starting and finishing). ``retry_failed`` makes quarantined
-    documents eligible again even though they did not change.
+    documents eligible again even though they did not change. ``idle_check``
+    records a source with nothing to do without Dagster (only when
+    ``DAGSTER_HOME`` is unset; see the module doc).
     """
     config_path = str(Path(config_path).resolve())
     settings = settings or load_settings(config_path)
     names = list(sources) if sources else [s.name for s in settings.sources]
     for name in names:
         settings.source(name)  # unknown names fail before any work
-    # The parse workers' forkserver (spaCy, unstructured: seconds of CPU) is not started
-    # here: the scan starts it once it knows a document needs parsing (an unchanged
-    # re-sync never pays for it). Dagster is imported lazily: `trove --help` stays quick.
-    from assets.definitions import build_definitions
-    from assets.groups import GROUPS_JOB
-
     if retry_failed:
         for name in names:
             store = StagingStore.for_source(settings.state.path, name)
@@ -90,9 +112,37 @@ def run_ingest(
                 store.retry_failed()
             finally:
                 store.close()
+    idle: dict[str, dict[str, Any]] = {}
+    if idle_check and not os.environ.get("DAGSTER_HOME"):
+        for name in names:
+            found = _idle_summary(settings, name, sync_groups)
+            if found is not None:
+                idle[name] = found
+    busy = [name for name in names if name not in idle]
+    summary: dict[str, Any] = {"sources": {}}
+    if busy:
+        summary["sources"] = _run_graph(settings, config_path, busy, log_level, sync_groups)
+    summary["sources"] = {name: idle.get(name) or summary["sources"][name] for name in names}
+    return summary
+
+
+def _run_graph(
+    settings: Settings,
+    config_path: str,
+    names: Sequence[str],
+    log_level: str,
+    sync_groups: bool,
+) -> dict[str, dict[str, Any]]:
+    """Materialise the asset graph for each source; their summaries, by name."""
+    # The parse workers' forkserver (spaCy, unstructured: seconds of CPU) is not started
+    # here: the scan starts it once it knows a document needs parsing (an unchanged
+    # re-sync never pays for it). Dagster is imported lazily: `trove --help` stays quick.
+    from assets.definitions import build_definitions
+    from assets.groups import GROUPS_JOB
+
     defs = build_definitions(settings, config_path)
     job = defs.resolve_job_def("ingest")
-    summary: dict[str, Any] = {"sources": {}}
+    summaries: dict[str, dict[str, Any]] = {}
     with _instance() as instance:
         for name in names:
             if sync_groups and _groups_due(settings, name):
@@ -119,5 +169,5 @@ def run_ingest(
             finally:
                 store.close()
             last.pop("finished_at", None)
-            summary["sources"][name] = last
-    return summary
+            summaries[name] = last
+    return summaries

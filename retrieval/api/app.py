@@ -148,7 +148,8 @@ def create_app(settings: Settings, *, service: RetrievalService | None = None) -
 
 
 def per_worker_limits(settings: Settings, workers: int) -> Settings:
-    """``settings`` with each per-minute limit split over ``workers`` processes (rounded up).
+    """``settings`` with each per-minute limit split over ``workers`` processes (rounded up),
+    and, unless configured, the concurrent searches per process (one per core in all).
 
     Every worker keeps its own counters, so each enforces its share: a caller spread
     over all workers gets at most about the configured limit, one kept on a single
@@ -156,8 +157,13 @@ def per_worker_limits(settings: Settings, workers: int) -> Settings:
     """
     if workers <= 1:
         return settings
+    import os
+
+    slots = settings.api.max_concurrent_searches
     api = settings.api.model_copy(
         update={
+            # The cores are shared too: one search per core across all workers.
+            "max_concurrent_searches": slots or -(-(os.cpu_count() or 1) // workers),
             "rate_limit_per_minute": -(-settings.api.rate_limit_per_minute // workers),
             "unauthenticated_rate_limit_per_minute": -(
                 -settings.api.unauthenticated_rate_limit_per_minute // workers

@@ -26,11 +26,13 @@ bearer = HTTPBearer(
 )
 
 
-def get_service(request: Request) -> RetrievalService:
+# Async (they only read app state): FastAPI runs a sync dependency in the thread pool,
+# one hand-off to a worker thread and back per dependency and request.
+async def get_service(request: Request) -> RetrievalService:
     return request.app.state.service
 
 
-def get_metrics(request: Request) -> ApiMetrics:
+async def get_metrics(request: Request) -> ApiMetrics:
     return request.app.state.metrics
 
 

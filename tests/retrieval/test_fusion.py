@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from retrieval.fusion import FusionMethod, fuse, reciprocal_rank_fusion, score_blend
+from retrieval.fusion import (
+    FusionMethod,
+    fuse,
+    fuse_by_document,
+    reciprocal_rank_fusion,
+    score_blend,
+)
 from retrieval.models import ScoredId
 
 
@@ -87,3 +93,48 @@ def test_zscore_flat_list_adds_nothing_and_repeats_keep_the_best_score():
     assert [h.chunk_id for h in fused] == ["b", "a"]
     assert fused[0].score == pytest.approx(0.5 * 1.0) and fused[1].score == pytest.approx(-0.5)
     assert fuse("zscore", [[], []]) == []
+
+
+def _document(chunk_id: str) -> str:
+    return chunk_id.split("#")[0]
+
+
+@pytest.mark.parametrize("method", list(FusionMethod))
+def test_document_fusion_of_single_passage_documents_is_passage_fusion(method):
+    lexical = [ScoredId("a#0", 9.0), ScoredId("b#0", 4.0), ScoredId("c#0", 1.0)]
+    dense = [ScoredId("c#0", 0.8), ScoredId("d#0", 0.6), ScoredId("a#0", 0.1)]
+    passages = fuse(method, [lexical, dense], [0.4, 0.6])
+    documents = fuse_by_document(method, [lexical, dense], [0.4, 0.6], _document)
+    assert [(h.chunk_id, h.score) for h in documents] == [(h.chunk_id, h.score) for h in passages]
+
+
+@pytest.mark.parametrize("method", list(FusionMethod))
+def test_a_document_found_by_different_passages_in_each_list_ranks_first(method):
+    # Document "a" is top in both lists, but through different passages; "b" has one
+    # passage second in both. Passage by passage, "b#0" wins (it alone is in both lists).
+    lexical = [ScoredId("a#0", 10.0), ScoredId("b#0", 9.0), ScoredId("c#0", 1.0)]
+    dense = [ScoredId("a#3", 0.90), ScoredId("b#0", 0.85), ScoredId("d#0", 0.2)]
+    passages = fuse(method, [lexical, dense], [0.5, 0.5])
+    assert passages[0].chunk_id == "b#0"
+    documents = fuse_by_document(method, [lexical, dense], [0.5, 0.5], _document)
+    order = [h.chunk_id for h in documents]
+    assert order[:3] == ["a#0", "a#3", "b#0"]  # a's passages keep their own order
+    by_id = {h.chunk_id: h.score for h in documents}
+    fused = {h.chunk_id: h.score for h in passages}
+    # Both of a's passages are lifted by the same amount; b and the others are not.
+    lift = by_id["a#0"] - fused["a#0"]
+    assert lift > 0 and by_id["a#3"] - fused["a#3"] == pytest.approx(lift)
+    assert all(by_id[c] == fused[c] for c in ("b#0", "c#0", "d#0"))
+
+
+def test_document_fusion_scores_the_document_by_its_best_passage_per_list():
+    lexical = [ScoredId("a#0", 3.0), ScoredId("a#1", 2.0), ScoredId("b#0", 1.0)]
+    dense = [ScoredId("a#1", 0.5), ScoredId("b#0", 0.4)]
+    documents = fuse_by_document("rrf", [lexical, dense], None, _document, rrf_k=60)
+    scores = {h.chunk_id: h.score for h in documents}
+    # a: rank 1 lexical (a#0) + rank 1 dense (a#1); its best passage a#1 alone: 1/62 + 1/61.
+    assert scores["a#1"] == pytest.approx(1 / 61 + 1 / 61)
+    assert scores["a#0"] == pytest.approx(1 / 61 + (1 / 61 + 1 / 61) - (1 / 62 + 1 / 61))
+    assert scores["b#0"] == pytest.approx(1 / 63 + 1 / 62)
+    # A lift, not a grouping: a#0 is weak on its own and stays below b's passage.
+    assert [h.chunk_id for h in documents] == ["a#1", "b#0", "a#0"]

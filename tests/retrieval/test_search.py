@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrieval.fusion import reciprocal_rank_fusion
+from retrieval.fusion import fuse_by_document, reciprocal_rank_fusion
 from retrieval.index.base import WriteBatch
 from retrieval.index.embedded import EmbeddedIndex
 from retrieval.models import SearchFilters
-from retrieval.search import Searcher, SearchMode
+from retrieval.search import Searcher, SearchMode, document_of
 from tests.retrieval.builders import DIM, record, unit
 from trove.acl import Acl, Principal
 
@@ -235,24 +235,63 @@ class OneRequestHybrid:
 
 
 @pytest.mark.parametrize(
-    ("fusion", "combination", "server_side"),
+    ("fusion", "combination", "document_fusion", "server_side"),
     [
-        ("zscore", "normalization", False),
-        ("zscore", "rrf", False),
-        ("blend", "normalization", True),
-        ("rrf", "rrf", True),
+        ("zscore", "normalization", False, False),
+        ("zscore", "rrf", False, False),
+        ("blend", "normalization", False, True),
+        ("rrf", "rrf", False, True),
         # The server would combine differently from the configured fusion: Trove fuses.
-        ("blend", "rrf", False),
-        ("rrf", "normalization", False),
+        ("blend", "rrf", False, False),
+        ("rrf", "normalization", False, False),
+        # No backend fuses per document: Trove does.
+        ("blend", "normalization", True, False),
+        ("rrf", "rrf", True, False),
     ],
 )
 def test_the_backend_fuses_only_when_it_combines_as_trove_would(
-    setup, fusion, combination, server_side
+    setup, fusion, combination, document_fusion, server_side
 ):
     ix, encoder = setup
     index = OneRequestHybrid(ix, combination)
-    searcher = Searcher(index, encoder, fusion=fusion)
+    searcher = Searcher(index, encoder, fusion=fusion, document_fusion=document_fusion)
     passages, ranked = searcher.search_ranked("per diem travel", ALICE, k=3)
     assert index.hybrid_calls == (1 if server_side else 0)
     assert bool(ranked.lexical) is not server_side and bool(ranked.dense) is not server_side
     assert passages
+
+
+def test_document_fusion_ranks_a_document_by_its_best_passage_in_each_list(tmp_path):
+    rng = np.random.default_rng(7)
+    near = unit(rng)
+    recs = [
+        # "guide" matches the words in one passage and the meaning in another.
+        record("guide", 0, "vacuum freeze vacuum freeze", STAFF, rng=rng, path="guide.md"),
+        record("guide", 1, "reclaim storage", STAFF, vector=near, path="guide.md"),
+        # "both" matches both, through one passage, a little less well each time.
+        record("both", 0, "vacuum freeze", STAFF, vector=near + 0.4 * unit(rng), path="both.md"),
+        *(record(f"f{i}", 0, f"filler {i} vacuum", STAFF, rng=rng) for i in range(6)),
+    ]
+    ix = EmbeddedIndex.open(tmp_path / "ix", create=True, dimensions=DIM)
+    try:
+        ix.apply(WriteBatch(upserts=recs))
+        encoder = FakeEncoder({"vacuum freeze": near})
+        by_passage = Searcher(ix, encoder, fusion="zscore", dense_weight=0.5, document_fusion=False)
+        by_document = Searcher(ix, encoder, fusion="zscore", dense_weight=0.5)
+        assert by_document.document_fusion  # the default
+        first = by_passage.search("vacuum freeze", ALICE, k=3)
+        assert first[0].doc_id == "both"
+        passages, ranked = by_document.search_ranked("vacuum freeze", ALICE, k=3)
+        assert passages[0].doc_id == "guide"
+        expected = fuse_by_document(
+            "zscore", [ranked.lexical, ranked.dense], [0.5, 0.5], document_of
+        )
+        assert [p.chunk_id for p in passages] == [h.chunk_id for h in expected][:3]
+    finally:
+        ix.close()
+
+
+def test_document_of_reads_the_chunk_id():
+    assert document_of("guide#3") == "guide"
+    assert document_of("a#b#12") == "a#b"
+    assert document_of("plain") == "plain"

@@ -50,6 +50,7 @@ class Stage:
     dense_weight: float = 0.7
     rrf_k: int = 60
     max_per_document: int | None = None
+    document_fusion: bool = False
 
 
 TROVE_STAGES: tuple[Stage, ...] = (
@@ -71,6 +72,31 @@ TROVE_STAGES: tuple[Stage, ...] = (
     Stage("zscore w=0.7, 1/doc", fusion="zscore", dense_weight=0.7, max_per_document=1),
     Stage("rrf k=60 w=0.6, 1/doc", fusion="rrf", dense_weight=0.6, max_per_document=1),
     Stage("rrf k=30 w=0.6, 1/doc", fusion="rrf", rrf_k=30, dense_weight=0.6, max_per_document=1),
+    # Document-level fusion (retrieval.fusion.fuse_by_document), with the cap.
+    *(
+        Stage(
+            f"document zscore w={w}, 1/doc",
+            fusion="zscore",
+            dense_weight=w,
+            max_per_document=1,
+            document_fusion=True,
+        )
+        for w in (0.5, 0.55, 0.6, 0.65, 0.7)
+    ),
+    Stage(
+        "document blend w=0.6, 1/doc",
+        fusion="blend",
+        dense_weight=0.6,
+        max_per_document=1,
+        document_fusion=True,
+    ),
+    Stage(
+        "document rrf k=60 w=0.5, 1/doc",
+        fusion="rrf",
+        dense_weight=0.5,
+        max_per_document=1,
+        document_fusion=True,
+    ),
 )
 
 
@@ -216,6 +242,7 @@ def run_set(name: str, k: int = 10, peers: bool = True) -> dict[str, Any]:
                 dense_weight=stage.dense_weight,
                 candidates=candidates,
                 max_per_document=stage.max_per_document,
+                document_fusion=stage.document_fusion,
             )
             started = time.perf_counter()
             report = evaluate(

@@ -63,7 +63,13 @@ def measure(url: str, records: Sequence[ChunkRecord], queries: list[str]) -> dic
             OpenSearchIndex.open(config.model_copy(update={"hybrid_combination": "rrf"})) as rrf,
         ):
             server_side = Searcher(
-                rrf, embedder, fusion="rrf", rrf_k=60, dense_weight=0.5, candidates=CANDIDATES
+                rrf,
+                embedder,
+                fusion="rrf",
+                rrf_k=60,
+                dense_weight=0.5,
+                candidates=CANDIDATES,
+                document_fusion=False,  # the backend's one-request hybrid query
             )
             client_side = Searcher(index, embedder, fusion="zscore", candidates=CANDIDATES)
             t0 = time.perf_counter()

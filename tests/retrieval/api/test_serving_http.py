@@ -4,6 +4,7 @@ the load test over MCP's streamable HTTP counting tool errors as errors."""
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -14,7 +15,7 @@ from retrieval.mcp_server import mcp_http_app
 from tests.retrieval.api.helpers import auth, live_server, make_settings, token
 from trove.config import Settings
 
-STAGES = ("auth", "expand", "search", "rerank", "merge", "audit", "serialize")
+STAGES = ("auth", "queue", "expand", "search", "rerank", "merge", "audit", "serialize")
 
 
 def _stage_counts(text: str) -> dict[str, float]:
@@ -74,6 +75,9 @@ def test_per_worker_limits_never_exceed_the_configured_ones(tmp_path, workers):
     assert split.api.unauthenticated_rate_limit_per_minute * workers < 10 + workers
     assert split.api.unauthenticated_rate_limit_per_minute >= 1
     assert settings.api.rate_limit_per_minute == 100  # the original is left alone
+    # One search per core across all workers (one worker: the service's own default).
+    slots = split.api.max_concurrent_searches or (os.cpu_count() or 1)
+    assert slots >= 1 and (slots - 1) * workers < (os.cpu_count() or 1)
 
 
 def test_load_test_over_mcp_streamable_http(service):
