@@ -43,11 +43,14 @@ import json
 import logging
 import re
 import shutil
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -164,6 +167,74 @@ def build_dir_for(model: str, backend: str, cache_dir: Path) -> Path:
     return cache_dir / f"{slug}-{backend}-v{FORMAT_VERSION}-{_fingerprint(model_dir, backend)}"
 
 
+# What the exporter and the quantiser say about a build that is known to be fine:
+# the tracer's advice on Python booleans in the attention mask (the mask is an
+# input, so the traced graph is general), the TorchScript exporter's deprecation
+# and its internal logging set-up's (chosen on purpose, see the module
+# docstring), the note on negative indices
+# (word-piece positions are never negative) and onnxruntime's advice to run its
+# shape pre-processing (the recipe quantises weight MatMuls only). Silenced
+# only around the build (quiet_build), never globally.
+# (message start, category, module the warning is attributed to)
+_EXPORT_NOISE: tuple[tuple[str, type[Warning], str], ...] = (
+    ("You are using the legacy TorchScript-based ONNX export", DeprecationWarning, ""),
+    ("The feature will be removed", DeprecationWarning, r"torch\.onnx\."),
+    ("Exporting aten::index operator of advanced indexing", UserWarning, ""),
+)
+_QUANTIZE_ADVICE = "pre-processing before quantization"
+
+
+class _DropQuantizeAdvice(logging.Filter):
+    """Drops onnxruntime.quantization's advice records (it logs them on the root logger)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _QUANTIZE_ADVICE not in record.getMessage()
+
+
+@contextmanager
+def quiet_build() -> Iterator[None]:
+    """Silence the known export/quantisation warnings and progress bars while building.
+
+    Only tracer warnings and the messages named in ``_EXPORT_NOISE`` and
+    ``_QUANTIZE_ADVICE`` are dropped, and only inside the block: any other
+    warning still shows. The root logger gets a temporary stderr handler when
+    it has none, so onnxruntime's module-level ``logging.warning`` calls do not
+    run ``logging.basicConfig`` and leave a handler on the caller's root logger.
+    """
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    root = logging.getLogger()
+    advice_filter = _DropQuantizeAdvice()
+    borrowed = logging.lastResort if not root.handlers else None
+    bars = hf_logging.is_progress_bar_enabled()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        for message, category, module in _EXPORT_NOISE:
+            warnings.filterwarnings("ignore", message, category, module)
+        root.addFilter(advice_filter)
+        if borrowed is not None:
+            root.addHandler(borrowed)
+        if bars:
+            hf_logging.disable_progress_bar()
+        try:
+            yield
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
+            if borrowed is not None:
+                root.removeHandler(borrowed)
+            root.removeFilter(advice_filter)
+
+
+def _display_path(path: Path) -> str:
+    """``path`` with the home folder written as ``~``, as a user would type it."""
+    try:
+        return f"~/{path.relative_to(Path.home())}"
+    except ValueError:
+        return str(path)
+
+
 def _export(model_dir: Path, target: Path) -> list[str]:
     """Export the bare transformer to ``target``; returns the graph's input names."""
     import torch
@@ -263,18 +334,28 @@ def build_onnx_model(model: str, backend: str, cache_dir: Path | None = None) ->
         return final / ONNX_FILE, 0.0
     started = time.perf_counter()
     log.info("building the %s model for %s in %s (once)", backend, model, final)
+    # Said once, on stderr: the first run of a fresh install otherwise pauses here
+    # for seconds without a word (stdout stays the command's answer).
+    sys.stderr.write(
+        "Preparing the embedding model for ONNX Runtime "
+        f"(once, cached in {_display_path(cache_dir)})... "
+    )
+    sys.stderr.flush()
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=".build-", dir=cache_dir))
     except OSError as exc:
+        sys.stderr.write("failed\n")
         raise EmbeddingError(f"cannot create the model cache in {cache_dir}: {exc}") from exc
+    built = False
     try:
         fp32 = work / (QUERY_FILE if backend == "onnx-int8" else ONNX_FILE)
         try:
-            _export(model_dir, fp32)
-            if backend == "onnx-int8":
-                _single_text(fp32)
-                _quantize(fp32, work / ONNX_FILE)
+            with quiet_build():
+                _export(model_dir, fp32)
+                if backend == "onnx-int8":
+                    _single_text(fp32)
+                    _quantize(fp32, work / ONNX_FILE)
         except Exception as exc:  # exporter errors come in many types; name the model
             raise EmbeddingError(
                 f"cannot build the {backend} model for {model!r} from {model_dir}: "
@@ -290,9 +371,13 @@ def build_onnx_model(model: str, backend: str, cache_dir: Path | None = None) ->
             # Another process finished the same build first: use theirs.
             if not (final / ONNX_FILE).is_file():
                 raise
+        built = True
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if not built:
+            sys.stderr.write("failed\n")
     seconds = time.perf_counter() - started
+    sys.stderr.write(f"done in {seconds:.1f} s\n")
     log.info("built the %s model for %s in %.1f s", backend, model, seconds)
     return final / ONNX_FILE, seconds
 

@@ -206,26 +206,7 @@ def indexed_record_to_json(record: ChunkRecord, context: str) -> str:
 def indexed_record_from_json(blob: str) -> tuple[ChunkRecord, str]:
     """(record without vector, with the empty ACL; the chunk's embedding context)."""
     d = json.loads(blob)
-    record = ChunkRecord(
-        chunk_id=d["chunk_id"],
-        doc_id=d["doc_id"],
-        source=d["source"],
-        ord=d["ord"],
-        text=d["text"],
-        title=d["title"],
-        uri=d["uri"],
-        path=d["path"],
-        section=tuple(d["section"]),
-        pages=tuple(d["pages"]),
-        char_start=d["char_start"],
-        char_end=d["char_end"],
-        doc_version=d["doc_version"],
-        doc_type=d["doc_type"],
-        modified_at=datetime.fromisoformat(d["modified_at"]) if d["modified_at"] else None,
-        acl=Acl.empty(),
-        metadata=d["metadata"],
-    )
-    return record, d["context"]
+    return ChunkRecord.from_fields(d, Acl.empty()), d["context"]
 
 
 def chunk_from_json(blob: str) -> Chunk:

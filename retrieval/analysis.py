@@ -32,6 +32,33 @@ ENGLISH_STOP_WORDS: frozenset[str] = frozenset(
 
 # Letters and digits; `_` is a word character for `\w` but a separator for us.
 _TOKEN = re.compile(r"[^\W_]+")
+# The same split without the regex for most of the text: every ASCII byte that is
+# not a letter or digit becomes a space (UTF-8 bytes of other characters are all
+# >= 0x80 and stay), then str.split() cuts at spaces (and Unicode white space,
+# which is never a letter or digit). Only pieces that still hold a non-ASCII
+# character go through _TOKEN, so the terms are exactly _TOKEN.findall's.
+_ASCII_SEPARATORS = bytes(
+    b if b >= 0x80 or chr(b).isalnum() else 0x20 for b in range(256)
+)  # fmt: skip
+
+
+def _words(folded: str) -> list[str]:
+    """``_TOKEN.findall(folded)``, computed faster (see ``_ASCII_SEPARATORS``)."""
+    try:
+        spaced = folded.encode("utf-8").translate(_ASCII_SEPARATORS).decode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: let the regex split them
+        return _TOKEN.findall(folded)
+    pieces = spaced.split()
+    if spaced.isascii():
+        return pieces
+    words: list[str] = []
+    for piece in pieces:
+        if piece.isascii():
+            words.append(piece)
+        else:
+            words.extend(_TOKEN.findall(piece))
+    return words
+
 
 # snowballstemmer's stemmer objects keep state between calls: one per thread.
 _local = threading.local()
@@ -73,12 +100,21 @@ class Analyzer:
         """The index terms of ``text``, in order, repeats kept (term frequency counts them)."""
         if not isinstance(text, str):
             raise TypeError(f"analyze takes a str, got {type(text).__name__}")
-        folded = unicodedata.normalize("NFKC", text).casefold()
         stop = self._stop_words
-        words = [w for w in _TOKEN.findall(folded) if w not in stop]
+        words = [w for w in self.words(text) if w not in stop]
         if self._stem:
             return [_stem(w) for w in words]
         return words
+
+    def words(self, text: str) -> list[str]:
+        """``text`` normalised, case-folded and split: the words before stop words and stemming."""
+        return _words(unicodedata.normalize("NFKC", text).casefold())
+
+    def term(self, word: str) -> str | None:
+        """The index term of one of :meth:`words`' words; ``None`` for a stop word."""
+        if word in self._stop_words:
+            return None
+        return _stem(word) if self._stem else word
 
     __call__ = analyze
 

@@ -63,16 +63,35 @@ def term_coverage(query_terms: Sequence[str], passage_terms: set[str]) -> float:
 def evidence_scores(
     query: str, candidates: Sequence[Candidate], analyzer: Analyzer = DEFAULT_ANALYZER
 ) -> list[float]:
-    """Scores in [0, 1]: mean of clipped query–passage cosine and query-term coverage."""
+    """Scores in [0, 1]: mean of clipped query–passage cosine and query-term coverage.
+
+    Coverage equals ``term_coverage(analyzer.analyze(query), set(analyzer.analyze(text)))``
+    for each passage, computed on each passage's distinct words: a word is stemmed
+    once per call (passages of one result share most of their words), and the
+    words whose term is a query term are matched with one set intersection.
+    What is learnt about words lives for this call only: nothing read from one
+    principal's passages outlives the request.
+    """
     if not candidates:
         return []
     known = [c.dense for c in candidates if c.dense is not None]
     floor = min(known) if known else 0.0
-    terms = analyzer.analyze(query)
+    query_terms = set(analyzer.analyze(query))
+    seen: set[str] = set()  # words analysed so far in this call
+    matching: dict[str, str] = {}  # those of them whose term is a query term -> the term
     out = []
     for c in candidates:
         cosine = min(max(c.dense if c.dense is not None else floor, 0.0), 1.0)
-        coverage = term_coverage(terms, set(analyzer.analyze(c.passage.text)))
+        coverage = 0.0
+        if query_terms:
+            words = set(analyzer.words(c.passage.text))
+            for word in words.difference(seen):
+                term = analyzer.term(word)
+                if term is not None and term in query_terms:
+                    matching[word] = term
+            seen |= words
+            found = {matching[w] for w in words.intersection(matching)}
+            coverage = len(found) / len(query_terms)
         out.append(0.5 * cosine + 0.5 * coverage)
     return out
 

@@ -45,6 +45,19 @@ async def _send_json(
     await send({"type": "http.response.body", "body": payload})
 
 
+class _StatusOf:
+    """An ASGI ``send`` that passes every message on and remembers the response status."""
+
+    def __init__(self, send: Send, default: int) -> None:
+        self.status = default
+        self._send = send
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self._send(message)
+
+
 class BodySizeLimit:
     """Refuse (413) a request body over ``max_bytes``, declared or streamed.
 
@@ -110,17 +123,11 @@ class RequestMetrics:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        response = _StatusOf(send, default=500)
         try:
-            await self.app(scope, receive, send_wrapper)
+            await self.app(scope, receive, response)
         finally:
+            status = response.status
             route = scope.get("route")
             # Templates, never raw paths: label cardinality stays bounded.
             label = getattr(route, "path", None) or "unmatched"
@@ -257,18 +264,11 @@ class UnauthenticatedLimit:
         if wait is not None:
             await self._refuse(send, wait)
             return
-        status = 0
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        response = _StatusOf(send, default=0)
         try:
-            await self.app(scope, receive, send_wrapper)
+            await self.app(scope, receive, response)
         finally:
-            if status == 401:
+            if response.status == 401:
                 self.buckets.charge(key)
 
     async def _refuse(self, send: Send, wait_s: float) -> None:

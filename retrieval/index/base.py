@@ -82,6 +82,30 @@ class ChunkRecord:
     # "score": 0.93}]}; returned with search results.
     metadata: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
+    @classmethod
+    def from_fields(cls, d: Mapping[str, Any], acl: Acl) -> ChunkRecord:
+        """A record (without vector) from its JSON fields, as the embedded index's
+        segments and the staging store's copies of indexed chunks keep them."""
+        return cls(
+            chunk_id=d["chunk_id"],
+            doc_id=d["doc_id"],
+            source=d["source"],
+            ord=d["ord"],
+            text=d["text"],
+            title=d["title"],
+            uri=d["uri"],
+            path=d["path"],
+            section=tuple(d["section"]),
+            pages=tuple(d["pages"]),
+            char_start=d["char_start"],
+            char_end=d["char_end"],
+            doc_version=d["doc_version"],
+            doc_type=d["doc_type"],
+            modified_at=datetime.fromisoformat(d["modified_at"]) if d["modified_at"] else None,
+            acl=acl,
+            metadata=d.get("metadata") or {},
+        )
+
 
 @dataclass
 class WriteBatch:

@@ -8,6 +8,7 @@ the build itself and the throughput bar are ``slow``.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -367,3 +368,74 @@ def test_int8_is_at_least_2_5x_torch_with_cosine_0_99_on_real_chunks(shared_corp
     print(json.dumps(result))
     assert result["onnx-int8"]["cosine_mean"] >= 0.99
     assert result["onnx-int8"]["speedup_vs_torch"] >= 2.5
+
+
+# --- a quiet build (issue 21) -------------------------------------------------------------
+
+
+def test_quiet_build_drops_only_the_known_export_noise(caplog):
+    import logging
+    import warnings
+
+    import torch
+
+    from pipelines.embed_onnx import quiet_build
+
+    root = logging.getLogger()
+    handlers_before = list(root.handlers)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with quiet_build():
+            warnings.warn(
+                "Converting a tensor to a Python boolean", torch.jit.TracerWarning, stacklevel=1
+            )
+            warnings.warn(
+                "You are using the legacy TorchScript-based ONNX export.",
+                DeprecationWarning,
+                stacklevel=1,
+            )
+            warnings.warn(
+                "Exporting aten::index operator of advanced indexing", UserWarning, stacklevel=1
+            )
+            warnings.warn("an unrelated problem the user must see", UserWarning, stacklevel=1)
+            # onnxruntime.quantization logs its advice on the root logger, like this:
+            logging.warning("Please consider to run pre-processing before quantization.")
+            logging.warning("a real quantisation problem")
+        warnings.warn("after the build", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in seen] == [
+        "an unrelated problem the user must see",
+        "after the build",
+    ]
+    assert "a real quantisation problem" in caplog.text
+    assert "pre-processing" not in caplog.text
+    # Nothing left behind on the caller's root logger (no basicConfig side effect).
+    assert root.handlers == handlers_before and not root.filters
+
+
+@pytest.mark.model
+def test_first_build_prints_one_line_and_no_warnings(tmp_path):
+    """A fresh process building into an empty cache, DeprecationWarnings shown as in
+    __main__: stderr is the one 'Preparing ...' line, whatever torch/onnx say."""
+    probe = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from pipelines.embed_onnx import build_onnx_model\n"
+        "path, seconds = build_onnx_model('all-MiniLM-L6-v2', 'onnx-int8', Path(sys.argv[1]))\n"
+        "print(seconds > 0 and path.is_file())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-W", "default", "-c", probe, str(tmp_path / "models")],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+    )
+    assert result.stdout.strip() == "True"
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert re.fullmatch(
+        r"Preparing the embedding model for ONNX Runtime \(once, cached in "
+        + re.escape(str(tmp_path / "models"))
+        + r"\)\.\.\. done in \d+\.\d s",
+        lines[0],
+    ), lines[0]

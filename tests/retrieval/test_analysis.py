@@ -40,3 +40,20 @@ def test_thread_safe_stemming():
     for t in threads:
         t.join()
     assert results[0] == results[1] == expected
+
+
+def test_fast_split_equals_the_token_regex_for_every_character():
+    """retrieval.analysis._words (byte translation + split) against _TOKEN.findall."""
+    import random
+
+    from retrieval.analysis import _TOKEN, _words
+
+    for cp in range(0x110000):
+        c = chr(cp)
+        for text in (c, f"ab{c}cd", f"{c}x{c}9"):
+            assert _words(text) == _TOKEN.findall(text), hex(cp)
+    rng = random.Random(21)
+    pool = [chr(i) for i in range(0x3000)] + list("abc def_ghi'-\u2019\u2014é ") * 40
+    for _ in range(5000):
+        text = "".join(rng.choice(pool) for _ in range(rng.randint(0, 60)))
+        assert _words(text) == _TOKEN.findall(text), repr(text)

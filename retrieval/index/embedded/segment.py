@@ -93,26 +93,7 @@ def _meta_json(r: ChunkRecord) -> bytes:
 
 
 def record_from_meta(raw: bytes, acl: Acl) -> ChunkRecord:
-    d = json.loads(raw)
-    return ChunkRecord(
-        chunk_id=d["chunk_id"],
-        doc_id=d["doc_id"],
-        source=d["source"],
-        ord=d["ord"],
-        text=d["text"],
-        title=d["title"],
-        uri=d["uri"],
-        path=d["path"],
-        section=tuple(d["section"]),
-        pages=tuple(d["pages"]),
-        char_start=d["char_start"],
-        char_end=d["char_end"],
-        doc_version=d["doc_version"],
-        doc_type=d["doc_type"],
-        modified_at=datetime.fromisoformat(d["modified_at"]) if d["modified_at"] else None,
-        acl=acl,
-        metadata=d.get("metadata") or {},
-    )
+    return ChunkRecord.from_fields(json.loads(raw), acl)
 
 
 @dataclass
