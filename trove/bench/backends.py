@@ -52,14 +52,38 @@ class Setting:
     dense_weight: float = 0.65
     rrf_k: int = 60
     max_per_document: int | None = 1
+    document_fusion: bool = True
     # Parity is required of the fusion settings; the single retrievers are diagnostics
     # (the two BM25 implementations tokenise differently, see docs/opensearch.md).
     target: bool = True
 
 
+def _shipped() -> Setting:
+    """The shipped ranking (``RetrievalConfig()`` defaults), whatever they are today."""
+    from trove.config import RetrievalConfig
+
+    c = RetrievalConfig()
+    doc = "document " if c.document_fusion else ""
+    per_doc = f", {c.search_max_per_document}/doc" if c.search_max_per_document else ""
+    return Setting(
+        f"default: {doc}{c.fusion} w={c.dense_weight}{per_doc} (client-side fusion)",
+        fusion=c.fusion,
+        dense_weight=c.dense_weight,
+        rrf_k=c.rrf_k,
+        max_per_document=c.search_max_per_document,
+        document_fusion=c.document_fusion,
+    )
+
+
 SETTINGS: tuple[Setting, ...] = (
-    Setting("default: zscore w=0.65, 1/doc (client-side fusion)"),
-    Setting("rrf k=60 w=0.5, 1/doc (server-side pipeline)", fusion="rrf", dense_weight=0.5),
+    _shipped(),
+    # Passage-level RRF is the one combination OpenSearch runs in one request.
+    Setting(
+        "rrf k=60 w=0.5, 1/doc (server-side pipeline)",
+        fusion="rrf",
+        dense_weight=0.5,
+        document_fusion=False,
+    ),
     Setting("lexical, 1/doc", mode="lexical", target=False),
     Setting("dense, 1/doc", mode="dense", target=False),
 )
@@ -212,6 +236,7 @@ def compare_set(
                     dense_weight=setting.dense_weight,
                     candidates=settings.retrieval.candidates,
                     max_per_document=setting.max_per_document,
+                    document_fusion=setting.document_fusion,
                 )
                 lists: list[list[str]] = []
 
