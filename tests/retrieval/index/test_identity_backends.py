@@ -2,7 +2,7 @@
 
 Every spelling of a user or group (case, width, normalisation, padding) reads
 exactly what its canonical form reads, through the embedded index's ACL table
-and through the OpenSearch query run on osmem-server; an index written before
+and through the OpenSearch query run on a real node; an index written before
 the canonical form (a deny on ``Mallory``) keeps its deny.
 """
 
@@ -79,13 +79,13 @@ def embedded(tmp_path):
     ix.close()
 
 
-def os_config(url: str) -> IndexConfig:
-    return IndexConfig(backend="opensearch", hosts=[url], index_prefix="ids", number_of_replicas=0)
+def os_config(url: str, prefix: str) -> IndexConfig:
+    return IndexConfig(backend="opensearch", hosts=[url], index_prefix=prefix, number_of_replicas=0)
 
 
 @pytest.fixture
-def opensearch(osmem_url):
-    ix = OpenSearchIndex.open(os_config(osmem_url), create=True, dimensions=DIM)
+def opensearch(opensearch_prefix):
+    ix = OpenSearchIndex.open(os_config(*opensearch_prefix), create=True, dimensions=DIM)
     yield ix
     ix.close()
 
@@ -105,7 +105,7 @@ def test_every_spelling_reads_what_its_canonical_form_reads_in_the_embedded_inde
 def test_every_spelling_reads_what_its_canonical_form_reads_in_opensearch(opensearch):
     load(opensearch)
     check_every_spelling(opensearch, examples=40)
-    stored = opensearch.client.get(index="ids-chunks", id="deny-0#0")["_source"]
+    stored = opensearch.client.get(index=opensearch.alias, id="deny-0#0")["_source"]
     assert stored["acl_deny_users"] == ["mallory"] and stored[ACL_IDENTITY_FORM_FIELD] == 1
 
 
@@ -149,7 +149,7 @@ def test_an_opensearch_chunk_indexed_before_the_canonical_form_is_withheld_if_it
         del source[ACL_IDENTITY_FORM_FIELD]  # written by the previous release
         if doc == "deny":
             source["acl_deny_users"] = ["Mallory"]  # the spelling `terms` no longer matches
-        opensearch.client.index(index="ids-chunks", id=f"{doc}#0", body=source, refresh=True)
+        opensearch.client.index(index=opensearch.alias, id=f"{doc}#0", body=source, refresh=True)
     # Withheld from everyone until rewritten; a legacy chunk without a deny is as before.
     assert readable(opensearch, Principal.of("Mallory", ["hr"])) == {"allow"}
     assert readable(opensearch, Principal.of("alice", ["hr"])) == {"allow"}
@@ -160,18 +160,22 @@ def test_an_opensearch_chunk_indexed_before_the_canonical_form_is_withheld_if_it
 
 
 @pytest.mark.opensearch
-def test_opening_an_index_created_before_the_canonical_form_maps_the_new_field(osmem_url):
+def test_opening_an_index_created_before_the_canonical_form_maps_the_new_field(
+    opensearch_prefix,
+):
     from opensearchpy import OpenSearch
 
-    client = OpenSearch(hosts=[osmem_url])
+    url, prefix = opensearch_prefix
+    client = OpenSearch(hosts=[url])
     body = q.index_body(DIM, replicas=0)
     del body["mappings"]["properties"][ACL_IDENTITY_FORM_FIELD]
-    client.indices.create(index="ids-chunks-v0001", body=body)
-    client.indices.update_aliases(body=q.alias_swap_actions("ids-chunks", None, "ids-chunks-v0001"))
-    ix = OpenSearchIndex.open(os_config(osmem_url))
+    versioned = f"{prefix}-chunks-v0001"
+    client.indices.create(index=versioned, body=body)
+    client.indices.update_aliases(body=q.alias_swap_actions(f"{prefix}-chunks", None, versioned))
+    ix = OpenSearchIndex.open(os_config(url, prefix))
     try:
-        mapping = client.indices.get_mapping(index="ids-chunks-v0001")
-        props = mapping["ids-chunks-v0001"]["mappings"]["properties"]
+        mapping = client.indices.get_mapping(index=versioned)
+        props = mapping[versioned]["mappings"]["properties"]
         assert props[ACL_IDENTITY_FORM_FIELD] == {"type": "integer"}
         acl = Acl(public=True, deny_users=frozenset({"Mallory"}))
         ix.apply(WriteBatch(upserts=[record("d", 0, "handbook", acl)]))  # strict mapping: accepted

@@ -88,7 +88,7 @@ def test_versioned_index_behind_an_alias_with_the_app_mapping(index, node):
     mapping = index.client.indices.get_mapping(index=f"{index.alias}-v0001")
     props = mapping[f"{index.alias}-v0001"]["mappings"]["properties"]
     assert props["embedding"]["dimension"] == DIM
-    assert props["chunk_text"]["analyzer"] == "english"
+    assert props["chunk_text"]["analyzer"] == "trove_text"  # the embedded index's analysis
     settings = index.client.indices.get_settings(index=f"{index.alias}-v0001")
     assert settings[f"{index.alias}-v0001"]["settings"]["index"]["knn"] == "true"
     with pytest.raises(IndexError_, match="16-dimensional vectors, the caller uses 17"):

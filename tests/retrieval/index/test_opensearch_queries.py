@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from retrieval.analysis import ENGLISH_STOP_WORDS
 from retrieval.index.opensearch import queries as q
 from retrieval.index.opensearch.documents import (
     HASHED_ID_PREFIX,
@@ -231,8 +232,14 @@ def test_index_body_mapping():
     mapping = body["mappings"]
     assert mapping["dynamic"] == "strict"
     props = mapping["properties"]
-    assert props["chunk_text"] == {"type": "text", "analyzer": "english"}
-    assert props["title"]["analyzer"] == "english"
+    assert props["chunk_text"] == {"type": "text", "analyzer": "trove_text"}
+    assert props["title"]["analyzer"] == "trove_text"
+    # The analyzer is the embedded index's: its split, stop words and Porter2 stemmer.
+    analysis = body["settings"]["analysis"]
+    assert analysis["tokenizer"]["trove_words"]["pattern"] == "[^\\p{L}\\p{N}]+"
+    assert set(analysis["filter"]["trove_stop"]["stopwords"]) == ENGLISH_STOP_WORDS
+    assert analysis["filter"]["trove_stem"] == {"type": "stemmer", "language": "porter2"}
+    assert analysis["analyzer"]["trove_text"]["filter"] == ["lowercase", "trove_stop", "trove_stem"]
     assert props["title"]["fields"]["raw"] == {"type": "keyword", "ignore_above": 512}
     for field in (
         "chunk_id",

@@ -258,4 +258,4 @@ def test_mapping_conflicts_ignore_fields_trove_does_not_map():
     assert queries.mapping_conflicts({"extra": {"type": "text"}, **wanted}, wanted) == []
     assert queries.mapping_conflicts(
         {"chunk_text": {"type": "text", "analyzer": "standard"}}, wanted
-    ) == ["'chunk_text' uses analyzer 'standard', Trove needs 'english'"]
+    ) == ["'chunk_text' uses analyzer 'standard', Trove needs 'trove_text'"]
