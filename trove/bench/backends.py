@@ -28,13 +28,14 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from retrieval.index.base import ChunkRecord
 from trove.bench.fusion import _MemoEncoder
+from trove.bench.query import document_batches
 
 PROJECT = Path(__file__).resolve().parents[2]
 GOLDEN_SETS = ("18f-handbook", "demo")
@@ -116,18 +117,6 @@ def records_with_vectors(settings: Any, index: Any, model_id: str) -> list[Chunk
         dataclasses.replace(stored[r.chunk_id], vector=v)
         for r, v in zip(staged, vectors, strict=True)
     ]
-
-
-def document_batches(records: Sequence[ChunkRecord], size: int) -> Iterator[list[ChunkRecord]]:
-    """Batches of about ``size`` records that end at a document boundary (upserts replace)."""
-    batch: list[ChunkRecord] = []
-    for r in records:
-        if len(batch) >= size and r.doc_id != batch[-1].doc_id:
-            yield batch
-            batch = []
-        batch.append(r)
-    if batch:
-        yield batch
 
 
 def write_records(config: Any, records: Sequence[ChunkRecord]) -> dict[str, Any]:

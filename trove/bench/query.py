@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,7 @@ def build_index(base: bench_corpus.BaseCorpus, chunks: int, path: Path) -> dict[
     records = bench_corpus.replicate(base.chunks, base.vectors, chunks)
     with EmbeddedIndex.open(path, create=True, dimensions=base.vectors.shape[1]) as index:
         # Batches end at a document boundary: an upsert replaces every chunk of its document.
-        for batch in _document_batches(records, BUILD_BATCH):
+        for batch in document_batches(records, BUILD_BATCH):
             for r in batch:
                 readable["main"] += r.acl.permits(bench_corpus.MAIN_PRINCIPAL)
                 readable["selective"] += r.acl.permits(bench_corpus.SELECTIVE_PRINCIPAL)
@@ -77,7 +77,8 @@ def build_index(base: bench_corpus.BaseCorpus, chunks: int, path: Path) -> dict[
     return facts
 
 
-def _document_batches(records: Iterator[ChunkRecord], size: int) -> Iterator[list[ChunkRecord]]:
+def document_batches(records: Iterable[ChunkRecord], size: int) -> Iterator[list[ChunkRecord]]:
+    """Batches of about ``size`` records that end at a document boundary (upserts replace)."""
     batch: list[ChunkRecord] = []
     for r in records:
         if len(batch) >= size and r.doc_id != batch[-1].doc_id:
