@@ -6,10 +6,10 @@ from collections.abc import Mapping
 
 import dagster as dg
 
+from core.acl import Acl
 from pipelines.index_check import FIX, check_index
 from pipelines.store import StagingStore
 from retrieval.index.base import IndexBackend
-from trove.acl import Acl
 
 
 def _source_prefix(source: str) -> str:

@@ -18,8 +18,8 @@ from assets.freshness import (
 from assets.groups import GROUPS_GROUP, GROUPS_JOB, build_group_assets
 from assets.ingest import GROUP, build_ingest_assets
 from assets.resources import TroveResource
+from core.runtime import configure_offline_environment
 from trove.config import Settings, find_config, load_settings
-from trove.runtime import configure_offline_environment
 
 INGEST_JOB = "ingest"
 

@@ -19,7 +19,8 @@ import dagster as dg
 
 from connectors.errors import ConnectorError
 from connectors.filesystem import FilesystemConnector
-from trove.config import Settings, SourceConfig
+from pipelines.config import SourceConfig
+from trove.config import Settings
 
 CHANGE_SENSOR = "source_change_sensor"
 FAILED_SLA_CHECK = "failed_documents_within_sla"

@@ -1,7 +1,7 @@
 """Group memberships as Dagster assets: one partition per source that has groups.
 
 ``source_groups`` replaces the source's rows in the group directory (see
-:mod:`trove.directory`); chunks are untouched. Its check warns when chunk ACLs
+:mod:`retrieval.directory`); chunks are untouched. Its check warns when chunk ACLs
 name groups the directory does not know — nobody can read through such a
 group, which is safe but usually means a sync scope or permission is missing.
 Each source's ``groups_schedule`` gets its own schedule (:mod:`assets.freshness`).

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dagster as dg
 
-from pipelines.embed import AnyEmbedder, get_embedder
 from pipelines.store import EmbeddingCache, StagingStore
+from retrieval.directory import GroupDirectory
+from retrieval.embedding.embedder import AnyEmbedder, get_embedder
 from retrieval.index.base import IndexBackend, IndexNotFoundError
 from retrieval.index.factory import open_index
 from trove.config import Settings, load_settings
-from trove.directory import GroupDirectory
 
 
 class TroveResource(dg.ConfigurableResource):

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from connectors.models import DocumentFailure, SourceDocument
-from trove.acl import Acl
+from core.acl import Acl
 
 
 @dataclass(frozen=True)

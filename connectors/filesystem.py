@@ -57,8 +57,8 @@ from wcmatch import glob as wglob
 from connectors.base import ChangeBatch, DocumentStamp
 from connectors.errors import ConnectorError, DocumentGone
 from connectors.models import DocumentFailure, FileIdentity, SourceDocument
-from trove.acl import Acl
-from trove.config import SourceConfig
+from core.acl import Acl
+from pipelines.config import SourceConfig
 
 log = logging.getLogger(__name__)
 

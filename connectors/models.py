@@ -7,7 +7,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from trove.acl import Acl
+from core.acl import Acl
 
 
 @dataclass(frozen=True)

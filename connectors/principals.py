@@ -1,7 +1,7 @@
 """Principal tokens that connector ACLs carry, prefixed by source so two systems never collide.
 
 * A person known by e-mail is an ``allow_users`` entry: the address in the
-  canonical form of :mod:`trove.identity` (NFKC, case-folded, trimmed), which
+  canonical form of :mod:`core.identity` (NFKC, case-folded, trimmed), which
   is the form a verified caller's identity is compared in.
 * A person known only by a native id (a Confluence ``accountId`` with a hidden
   e-mail, an Entra object id) is a *token* in ``allow_groups``:
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from trove.identity import InvalidIdentity, canonical_group, canonical_user
+from core.identity import InvalidIdentity, canonical_group, canonical_user
 
 
 def email(value: str) -> str:

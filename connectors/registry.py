@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from connectors.base import Connector
-from trove.config import SourceConfig
+from pipelines.config import SourceConfig
 
 
 def open_connector(config: SourceConfig) -> Connector:

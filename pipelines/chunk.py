@@ -3,7 +3,8 @@
 A chunk is a span of the parsed text: ``chunk.text == parsed.text[start:end]``,
 so a citation can always be checked against the source. Chunks follow the
 document's headings and stay within two budgets, both counted with the
-:class:`~pipelines.tokens.TokenCounter` (use :class:`~pipelines.tokens.HFTokenCounter`
+:class:`~retrieval.embedding.tokens.TokenCounter` (use
+:class:`~retrieval.embedding.tokens.HFTokenCounter`
 over ``Embedder.tokenizer`` in production):
 
 * ``count(chunk.text) <= max_tokens``, and
@@ -57,7 +58,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 from pipelines.models import Chunk, ParsedDocument, chunk_id_for
-from pipelines.tokens import HFTokenCounter, TokenCounter, TokenizerError
+from retrieval.embedding.tokens import HFTokenCounter, TokenCounter, TokenizerError
 
 CONTEXT_MAX_TOKENS = 48
 CONTEXT_SEPARATOR = " > "

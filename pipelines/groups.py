@@ -1,7 +1,7 @@
 """Group sync: a source's memberships into the group directory, on their own schedule.
 
 Kept apart from document sync on purpose: memberships change more often than
-content, and applying them touches no chunk (see :mod:`trove.directory`).
+content, and applying them touches no chunk (see :mod:`retrieval.directory`).
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from collections.abc import Iterable
 
 from connectors.base import Connector, GroupSource
 from connectors.registry import open_connector
+from core.acl import Acl
+from pipelines.config import SourceConfig
 from pipelines.stages import StageResult
-from trove.acl import Acl
-from trove.config import SourceConfig
-from trove.directory import GroupDirectory
+from retrieval.directory import GroupDirectory
 
 
 def sync_groups(

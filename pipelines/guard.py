@@ -28,6 +28,7 @@ import codecs
 import zipfile
 from pathlib import Path
 
+from pipelines.config import LimitsConfig
 from pipelines.errors import (
     LimitExceededError,
     ParseError,
@@ -37,7 +38,6 @@ from pipelines.errors import (
 )
 from pipelines.models import ParsedDocument
 from pipelines.parse import check_file
-from trove.config import LimitsConfig
 
 _ZIP_TYPES = frozenset({"docx", "pptx", "xlsx", "odt", "epub"})
 _OOXML_TYPES = frozenset({"docx", "pptx", "xlsx"})

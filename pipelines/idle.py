@@ -29,6 +29,7 @@ from typing import Any
 
 from connectors.errors import ConnectorError
 from connectors.registry import open_connector
+from pipelines.config import SourceConfig
 from pipelines.index_check import IndexCheck, check_index
 from pipelines.secure import AclPolicy
 from pipelines.stages import count_changes, run_summary
@@ -43,7 +44,7 @@ from pipelines.sync import (
     compute_change_set,
 )
 from retrieval.index.base import IndexError_
-from trove.config import IndexConfig, SourceConfig
+from retrieval.index.config import IndexConfig
 
 IDLE_CHANGES = (UNCHANGED, FAILED_BEFORE)
 

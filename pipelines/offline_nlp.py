@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from trove.runtime import configure_offline_environment
+from core.runtime import configure_offline_environment
 
 if TYPE_CHECKING:
     from spacy.language import Language

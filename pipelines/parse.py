@@ -53,6 +53,7 @@ from typing import Any, Literal
 import yaml
 
 from connectors.models import SourceDocument
+from pipelines.config import LimitsConfig
 from pipelines.errors import (
     EmptyDocumentError,
     EncryptedDocumentError,
@@ -73,7 +74,6 @@ from pipelines.ocr import (
     ocr_pdf_pages,
 )
 from pipelines.offline_nlp import install_offline_nlp
-from trove.config import LimitsConfig
 
 InputKind = Literal["path", "text", "utf8_bytes"]
 

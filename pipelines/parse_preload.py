@@ -6,7 +6,7 @@ imports it once; every worker forked afterwards (copy-on-write, so they share
 these pages) starts with the work below already done, where a spawned worker did
 it all again (~2.5-3 s of CPU each):
 
-1. the offline environment (:func:`trove.runtime.configure_offline_environment`)
+1. the offline environment (:func:`core.runtime.configure_offline_environment`)
    and spaCy imported without torch, first, as a worker's own start-up does;
 2. the modules a worker runs (:mod:`pipelines.parse_worker`, :mod:`pipelines.parse`,
    :mod:`pipelines.guard`);
@@ -53,7 +53,7 @@ _WORKER_MODULES = ("pipelines.parse_worker", "pipelines.parse", "pipelines.guard
 
 
 def _offline_environment() -> None:
-    from trove.runtime import configure_offline_environment
+    from core.runtime import configure_offline_environment
 
     configure_offline_environment()
 

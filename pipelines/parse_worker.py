@@ -67,10 +67,10 @@ from types import ModuleType, TracebackType
 from typing import Any
 
 from connectors.models import SourceDocument
+from pipelines.config import LimitsConfig
 from pipelines.errors import ParseError, ParserCrashError, ParseTimeoutError
 from pipelines.models import ParsedDocument
 from pipelines.ocr import IMAGE_TYPES, OcrSettings
-from trove.config import LimitsConfig
 
 DEFAULT_TARGET = "pipelines.parse:parse_file"
 PRELOAD_MODULE = "pipelines.parse_preload"
@@ -105,8 +105,8 @@ def _resolve(target: str) -> Callable[..., ParsedDocument]:
 
 def _serve(conn: Connection, target: str) -> None:
     """The child's loop: parse each request; exit when the parent closes the pipe."""
+    from core.runtime import configure_offline_environment
     from pipelines.offline_nlp import import_spacy_without_torch
-    from trove.runtime import configure_offline_environment
 
     # Done already when forked from the preloaded forkserver; a spawned worker (and
     # each restart after a kill) pays for its imports: keep them lean.

@@ -25,8 +25,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from core.errors import ConfigError
+from pipelines.config import PII_TYPES
 from pipelines.models import Chunk
-from trove.config import PII_TYPES, ConfigError
 
 PiiPolicy = Literal["tag", "redact", "drop"]
 POLICIES: tuple[str, ...] = ("tag", "redact", "drop")

@@ -27,8 +27,8 @@ from functools import reduce
 
 from connectors.filesystem import RULE_READINGS, Reading, rule_paths
 from connectors.models import SourceDocument
-from trove.acl import Acl, AclLayer
-from trove.config import SourceAclConfig
+from core.acl import Acl, AclLayer
+from core.acl_config import SourceAclConfig
 
 
 def intersect(a: Acl, b: Acl) -> Acl:

@@ -39,7 +39,9 @@ import numpy as np
 from connectors.base import Connector
 from connectors.models import FileIdentity, SourceDocument
 from connectors.registry import open_connector
+from core.acl import Acl
 from pipelines import progress
+from pipelines.config import InjectionConfig, PiiConfig, SourceConfig
 from pipelines.index_check import IndexCheck
 from pipelines.models import Chunk, ParsedDocument
 from pipelines.secure import AclPolicy
@@ -65,8 +67,6 @@ from pipelines.sync import (
     compute_change_set,
 )
 from retrieval.index.base import ChunkRecord, IndexBackend, IndexGeneration, WriteBatch
-from trove.acl import Acl
-from trove.config import InjectionConfig, PiiConfig, SourceConfig
 
 FAILED = "failed"
 
@@ -395,7 +395,7 @@ def tag_pending(store: StagingStore) -> StageResult:
 
 
 class Encoder(Protocol):
-    """What the embed stage needs from an embedder (see :class:`pipelines.embed.Embedder`)."""
+    """What the embed stage needs from an embedder (see ``Embedder``)."""
 
     model_id: str
 

@@ -37,9 +37,9 @@ from typing import Any
 
 import numpy as np
 
+from core.acl import Acl
 from pipelines.models import Chunk, ParsedDocument, ParsedElement
 from retrieval.index.base import ChunkRecord, IndexGeneration
-from trove.acl import Acl
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS manifest (

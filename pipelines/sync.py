@@ -46,11 +46,11 @@ from typing import Any
 from connectors.base import ChangeBatch, Connector, DocumentStamp
 from connectors.errors import ConnectorError, DocumentGone
 from connectors.models import DocumentFailure, FileIdentity, SourceDocument
+from core.acl import Acl
+from pipelines.config import SourceConfig
 from pipelines.index_check import IndexCheck
 from pipelines.secure import AclPolicy
 from pipelines.store import ManifestEntry, PendingDocument, StagingStore
-from trove.acl import Acl
-from trove.config import SourceConfig
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""JWT bearer tokens: verified into a :class:`~trove.acl.Principal`, and minted for local use.
+"""JWT bearer tokens: verified into a :class:`~core.acl.Principal`, and minted for local use.
 
 A request's identity comes only from a token this module verified; nothing in a
 request body or header other than ``Authorization`` can change it.
@@ -22,7 +22,7 @@ parameters that point at keys (``jku``, ``x5u``, ``jwk``, ``x5c``) are ignored.
 Claims: ``sub`` (the user), ``groups`` (list of strings), optional ``tenant``,
 and a required ``exp``; ``aud``/``iss`` are required and checked when configured.
 ``sub``, each group and the tenant are brought to their canonical form
-(:mod:`trove.identity`); a claim of the wrong type, too long, or holding a
+(:mod:`core.identity`); a claim of the wrong type, too long, or holding a
 control, format or surrogate character refuses the whole token.
 
 Every way a token can be wrong raises :class:`InvalidTokenError` (HTTP 401),
@@ -49,9 +49,9 @@ from typing import Any
 
 import jwt
 
-from trove.acl import Principal
-from trove.config import ApiConfig
-from trove.identity import InvalidIdentity, canonical_group, canonical_tenant, canonical_user
+from core.acl import Principal
+from core.identity import InvalidIdentity, canonical_group, canonical_tenant, canonical_user
+from retrieval.config import ApiConfig
 
 logger = logging.getLogger(__name__)
 
@@ -416,7 +416,7 @@ def _groups_claim(claims: Mapping[str, Any]) -> list[str]:
 def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
     """Build the principal from verified claims; malformed identity claims are refused.
 
-    ``sub``, ``groups`` and ``tenant`` are canonicalised (:mod:`trove.identity`), so every
+    ``sub``, ``groups`` and ``tenant`` are canonicalised (:mod:`core.identity`), so every
     spelling of one user is one principal: the same ACL decisions and the same rate limit.
     """
     user = _identity_claim(claims, "sub", canonical_user)

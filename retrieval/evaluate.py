@@ -50,8 +50,8 @@ from pydantic import (
     model_validator,
 )
 
+from core.acl import Principal
 from retrieval.models import Passage
-from trove.acl import Principal
 
 DEFAULT_K = 10
 METRIC_CUTOFF = 10  # MRR@10 and nDCG@10 whatever k is

@@ -29,10 +29,10 @@ from typing import Any
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
+from core.acl import Principal
 from retrieval.api.schemas import DocumentOut, FiltersIn, SearchKnowledgeArgs, SearchResponse
 from retrieval.models import NO_FILTERS
 from retrieval.service import RetrievalService, ServiceError
-from trove.acl import Principal
 
 SERVER_NAME = "trove"
 SEARCH_DESCRIPTION = (

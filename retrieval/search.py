@@ -15,12 +15,12 @@ from typing import Protocol
 
 import numpy as np
 
+from core.acl import Principal
+from retrieval.config import RetrievalConfig
 from retrieval.fusion import FusionMethod, fuse, fuse_by_document
 from retrieval.index.base import ChunkRecord, IndexBackend
 from retrieval.models import NO_FILTERS, Citation, Passage, Ranked, ScoredId, SearchFilters
 from retrieval.parallel import Beside, serving
-from trove.acl import Principal
-from trove.config import RetrievalConfig
 
 # One set of defaults: the configuration's (chosen by measurement, docs/benchmarks.md).
 _DEFAULTS = RetrievalConfig()
@@ -36,7 +36,7 @@ SERVER_SIDE_FUSIONS: dict[FusionMethod, str] = {
 
 
 class QueryEncoder(Protocol):
-    """What the searcher needs from ``pipelines.embed.Embedder``."""
+    """What the searcher needs from ``retrieval.embedding.embedder.Embedder``."""
 
     def encode_query(self, text: str) -> np.ndarray: ...
 
@@ -56,7 +56,7 @@ class SearchMode(StrEnum):
 
 
 class IdentityExpander(Protocol):
-    """Adds a verified caller's source groups (see :class:`trove.directory.GroupDirectory`)."""
+    """Adds a verified caller's source groups (see :class:`retrieval.directory.GroupDirectory`)."""
 
     def expand(self, principal: Principal) -> Principal: ...
 

@@ -3,7 +3,7 @@
 Everything a caller may or may not see is decided here, once:
 
 * **Who** — :meth:`RetrievalService.authenticate` turns a bearer token into a
-  :class:`~trove.acl.Principal` (nothing else can name one) and refuses a
+  :class:`~core.acl.Principal` (nothing else can name one) and refuses a
   requested tenant the token does not carry.
 * **What** — searches run through :class:`~retrieval.search.Searcher`, whose
   index filters by ``Acl.permits`` inside the query and re-checks every record
@@ -33,17 +33,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from core.acl import Principal
+from core.identity import InvalidIdentity, canonical_tenant
 from retrieval.audit import AuditLog
 from retrieval.auth import InvalidTokenError, TokenVerifier
+from retrieval.config import ApiConfig, RetrievalConfig
 from retrieval.diversify import DiversifyStats, RankedPassage, diversify
 from retrieval.index.base import ChunkRecord, IndexBackend, IndexStats
 from retrieval.models import NO_FILTERS, Citation, Passage, SearchFilters
 from retrieval.rerank import Candidate, EvidenceReranker, Reranker, evidence_scores
 from retrieval.rerank import rerank as rerank_candidates
 from retrieval.search import Searcher, passage_from_record
-from trove.acl import Principal
-from trove.config import ApiConfig, RetrievalConfig, Settings
-from trove.identity import InvalidIdentity, canonical_tenant
+from trove.config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -327,7 +328,7 @@ class RetrievalService:
     @classmethod
     def from_settings(cls, settings: Settings, *, warm_up: bool = True) -> RetrievalService:
         """Open the configured index, query model, reranker, verifier and audit log."""
-        from pipelines.embed import get_embedder
+        from retrieval.embedding.embedder import get_embedder
         from retrieval.index.factory import open_index
         from retrieval.rerank import build_reranker
 
@@ -338,7 +339,7 @@ class RetrievalService:
             cfg.model, device=cfg.device, batch_size=cfg.batch_size, backend=cfg.backend
         )
         r = settings.retrieval
-        from trove.directory import GroupDirectory
+        from retrieval.directory import GroupDirectory
 
         directory = GroupDirectory.in_state_dir(settings.state.path)
         searcher = Searcher.from_config(index, embedder, r, identity=directory)

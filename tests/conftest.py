@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from trove.runtime import configure_offline_environment
+from core.runtime import configure_offline_environment
 
 configure_offline_environment()
 
@@ -79,7 +79,7 @@ def opensearch_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def embedder():
     """The real all-MiniLM-L6-v2 embedder, loaded once per test session."""
-    from pipelines.embed import Embedder
+    from retrieval.embedding.embedder import Embedder
 
     emb = Embedder("all-MiniLM-L6-v2")
     emb.warm_up()

@@ -13,9 +13,10 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from trove.acl import Principal
-from trove.config import ConfigError, Settings, find_config, load_settings
-from trove.runtime import configure_offline_environment
+from core.acl import Principal
+from core.errors import ConfigError
+from core.runtime import configure_offline_environment
+from trove.config import Settings, find_config, load_settings
 
 app = typer.Typer(
     help="Trove: permission-filtered, citable knowledge for AI agents.",
@@ -169,7 +170,7 @@ def _principal(user: str, groups: str | None, tenant: str | None) -> Principal:
 
 
 def _open_searcher(settings: Settings):
-    from pipelines.embed import get_embedder
+    from retrieval.embedding.embedder import get_embedder
     from retrieval.index.base import IndexNotFoundError
     from retrieval.index.factory import open_index
     from retrieval.search import Searcher
@@ -182,7 +183,7 @@ def _open_searcher(settings: Settings):
     embedder = get_embedder(
         cfg.model, device=cfg.device, batch_size=cfg.batch_size, backend=cfg.backend
     )
-    from trove.directory import GroupDirectory
+    from retrieval.directory import GroupDirectory
 
     directory = GroupDirectory.in_state_dir(settings.state.path)
     return Searcher.from_config(index, embedder, settings.retrieval, identity=directory)

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.store import StagingStore
+from retrieval.directory import GroupDirectory
 from trove.config import Settings, load_settings
-from trove.directory import GroupDirectory
 
 if TYPE_CHECKING:
     import dagster as dg

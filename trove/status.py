@@ -14,13 +14,14 @@ from typing import Any
 
 from connectors.errors import ConnectorError
 from connectors.registry import open_connector
+from pipelines.config import SourceConfig
 from pipelines.index_check import CORRUPT_INDEX_FIX, check_index
 from pipelines.secure import AclPolicy
 from pipelines.stages import count_changes
 from pipelines.store import StagingStore, StateUnreadableError
 from pipelines.sync import ACL_ONLY, ADDED, CHANGED, DELETED, compute_change_set
-from trove.config import Settings, SourceConfig
-from trove.directory import GroupDirectory
+from retrieval.directory import GroupDirectory
+from trove.config import Settings
 
 STATE_FIX = "move the source's staging store aside, then trove ingest (it indexes the source again)"
 

@@ -89,9 +89,9 @@ from connectors.confluence.documents import (
 from connectors.confluence.permissions import AccessResolver, is_missing_content
 from connectors.errors import ConnectorError
 from connectors.models import DocumentFailure, SourceDocument
+from core.acl import Acl
+from pipelines.config import SourceConfig
 from pipelines.parse import SUPPORTED_TYPES
-from trove.acl import Acl
-from trove.config import SourceConfig
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Confluence read permissions mapped onto Trove's :class:`~trove.acl.Acl`.
+"""Confluence read permissions mapped onto Trove's :class:`~core.acl.Acl`.
 
 A person may read a page when they may view its space **and** pass the read
 restriction of the page **and of every ancestor** (view restrictions cascade
@@ -19,7 +19,7 @@ down the tree; edit restrictions do not, and are ignored). So:
   legacy forms (a principal of type ``anonymous``, the access classes of
   space-role assignments) are read the same way.
 * Each *restricted* node — the page itself and each restricted ancestor
-  (page or folder) — becomes one :class:`~trove.acl.AclLayer` with the same
+  (page or folder) — becomes one :class:`~core.acl.AclLayer` with the same
   principal mapping. The reader must match one entry of every layer (an AND
   of ORs), so "page -> group A, parent -> bob" admits bob only if he is in A,
   and admits no other member of A. Intersecting identity strings instead
@@ -46,7 +46,7 @@ from typing import Any
 
 from connectors import principals
 from connectors.confluence.client import ConfluenceClient, ConfluenceRequestError, NotFound
-from trove.acl import Acl, AclLayer
+from core.acl import Acl, AclLayer
 
 log = logging.getLogger(__name__)
 

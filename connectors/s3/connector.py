@@ -69,8 +69,8 @@ from connectors.s3.client import (
     translate,
 )
 from connectors.s3.config import S3Config
-from trove.acl import Acl
-from trove.config import SourceConfig
+from core.acl import Acl
+from pipelines.config import SourceConfig
 
 CURSOR_VERSION = 1
 

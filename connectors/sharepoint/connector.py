@@ -94,8 +94,8 @@ from connectors.sharepoint.permissions import (
     parse_login_name,
 )
 from connectors.sharepoint.shared_reads import SHARED_READS, Key
-from trove.acl import Acl
-from trove.config import SourceConfig
+from core.acl import Acl
+from pipelines.config import SourceConfig
 
 log = logging.getLogger(__name__)
 

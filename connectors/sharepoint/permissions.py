@@ -51,7 +51,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from connectors import principals
-from trove.acl import Acl
+from core.acl import Acl
 
 READ_ROLES = frozenset({"read", "write", "owner"})
 

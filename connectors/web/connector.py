@@ -57,9 +57,9 @@ from connectors.web.guard import AddressGuard, BlockedAddress, PinnedTransport
 from connectors.web.scope import UrlRules
 from connectors.web.state import PageState, dump_state, load_state
 from connectors.web.urls import host_of, normalise, path_of
+from core.acl import Acl
+from pipelines.config import SourceConfig
 from pipelines.secure import AclPolicy
-from trove.acl import Acl
-from trove.config import SourceConfig
 
 log = logging.getLogger(__name__)
 

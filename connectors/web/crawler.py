@@ -66,7 +66,7 @@ from connectors.web.scope import UrlRules
 from connectors.web.sitemap import SitemapError, parse_sitemap
 from connectors.web.state import PageState
 from connectors.web.urls import extension_of, host_of, normalise, origin_of, path_of
-from trove.acl import Acl
+from core.acl import Acl
 
 log = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ from urllib.parse import unquote
 
 from connectors.filesystem import matches
 from connectors.web.urls import remove_dot_segments
+from core.acl import Acl
 from pipelines.secure import AclPolicy
-from trove.acl import Acl
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from core.acl import Principal
+from core.identity import InvalidIdentity, canonical_tenant
 from retrieval.api.metrics import ApiMetrics
 from retrieval.service import RetrievalService
-from trove.acl import Principal
-from trove.identity import InvalidIdentity, canonical_tenant
 
 bearer = HTTPBearer(
     auto_error=False,

@@ -1,7 +1,7 @@
 """The index contract every backend implements, with one semantics.
 
 * **Permission filter inside the query.** ``search_lexical`` and
-  ``search_dense`` take a :class:`~trove.acl.Principal` and return the top-k
+  ``search_dense`` take a :class:`~core.acl.Principal` and return the top-k
   among the chunks that principal may read (``Acl.permits``), never a
   post-filtered top-k. There is no search without a principal.
 * **Atomic batches.** :meth:`IndexBackend.apply` applies a :class:`WriteBatch`
@@ -37,8 +37,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from core.acl import Acl, Principal
 from retrieval.models import NO_FILTERS, ScoredId, SearchFilters
-from trove.acl import Acl, Principal
 
 
 class IndexError_(Exception):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from retrieval.index.base import IndexBackend
-from trove.config import IndexConfig
+from retrieval.index.config import IndexConfig
 
 
 def open_index(

@@ -9,11 +9,11 @@ import yaml
 from assets.definitions import build_definitions
 from assets.freshness import groups_schedule_name
 from assets.groups import GROUPS_JOB
+from core.acl import Acl
 from retrieval.index.base import WriteBatch
 from retrieval.index.embedded import EmbeddedIndex
 from tests.connectors.confluence.fake import unreachable_source_config
 from tests.retrieval.builders import DIM, record
-from trove.acl import Acl
 from trove.config import load_settings
 
 

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from trove.acl import Acl
+from core.acl import Acl
 from trove.bench import corpus as bench_corpus
 from trove.bench.query import run
 

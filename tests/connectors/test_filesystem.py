@@ -5,7 +5,7 @@ import pytest
 
 from connectors.errors import ConnectorError
 from connectors.filesystem import FilesystemConnector
-from trove.config import SourceConfig
+from pipelines.config import SourceConfig
 
 
 def make_tree(root):

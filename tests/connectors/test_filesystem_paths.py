@@ -20,9 +20,10 @@ from connectors.filesystem import (
     matches,
     selected,
 )
+from core.acl import Acl, AclLayer, Principal
+from core.acl_config import SourceAclConfig
+from pipelines.config import SourceConfig
 from pipelines.secure import AclPolicy, intersect
-from trove.acl import Acl, AclLayer, Principal
-from trove.config import SourceAclConfig, SourceConfig
 
 RULES = {
     "default": {"allow_groups": ["all-staff"]},

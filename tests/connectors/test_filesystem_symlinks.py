@@ -17,6 +17,8 @@ import pytest
 
 from connectors.errors import ConnectorError, DocumentGone
 from connectors.filesystem import FilesystemConnector, open_real_file, rule_paths
+from core.acl import Principal
+from pipelines.config import InjectionConfig, PiiConfig, SourceConfig
 from pipelines.secure import AclPolicy
 from pipelines.stages import (
     chunk_pending,
@@ -30,8 +32,6 @@ from pipelines.stages import (
 from pipelines.store import EmbeddingCache, StagingStore
 from retrieval.index.embedded import EmbeddedIndex
 from tests.pipelines.test_stages import DIM, CountingEncoder, fake_chunk, fake_parse
-from trove.acl import Principal
-from trove.config import InjectionConfig, PiiConfig, SourceConfig
 
 ACL = {
     "default": {"allow_groups": ["all-staff"]},

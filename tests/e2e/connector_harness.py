@@ -8,12 +8,12 @@ from typing import Any
 
 import yaml
 
-from pipelines.embed import get_embedder
+from core.acl import Principal
+from retrieval.directory import GroupDirectory
+from retrieval.embedding.embedder import get_embedder
 from retrieval.index.factory import open_index
 from retrieval.search import Searcher
-from trove.acl import Principal
 from trove.config import Settings, load_settings
-from trove.directory import GroupDirectory
 
 
 def write_config(tmp_path: Path, source: dict[str, Any]) -> Path:

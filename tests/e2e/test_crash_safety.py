@@ -12,10 +12,10 @@ from collections import Counter
 
 import pytest
 
+from core.acl import Principal
 from pipelines.store import StagingStore
 from retrieval.index.factory import open_index
 from trove import demo
-from trove.acl import Principal
 from trove.config import load_settings
 from trove.ingest import run_ingest
 

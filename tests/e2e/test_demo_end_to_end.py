@@ -13,14 +13,14 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from pipelines.embed import get_embedder
+from core.acl import Principal
 from pipelines.parse import parse_file
 from pipelines.secure import AclPolicy
+from retrieval.embedding.embedder import get_embedder
 from retrieval.evaluate import evaluate, load_queries
 from retrieval.index.factory import open_index
 from retrieval.search import Searcher
 from trove import demo
-from trove.acl import Principal
 from trove.cli import app
 from trove.config import load_settings
 from trove.ingest import run_ingest

@@ -11,12 +11,12 @@ import shutil
 import pytest
 import yaml
 
-from pipelines.embed import get_embedder
+from core.acl import Principal
 from pipelines.store import StagingStore
+from retrieval.embedding.embedder import get_embedder
 from retrieval.index.factory import open_index
 from retrieval.search import Searcher
 from trove import demo
-from trove.acl import Principal
 from trove.config import load_settings
 from trove.ingest import run_ingest
 

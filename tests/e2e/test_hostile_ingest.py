@@ -12,13 +12,13 @@ import shutil
 import pytest
 import yaml
 
+from core.acl import Principal
 from pipelines import pii
-from pipelines.embed import get_embedder
 from pipelines.store import StagingStore
+from retrieval.embedding.embedder import get_embedder
 from retrieval.index.factory import open_index
 from retrieval.search import Searcher
 from tests.pipelines import hostile_files as hf
-from trove.acl import Principal
 from trove.config import load_settings
 from trove.ingest import run_ingest
 

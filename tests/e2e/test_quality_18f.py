@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from retrieval.config import RetrievalConfig
 from retrieval.evaluate import GoldenQuery, evaluate, load_queries, normalise_text
-from trove.config import RetrievalConfig, load_settings
+from trove.config import load_settings
 
 pytestmark = pytest.mark.corpus
 
@@ -115,7 +116,7 @@ def ingested(corpus, tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.model
 def test_hybrid_beats_both_single_retrievers_without_leaks(ingested, golden):
-    from pipelines.embed import get_embedder
+    from retrieval.embedding.embedder import get_embedder
     from retrieval.index.factory import open_index
     from retrieval.search import Searcher
 

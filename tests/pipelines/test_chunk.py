@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipelines.chunk import ChunkingError, chunk_document
-from pipelines.embed import resolve_model_path
 from pipelines.models import ELEMENT_SEPARATOR, Chunk, ParsedDocument, ParsedElement
-from pipelines.tokens import HFTokenCounter, load_tokenizer
+from retrieval.embedding.embedder import resolve_model_path
+from retrieval.embedding.tokens import HFTokenCounter, load_tokenizer
 
 # -- helpers ---------------------------------------------------------------------
 
@@ -473,7 +473,7 @@ def test_hf_counter_word_counts_equal_encoding_the_whole_text(minilm_counter, te
 
 
 def test_hf_counter_stays_exact_when_its_word_cache_is_emptied(minilm_counter, monkeypatch):
-    from pipelines import tokens
+    from retrieval.embedding import tokens
 
     monkeypatch.setattr(tokens, "WORD_CACHE_SIZE", 4)
     counter = HFTokenCounter(minilm_counter._tok)  # its own, empty cache

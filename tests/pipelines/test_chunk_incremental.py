@@ -21,9 +21,9 @@ from tokenizers.normalizers import BertNormalizer
 from tokenizers.pre_tokenizers import BertPreTokenizer, ByteLevel
 
 from pipelines.chunk import chunk_document
-from pipelines.embed import resolve_model_path
 from pipelines.models import ELEMENT_SEPARATOR, ParsedDocument, ParsedElement
-from pipelines.tokens import HFTokenCounter, _additive_across_whitespace, load_tokenizer
+from retrieval.embedding.embedder import resolve_model_path
+from retrieval.embedding.tokens import HFTokenCounter, _additive_across_whitespace, load_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -261,7 +261,7 @@ def test_handbook_and_formats_corpus_chunk_identically(shared_corpora, minilm):
 
 
 def test_a_slow_tokenizer_is_refused_with_a_clear_error():
-    from pipelines.tokens import TokenizerError, rust_tokenizer
+    from retrieval.embedding.tokens import TokenizerError, rust_tokenizer
 
     class SlowTokenizer:  # pure Python: no backend_tokenizer
         pass

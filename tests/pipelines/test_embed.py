@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import pipelines.embed as embed_module
-from pipelines.embed import Embedder, EmbeddingError, get_embedder, resolve_model_path
+import retrieval.embedding.embedder as embed_module
+from retrieval.embedding.embedder import Embedder, EmbeddingError, get_embedder, resolve_model_path
 
 # -- resolution (cheap) ------------------------------------------------------------
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.embed import Embedder, EmbeddingError, get_embedder, resolve_model_path
-from pipelines.embed_onnx import (
+from retrieval.embedding.embedder import Embedder, EmbeddingError, get_embedder, resolve_model_path
+from retrieval.embedding.onnx_backend import (
     FORMAT_VERSION,
     QUERY_FILE,
     OnnxEmbedder,
@@ -85,8 +85,8 @@ def test_length_size_and_tokenizer_are_known_without_building(tmp_path):
 def test_word_pieces_and_padding_equal_transformers_without_importing_it():
     """The bare Rust tokenizer gives transformers' ids, masks and padding (the vectors
     depend on nothing else), and a fresh process never imports transformers or torch."""
-    from pipelines.embed_onnx import _padded_inputs
-    from pipelines.tokens import load_tokenizer
+    from retrieval.embedding.onnx_backend import _padded_inputs
+    from retrieval.embedding.tokens import load_tokenizer
 
     emb = OnnxEmbedder("all-MiniLM-L6-v2")
     texts = [*TEXTS, "", "Ünïcödé café — “quotes” 中文 🎉\x0b tabs\t", "word " * 600]
@@ -104,7 +104,7 @@ def test_word_pieces_and_padding_equal_transformers_without_importing_it():
 
     probe = (
         "import sys\n"
-        "from pipelines.embed_onnx import OnnxEmbedder\n"
+        "from retrieval.embedding.onnx_backend import OnnxEmbedder\n"
         "emb = OnnxEmbedder('all-MiniLM-L6-v2')\n"
         "emb.tokenizer.encode('a chunk'); emb.dimensions\n"
         "print(sorted(m for m in ('transformers', 'torch') if m in sys.modules))\n"
@@ -160,7 +160,7 @@ def test_build_folder_is_keyed_by_model_backend_and_format(tmp_path):
 
 
 def test_a_failed_export_is_an_embedding_error_and_leaves_no_build(tmp_path, monkeypatch):
-    import pipelines.embed_onnx as onnx_module
+    import retrieval.embedding.onnx_backend as onnx_module
 
     def broken_export(model_dir, target):
         raise RuntimeError("exporter exploded")
@@ -231,7 +231,7 @@ def test_int8_quantises_every_weight_matmul_and_exports_eager_attention(int8):
 @pytest.fixture(scope="module")
 def general_export(tmp_path_factory) -> object:
     """The fp32 export before any rewrite (an int8 build keeps only the rewritten one)."""
-    from pipelines.embed_onnx import _export
+    from retrieval.embedding.onnx_backend import _export
 
     path = tmp_path_factory.mktemp("export") / "general.onnx"
     _export(Path(resolve_model_path("all-MiniLM-L6-v2")), path)
@@ -245,7 +245,7 @@ def test_the_single_text_graph_equals_the_export_and_reads_word_pieces_only(int8
     import onnx
     import onnxruntime as ort
 
-    from pipelines.onnx_single_text import single_text_graph
+    from retrieval.embedding.onnx_graph import single_text_graph
 
     rewritten = single_text_graph(onnx.load(str(general_export)))
     onnx.checker.check_model(rewritten)
@@ -274,8 +274,8 @@ def test_an_export_of_another_layout_keeps_the_general_graphs(
 ):
     import onnx
 
-    import pipelines.onnx_single_text as single_text
-    from pipelines.embed_onnx import _quantize, _single_text
+    import retrieval.embedding.onnx_graph as single_text
+    from retrieval.embedding.onnx_backend import _quantize, _single_text
 
     with pytest.raises(single_text.UnsupportedGraph, match="no attention Softmax"):
         single_text.single_text_graph(
@@ -379,7 +379,7 @@ def test_quiet_build_drops_only_the_known_export_noise(caplog):
 
     import torch
 
-    from pipelines.embed_onnx import quiet_build
+    from retrieval.embedding.onnx_backend import quiet_build
 
     root = logging.getLogger()
     handlers_before = list(root.handlers)
@@ -419,7 +419,7 @@ def test_first_build_prints_one_line_and_no_warnings(tmp_path):
     probe = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from pipelines.embed_onnx import build_onnx_model\n"
+        "from retrieval.embedding.onnx_backend import build_onnx_model\n"
         "path, seconds = build_onnx_model('all-MiniLM-L6-v2', 'onnx-int8', Path(sys.argv[1]))\n"
         "print(seconds > 0 and path.is_file())\n"
     )

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.config import LimitsConfig
 from pipelines.errors import REASON_CLASSES, ParseError
 from pipelines.guard import check_document, check_parsed
 from pipelines.models import ParsedDocument, ParsedElement
 from pipelines.parse import parse_file
 from tests.pipelines import hostile_files as hostile
-from trove.config import LimitsConfig
 
 LIMITS = LimitsConfig()
 

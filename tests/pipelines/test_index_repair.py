@@ -14,6 +14,7 @@ from datetime import timedelta
 
 import pytest
 
+from pipelines.config import InjectionConfig, PiiConfig
 from pipelines.index_check import check_index
 from pipelines.secure import AclPolicy
 from pipelines.stages import (
@@ -28,7 +29,6 @@ from pipelines.stages import (
 from retrieval.index.embedded import EmbeddedIndex
 from tests.pipelines.test_stages import DIM, fake_chunk, fake_parse
 from tests.pipelines.test_sync import ALICE, Harness
-from trove.config import InjectionConfig, PiiConfig
 
 
 class CheckedHarness(Harness):

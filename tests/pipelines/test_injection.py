@@ -6,9 +6,9 @@ import base64
 
 import pytest
 
+from pipelines.config import InjectionConfig
 from pipelines.injection import InjectionScore, score_text, screen_html
 from trove.bench.injection import run
-from trove.config import InjectionConfig
 
 THRESHOLD = InjectionConfig().threshold
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from connectors.models import SourceDocument
+from core.acl import Acl
 from pipelines import offline_nlp
 from pipelines.errors import ParseError, PipelineError, UnsupportedFormatError
 from pipelines.models import ELEMENT_SEPARATOR, ParsedDocument
@@ -24,7 +25,6 @@ from tests.pipelines.parse_fixtures import (
     write_pptx,
     write_xlsx,
 )
-from trove.acl import Acl
 
 
 def parse(path: Path, **kwargs: str) -> ParsedDocument:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from pipelines.config import LimitsConfig
 from pipelines.errors import ParseError
 from pipelines.parse_worker import (
     GuardedParser,
@@ -22,7 +23,6 @@ from pipelines.parse_worker import (
 )
 from tests.pipelines import hostile_files as hostile
 from tests.pipelines.worker_probe import PRELOADED_PARTITIONERS, document
-from trove.config import LimitsConfig
 
 PROBE = "tests.pipelines.worker_probe:probe_parse"
 LIMITS = LimitsConfig()
@@ -169,7 +169,7 @@ from pathlib import Path
 
 import pipelines.parse_worker as pw
 from tests.pipelines.worker_probe import document
-from trove.config import LimitsConfig
+from pipelines.config import LimitsConfig
 
 preload, start_timeout_s, mode, path = sys.argv[1:5]
 if preload:

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.config import LimitsConfig
 from pipelines.errors import ParseError
 from pipelines.ocr import OcrSettings, ocr_tools
 from pipelines.parse import parse_file
 from trove.bench.ocr import character_accuracy, known_text, mixed_pdf, render_page, scanned_pdf
-from trove.config import LimitsConfig
 
 HAVE_OCR = shutil.which("tesseract") is not None and shutil.which("pdftoppm") is not None
 needs_tools = pytest.mark.skipif(
@@ -263,11 +263,11 @@ def test_images_are_listed_as_supported_types():
 def test_a_hostile_batch_through_the_worker_pool_quarantines_each_and_parses_the_rest(
     tmp_path, page_image
 ):
+    from pipelines.config import SourceConfig
     from pipelines.parse_worker import make_parse_fn
     from pipelines.secure import AclPolicy
     from pipelines.stages import parse_pending, scan_source
     from pipelines.store import StagingStore
-    from trove.config import SourceConfig
 
     docs = tmp_path / "docs"
     docs.mkdir()

@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 
 from connectors.models import FileIdentity
+from pipelines.config import SourceConfig
 from pipelines.errors import ParseError
 from pipelines.local_file import open_checked, private_copy, read_checked
 from pipelines.parse_worker import make_parse_fn
 from pipelines.secure import AclPolicy
 from pipelines.stages import parse_pending, scan_source, source_document_of
 from pipelines.store import StagingStore
-from trove.config import SourceConfig
 
 PUBLIC = "Welcome to Northwind. The canteen opens at eight."
 SECRET = "Salary bands: L4 Rotterdam 95000 to 120000 euro."
@@ -54,7 +54,7 @@ def _scan(root: Path, tmp_path: Path) -> StagingStore:
 
 
 def _parse(store: StagingStore) -> dict[str, object]:
-    from trove.config import LimitsConfig
+    from pipelines.config import LimitsConfig
 
     with make_parse_fn(LimitsConfig(), workers=1) as parse:
         result = parse_pending(store, parse)

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from connectors.models import SourceDocument
+from pipelines.config import LimitsConfig
 from pipelines.errors import ParseError
 from pipelines.parse import parse_file
 from pipelines.parse_worker import GuardedParser, ParseWorker, make_parse_fn
 from tests.pipelines import hostile_files as hostile
 from tests.pipelines.worker_probe import document as _doc
-from trove.config import LimitsConfig
 
 LIMITS = LimitsConfig()
 HOOKS = "tests.pipelines.hostile_files"

@@ -8,6 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.errors import ConfigError
+from pipelines.config import PII_TYPES
 from pipelines.models import Chunk
 from pipelines.pii import (
     Finding,
@@ -20,7 +22,6 @@ from pipelines.pii import (
     placeholder,
     redact,
 )
-from trove.config import PII_TYPES, ConfigError
 
 
 def luhn_complete(prefix: str, length: int) -> str:

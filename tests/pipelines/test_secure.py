@@ -1,6 +1,6 @@
+from core.acl import Acl
+from core.acl_config import SourceAclConfig
 from pipelines.secure import AclPolicy
-from trove.acl import Acl
-from trove.config import SourceAclConfig
 
 
 def policy(**kw) -> AclPolicy:

@@ -11,6 +11,8 @@ import hashlib
 import numpy as np
 import pytest
 
+from core.acl import Principal
+from pipelines.config import InjectionConfig, PiiConfig, SourceConfig
 from pipelines.errors import ParseError
 from pipelines.models import ELEMENT_SEPARATOR, Chunk, ParsedDocument, ParsedElement, chunk_id_for
 from pipelines.secure import AclPolicy
@@ -25,8 +27,6 @@ from pipelines.stages import (
 )
 from pipelines.store import EmbeddingCache, StagingStore
 from retrieval.index.embedded import EmbeddedIndex
-from trove.acl import Principal
-from trove.config import InjectionConfig, PiiConfig, SourceConfig
 
 DIM = 16
 

@@ -16,6 +16,8 @@ import pytest
 from connectors.base import ChangeBatch, DocumentStamp
 from connectors.errors import ConnectorError, DocumentGone
 from connectors.models import SourceDocument
+from core.acl import Acl, AclLayer, Principal
+from pipelines.config import InjectionConfig, PiiConfig, SourceConfig
 from pipelines.secure import AclPolicy
 from pipelines.stages import (
     chunk_pending,
@@ -30,8 +32,6 @@ from pipelines.store import EmbeddingCache, StagingStore
 from pipelines.sync import CURSOR, RETRY_IDS
 from retrieval.index.embedded import EmbeddedIndex
 from tests.pipelines.test_stages import DIM, CountingEncoder, fake_chunk, fake_parse
-from trove.acl import Acl, AclLayer, Principal
-from trove.config import InjectionConfig, PiiConfig, SourceConfig
 
 ENG = Acl(allow_groups=frozenset({"wiki:group:eng"}))
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from connectors.models import SourceDocument
+from core.acl import Acl
 from pipelines.models import ParsedDocument, ParsedElement
-from trove.acl import Acl
 
 PRELOADED_PARTITIONERS = (
     "unstructured.partition.md",

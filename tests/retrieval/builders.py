@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from core.acl import Acl
 from retrieval.index.base import ChunkRecord
-from trove.acl import Acl
 
 DIM = 16
 

@@ -7,11 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.acl import Acl, Principal
 from retrieval.index.base import WriteBatch
 from retrieval.index.embedded import EmbeddedIndex
 from retrieval.index.embedded.acl_table import AclTable
 from tests.retrieval.builders import DIM, record, unit
-from trove.acl import Acl, Principal
 
 A = frozenset
 CASES: list[tuple[str, Acl, Principal, bool]] = [

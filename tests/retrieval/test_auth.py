@@ -12,10 +12,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given, settings
 
+from core.acl import Principal
 from retrieval.auth import AuthConfigError, InvalidTokenError, TokenVerifier, mint_token
+from retrieval.config import ApiConfig
 from tests.retrieval.token_fuzz import b64, fuzzed_tokens, good_claims, signed
-from trove.acl import Principal
-from trove.config import ApiConfig
 
 SECRET = "unit-test-secret-0123456789-abcdefgh"
 

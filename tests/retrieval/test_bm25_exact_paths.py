@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from rank_bm25 import BM25Okapi
 
+from core.acl import Acl, Principal
 from retrieval.analysis import analyze
 from retrieval.index.base import ChunkRecord, WriteBatch
 from retrieval.index.embedded import Bm25Params, EmbeddedIndex, ranking
@@ -28,7 +29,6 @@ from retrieval.index.embedded.bm25 import (
 )
 from retrieval.models import SearchFilters
 from tests.retrieval.builders import DIM, random_text, record
-from trove.acl import Acl, Principal
 
 READER = Principal.of("reader", ["staff"])  # reads about half the rows
 AUDITOR = Principal.of("auditor", ["audit"])  # reads about 1% of the rows

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from rank_bm25 import BM25Okapi
 
+from core.acl import Acl, Principal
 from retrieval.analysis import analyze
 from retrieval.index.base import ChunkRecord, WriteBatch
 from retrieval.index.embedded import Bm25Params, EmbeddedIndex
 from tests.retrieval.builders import DIM, assert_same_ranking, random_text, record
-from trove.acl import Acl, Principal
 
 EVERYONE = Acl(public=True)
 ANYONE = Principal.of("anyone")

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.acl import Acl, Principal
 from retrieval.index.base import WriteBatch
 from retrieval.index.embedded import EmbeddedIndex
 from tests.retrieval.builders import DIM, record
-from trove.acl import Acl, Principal
 
 REPO = Path(__file__).resolve().parents[2]
 STAFF = Acl(allow_groups=frozenset({"staff"}))

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
+from core.acl import Acl, Principal
 from retrieval import parallel
 from retrieval.index.base import WriteBatch
 from retrieval.index.embedded import EmbeddedIndex, int8_kernel, ranking
 from retrieval.index.embedded.quantized import QuantizedVectors, quantize
 from tests.retrieval.builders import assert_same_ranking, record
-from trove.acl import Acl, Principal
 
 DIM = 384
 K = 10

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
+from core.acl import Acl, Principal
 from retrieval.index.base import (
     IndexBackend,
     IndexCorruptError,
@@ -20,7 +21,6 @@ from retrieval.index.embedded.manifest import read_current
 from retrieval.index.embedded.merge_policy import MERGE_FACTOR
 from retrieval.models import SearchFilters
 from tests.retrieval.builders import DIM, doc_records, record, unit
-from trove.acl import Acl, Principal
 
 STAFF = Acl(allow_groups=frozenset({"staff"}))
 ALICE = Principal.of("alice", ["staff"])

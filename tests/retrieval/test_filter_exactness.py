@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from rank_bm25 import BM25Okapi
 
+from core.acl import Acl, Principal
 from retrieval.analysis import analyze
 from retrieval.index.base import WriteBatch
 from retrieval.index.embedded import Bm25Params, EmbeddedIndex
 from tests.retrieval.builders import DIM, assert_same_ranking, random_text, record
-from trove.acl import Acl, Principal
 
 N_DOCS = 2500
 CHUNKS_PER_DOC = 4  # 10,000 rows

@@ -18,12 +18,12 @@ import numpy as np
 import pydantic
 import pytest
 
+from core.acl import Acl, Principal
 from retrieval.index.base import WriteBatch
+from retrieval.index.config import IndexConfig
 from retrieval.index.embedded import EmbeddedIndex, int8_kernel, ranking
 from retrieval.index.factory import open_index
 from tests.retrieval.builders import record
-from trove.acl import Acl, Principal
-from trove.config import IndexConfig
 
 DIM = 384
 READER = Principal.of("reader", ["staff"])

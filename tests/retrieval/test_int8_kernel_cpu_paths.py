@@ -36,7 +36,7 @@ import numpy as np
 from retrieval.index.base import WriteBatch
 from retrieval.index.embedded import EmbeddedIndex, int8_kernel, int8_probe, quantized, ranking
 from tests.retrieval.builders import record
-from trove.acl import Acl, Principal
+from core.acl import Acl, Principal
 
 DIM = 384
 # In this child only: a kernel that crashes here takes this test child down, nothing else.

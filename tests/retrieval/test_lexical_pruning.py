@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from rank_bm25 import BM25Okapi
 
+from core.acl import Acl, Principal
 from retrieval.analysis import analyze
 from retrieval.index.base import WriteBatch
 from retrieval.index.embedded import Bm25Params, EmbeddedIndex, ranking
 from tests.retrieval.builders import WORDS, assert_same_ranking, random_text, record
-from trove.acl import Acl, Principal
 
 READER = Principal.of("reader", ["staff"])
 RARE = ["zebra", "quokka", "narwhal"]  # each in ~2% of the chunks; every other word is common

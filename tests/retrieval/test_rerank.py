@@ -29,7 +29,7 @@ def tiny_cross_encoder(tmp_path_factory):
     """A 2-layer BERT cross-encoder with the MiniLM tokenizer, saved to a local folder."""
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from pipelines.embed import resolve_model_path
+    from retrieval.embedding.embedder import resolve_model_path
 
     path = tmp_path_factory.mktemp("cross-encoder")
     tok = AutoTokenizer.from_pretrained(resolve_model_path("all-MiniLM-L6-v2"))
@@ -98,9 +98,9 @@ def test_build_reranker_caches_and_fails_clearly(tmp_path, tiny_cross_encoder):
 
 
 def test_service_uses_the_configured_cross_encoder(tmp_path, tiny_cross_encoder):
+    from core.acl import Principal
+    from retrieval.config import RetrievalConfig
     from tests.retrieval.api.helpers import make_service
-    from trove.acl import Principal
-    from trove.config import RetrievalConfig
 
     service = make_service(tmp_path, retrieval=RetrievalConfig(reranker=tiny_cross_encoder))
     service.reranker = build_reranker(tiny_cross_encoder)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from core.acl import Acl, Principal
 from retrieval.fusion import fuse_by_document, reciprocal_rank_fusion
 from retrieval.index.base import WriteBatch
 from retrieval.index.embedded import EmbeddedIndex
 from retrieval.models import SearchFilters
 from retrieval.search import Searcher, SearchMode, document_of
 from tests.retrieval.builders import DIM, record, unit
-from trove.acl import Acl, Principal
 
 STAFF = Acl(allow_groups=frozenset({"staff"}))
 SECRET = Acl(allow_users=frozenset({"boss"}))

@@ -13,6 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.acl import Acl, Principal
+from retrieval.config import RetrievalConfig
 from retrieval.index.base import WriteBatch
 from retrieval.index.embedded import EmbeddedIndex
 from retrieval.models import SearchFilters
@@ -33,8 +35,6 @@ from tests.retrieval.api.helpers import (
     records,
     token,
 )
-from trove.acl import Acl, Principal
-from trove.config import RetrievalConfig
 
 ALICE = Principal.of("alice", ["staff"])
 
@@ -303,7 +303,7 @@ def _shared_service(factory):
 
 def test_search_and_document_lookup_expand_the_caller_through_the_group_directory(tmp_path):
     from connectors.base import GroupSnapshot
-    from trove.directory import GroupDirectory
+    from retrieval.directory import GroupDirectory
 
     directory = GroupDirectory.in_state_dir(tmp_path / "state")
     svc = make_service(tmp_path, identity=directory)

@@ -8,10 +8,10 @@ import time
 
 import pytest
 
+from core.acl import Principal
 from retrieval.search import Searcher
 from retrieval.service import RetrievalService
 from tests.retrieval.api.helpers import HashEncoder, build_index, make_service
-from trove.acl import Principal
 
 ALICE = Principal.of("alice", ["staff"])
 NOBODY = Principal.of("mallory", ["contractors"])

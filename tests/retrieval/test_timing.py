@@ -10,10 +10,10 @@ import time
 import numpy as np
 import pytest
 
+from core.acl import Acl, Principal
 from retrieval.index.base import ChunkRecord, WriteBatch
 from retrieval.index.embedded import EmbeddedIndex
 from tests.retrieval.builders import random_text
-from trove.acl import Acl, Principal
 
 ROWS = 50_000
 DIM = 384

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.embed import load_model_tokenizer, resolve_model_path
+from retrieval.embedding.embedder import load_model_tokenizer, resolve_model_path
 
 DIM = 16
 

@@ -1,6 +1,6 @@
 import pytest
 
-from trove.acl import Acl, Principal
+from core.acl import Acl, Principal
 
 ALICE = Principal.of("alice", ["eng", "all-staff"])
 MALLORY = Principal.of("mallory", ["hr"])
@@ -55,7 +55,7 @@ def test_principal_needs_a_user():
 
 
 def test_restriction_layers_are_an_and_of_ors_even_with_mixed_users_and_groups():
-    from trove.acl import AclLayer
+    from core.acl import AclLayer
 
     # Space readable by `staff`; the page is restricted to group A; its parent to bob.
     acl = Acl(
@@ -73,7 +73,7 @@ def test_restriction_layers_are_an_and_of_ors_even_with_mixed_users_and_groups()
 
 
 def test_layers_are_order_free_and_leave_old_fingerprints_alone():
-    from trove.acl import AclLayer
+    from core.acl import AclLayer
 
     one, two = AclLayer(users=frozenset({"bob"})), AclLayer(groups=frozenset({"a"}))
     assert Acl(public=True, layers=(one, two)) == Acl(public=True, layers=(two, one, one))

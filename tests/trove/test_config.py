@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from trove.config import ConfigError, load_settings
+from core.errors import ConfigError
+from trove.config import load_settings
 
 CONTRACT_YAML = """
 index: {backend: embedded, path: .trove/index}
@@ -106,8 +107,8 @@ def test_secrets_are_not_printed(tmp_path, monkeypatch):
 
 
 def test_embedding_backend_defaults_to_the_measured_choice_and_gpus_to_torch():
-    from pipelines.embed import DEFAULT_BACKEND
-    from trove.config import EmbeddingConfig
+    from retrieval.embedding.config import EmbeddingConfig
+    from retrieval.embedding.embedder import DEFAULT_BACKEND
 
     assert EmbeddingConfig().backend == DEFAULT_BACKEND == "onnx-int8"
     # ONNX Runtime runs on the CPU only: naming a GPU without a backend picks torch ...

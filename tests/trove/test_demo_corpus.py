@@ -21,8 +21,8 @@ import pytest
 import yaml
 from wcmatch.glob import GLOBSTAR, globmatch
 
+from core.acl import Acl, Principal
 from retrieval.evaluate import GoldenQuery, load_queries, normalise_text
-from trove.acl import Acl, Principal
 from trove.config import settings_from_dict
 from trove.demo import CONFIG_TEMPLATE, CORPUS_DIR, DEMO_QUESTION, DEMO_USERS, QUERIES_FILE
 

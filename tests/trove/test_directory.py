@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from connectors.base import DirectoryUser, GroupSnapshot
+from core.acl import Acl, AclLayer, Principal
+from retrieval.directory import GroupDirectory
 from retrieval.index.embedded import EmbeddedIndex
 from retrieval.search import Searcher
 from tests.retrieval.builders import DIM, record
-from trove.acl import Acl, AclLayer, Principal
-from trove.directory import GroupDirectory
 
 
 def wiki_snapshot(eng_members: set[str]) -> GroupSnapshot:

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from core.acl import Acl, Principal
 from retrieval.index.base import WriteBatch
 from retrieval.index.embedded import EmbeddedIndex
 from retrieval.search import Searcher
 from tests.retrieval.builders import DIM, record
 from trove import cli
-from trove.acl import Acl, Principal
 
 STAFF = Acl(allow_groups=frozenset({"staff"}))
 # Granted only through a source group that the group directory adds at query time.

@@ -17,14 +17,15 @@ from hypothesis import strategies as st
 
 from connectors import principals
 from connectors.base import DirectoryUser, GroupSnapshot
+from core.acl import Acl, AclLayer, Principal
+from core.errors import ConfigError
+from core.identity import InvalidIdentity, canonical_group, canonical_user
 from pipelines.secure import AclPolicy
 from pipelines.store import ManifestEntry
 from pipelines.sync import ACL_ONLY, UNCHANGED, classify
+from retrieval.directory import _SCHEMA, GroupDirectory
 from tests.trove.spellings import invalid_spellings, names, spellings
-from trove.acl import Acl, AclLayer, Principal
-from trove.config import ConfigError, settings_from_dict
-from trove.directory import _SCHEMA, GroupDirectory
-from trove.identity import InvalidIdentity, canonical_group, canonical_user
+from trove.config import settings_from_dict
 
 # The list, against `deny_users: [mallory]`.
 SAME_AS_MALLORY = ["Mallory", "MALLORY", "mallory ", "mallory\t", "\tmallory", "ｍａｌｌｏｒｙ"]

@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 
 import trove.ingest
+from core.acl import Principal
 from retrieval.index.base import WriteBatch
 from tests.trove.ingest_fakes import CountingEmbedder, use_embedder
 from tests.trove.test_lost_index import DOCS, SOURCE, Workspace, write_config
-from trove.acl import Principal
 from trove.ingest import run_ingest
 
 REPO = Path(__file__).resolve().parents[2]

@@ -3,8 +3,8 @@
 from pathlib import Path
 
 from connectors.base import GroupSnapshot
+from retrieval.directory import GroupDirectory
 from trove.config import settings_from_dict
-from trove.directory import GroupDirectory
 from trove.ingest import _groups_due
 
 

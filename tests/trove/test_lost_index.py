@@ -28,11 +28,11 @@ import yaml
 from typer.testing import CliRunner
 
 from assets.checks import index_matches_manifest, source_acls
+from core.acl import Principal
 from pipelines.store import StagingStore
 from retrieval.index.embedded import EmbeddedIndex
 from retrieval.index.factory import open_index
 from tests.trove.ingest_fakes import DIM, CountingEmbedder, use_embedder
-from trove.acl import Principal
 from trove.cli import app
 from trove.config import Settings, load_settings
 from trove.ingest import IngestError, run_ingest

@@ -3,9 +3,9 @@
 from datetime import UTC, datetime
 
 from connectors.base import GroupSnapshot
+from retrieval.directory import GroupDirectory
 from tests.connectors.confluence.fake import unreachable_source_config
 from trove.config import settings_from_dict
-from trove.directory import GroupDirectory
 from trove.status import source_status
 
 

@@ -61,7 +61,7 @@ class Setting:
 
 def _shipped() -> Setting:
     """The shipped ranking (``RetrievalConfig()`` defaults), whatever they are today."""
-    from trove.config import RetrievalConfig
+    from retrieval.config import RetrievalConfig
 
     c = RetrievalConfig()
     doc = "document " if c.document_fusion else ""
@@ -174,7 +174,7 @@ def compare_set(
     settings_grid: Sequence[Setting] = SETTINGS,
 ) -> dict[str, Any]:
     """Every setting on the embedded index of ``config_path`` and on its OpenSearch copy."""
-    from pipelines.embed import get_embedder
+    from retrieval.embedding.embedder import get_embedder
     from retrieval.evaluate import evaluate, load_queries
     from retrieval.index.factory import open_index
     from retrieval.index.opensearch.index import OpenSearchIndex
@@ -271,7 +271,7 @@ def _overlap(a: list[list[str]], b: list[list[str]]) -> float:
 
 def filtered_recall(url: str, chunks: int, queries: int = 50) -> dict[str, Any]:
     """Filtered k-NN exactness on ``chunks`` generated chunks (trove/bench/corpus.py)."""
-    from pipelines.embed import get_embedder
+    from retrieval.embedding.embedder import get_embedder
     from retrieval.index.opensearch.index import OpenSearchIndex
     from trove.bench import corpus as bench_corpus
     from trove.bench import filtered_recall as fr
@@ -317,8 +317,8 @@ def run(
     workdir: Path | None = None,
 ) -> dict[str, Any]:
     """Parity per golden set and setting, and the filtered k-NN recall (0 chunks: skipped)."""
+    from core.runtime import configure_offline_environment
     from trove.bench.opensearch_node import opensearch_node
-    from trove.runtime import configure_offline_environment
 
     configure_offline_environment()
     unknown = sorted(set(sets) - set(GOLDEN_SETS))

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from core.acl import Acl, Principal
 from retrieval.index.base import ChunkRecord
-from trove.acl import Acl, Principal
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HANDBOOK = REPO_ROOT.parent / "shared" / "corpora" / "18f-handbook"
@@ -114,10 +114,10 @@ def base_corpus(cache_dir: Path, max_chunks: int | None = None) -> BaseCorpus:
 
 def _embed_pages(root: Path, max_chunks: int | None) -> tuple[BaseCorpus, bool]:
     from pipelines.chunk import chunk_document
-    from pipelines.embed import get_embedder
     from pipelines.errors import ParseError
     from pipelines.parse import parse_file
-    from pipelines.tokens import HFTokenCounter
+    from retrieval.embedding.embedder import get_embedder
+    from retrieval.embedding.tokens import HFTokenCounter
 
     embedder = get_embedder()
     counter = HFTokenCounter(embedder.tokenizer)

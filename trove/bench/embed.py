@@ -30,9 +30,9 @@ BACKENDS = ("torch", "onnx", "onnx-int8")
 def sample_chunks(n: int, corpus: Path = DEFAULT_CORPUS, min_tokens: int = 150) -> list[str]:
     """``n`` chunk texts (as embedded) of at least ``min_tokens``, from every 3rd document."""
     from pipelines.chunk import HFTokenCounter, chunk_document
-    from pipelines.embed import get_embedder
     from pipelines.errors import ParseError
     from pipelines.parse import parse_file
+    from retrieval.embedding.embedder import get_embedder
 
     counter = HFTokenCounter(get_embedder().tokenizer)
     texts: list[str] = []
@@ -53,7 +53,7 @@ def compare(
     texts: list[str], backends: tuple[str, ...] = BACKENDS, repeats: int = 3
 ) -> dict[str, Any]:
     """Per backend: texts/s (median), speed-up over torch, cosine to torch (mean, min)."""
-    from pipelines.embed import get_embedder
+    from retrieval.embedding.embedder import get_embedder
 
     if "torch" not in backends:
         raise ValueError(f"the comparison needs torch as the reference, got {backends}")
@@ -89,7 +89,7 @@ def compare(
 
 
 def main(argv: list[str] | None = None) -> None:
-    from trove.runtime import configure_offline_environment
+    from core.runtime import configure_offline_environment
 
     configure_offline_environment()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from core.acl import Principal
 from retrieval.index.base import ChunkRecord
-from trove.acl import Principal
 
 TOP = 10
 # (k-NN k, ef_search) pairs tried: k 10 is a bare top 10, k 100 what Trove asks

@@ -71,12 +71,12 @@ def sweep(
     config: str | Path, queries: str | Path, grid: list[Setting] | None = None, k: int = 10
 ) -> list[dict[str, Any]]:
     """Evaluate every setting of ``grid`` on an ingested index; one dict per setting."""
-    from pipelines.embed import get_embedder
+    from core.runtime import configure_offline_environment
+    from retrieval.embedding.embedder import get_embedder
     from retrieval.evaluate import evaluate, load_queries
     from retrieval.index.factory import open_index
     from retrieval.search import Searcher
     from trove.config import load_settings
-    from trove.runtime import configure_offline_environment
 
     configure_offline_environment()
     settings = load_settings(config)

@@ -179,7 +179,7 @@ def _llamaindex(files: list[Path], model_path: str, batch_size: int, tokenizer: 
 
     from tokenizers import Tokenizer
 
-    from pipelines.tokens import rust_tokenizer
+    from retrieval.embedding.tokens import rust_tokenizer
 
     embed = HuggingFaceEmbedding(model_name=model_path, device="cpu", embed_batch_size=batch_size)
     # The model's own word pieces, untruncated (as Trove's chunker counts them).
@@ -219,10 +219,11 @@ def run(
     :param workdir: keep state and index here (default: a temporary folder, removed after).
     :raises BenchError: corpus missing, or the re-chunked texts disagree with the ingest.
     """
-    from pipelines.embed import get_embedder, resolve_model_path
-    from trove.config import EmbeddingConfig, load_settings
+    from core.runtime import configure_offline_environment
+    from retrieval.embedding.config import EmbeddingConfig
+    from retrieval.embedding.embedder import get_embedder, resolve_model_path
+    from trove.config import load_settings
     from trove.ingest import run_ingest
-    from trove.runtime import configure_offline_environment
 
     configure_offline_environment()
     backend = backend or EmbeddingConfig().backend

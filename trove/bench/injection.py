@@ -71,7 +71,7 @@ def _metrics(scored: list[tuple[dict[str, Any], float]], threshold: float) -> di
 
 def run(path: Path | None = None, threshold: float | None = None) -> dict[str, Any]:
     """Score every record; metrics at ``threshold`` (default: the config default) and a sweep."""
-    from trove.config import InjectionConfig
+    from pipelines.config import InjectionConfig
 
     threshold = InjectionConfig().threshold if threshold is None else threshold
     records = load(path or DEFAULT_PATH)

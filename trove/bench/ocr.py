@@ -229,9 +229,9 @@ def _trove_pool(pages: list[Page], workers: int) -> tuple[float, list[str], int]
     from concurrent.futures import ThreadPoolExecutor
 
     from connectors.models import SourceDocument
+    from core.acl import Acl
+    from pipelines.config import LimitsConfig
     from pipelines.parse_worker import make_parse_fn
-    from trove.acl import Acl
-    from trove.config import LimitsConfig
 
     docs = [
         SourceDocument(
@@ -260,7 +260,7 @@ def _trove_pool(pages: list[Page], workers: int) -> tuple[float, list[str], int]
 
 
 def _peer_one(path: str) -> str:
-    from trove.runtime import configure_offline_environment
+    from core.runtime import configure_offline_environment
 
     configure_offline_environment()
     from pipelines.offline_nlp import install_offline_nlp

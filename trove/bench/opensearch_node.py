@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from trove.config import IndexConfig
+from retrieval.index.config import IndexConfig
 
 NODE_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "opensearch_node.py"
 START_TIMEOUT_S = 900

@@ -2,7 +2,7 @@
 
 Two costs a connector's permissions add to every search, printed as JSON:
 
-* **group expansion** — :meth:`trove.directory.GroupDirectory.expand` on a
+* **group expansion** — :meth:`retrieval.directory.GroupDirectory.expand` on a
   directory of 10,000 users, 1,000 groups and 100,000 memberships;
 * **restriction layers** — the embedded index's per-query ACL mask
   (:class:`retrieval.index.embedded.acl_table.AclTable`) over 2,000 plain ACLs
@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 
 from connectors.base import DirectoryUser, GroupSnapshot
+from core.acl import Acl, AclLayer, Principal
+from retrieval.directory import GroupDirectory
 from retrieval.index.embedded.acl_table import AclTable
-from trove.acl import Acl, AclLayer, Principal
-from trove.directory import GroupDirectory
 
 
 def _median_ms(fn, runs: int) -> dict[str, float]:

@@ -204,7 +204,7 @@ def llamaindex_retrievers(
 
 def run_set(name: str, k: int = 10, peers: bool = True) -> dict[str, Any]:
     """Every Trove stage and peer row on one golden set (its index must exist)."""
-    from pipelines.embed import get_embedder
+    from retrieval.embedding.embedder import get_embedder
     from retrieval.evaluate import evaluate, load_queries
     from retrieval.index.base import IndexNotFoundError
     from retrieval.index.factory import open_index
@@ -309,7 +309,7 @@ def summarise(sets: dict[str, dict[str, Any]], k: int) -> list[dict[str, Any]]:
 
 
 def run(sets: Sequence[str] = GOLDEN_SETS, k: int = 10, peers: bool = True) -> dict[str, Any]:
-    from trove.runtime import configure_offline_environment
+    from core.runtime import configure_offline_environment
 
     configure_offline_environment()
     unknown = sorted(set(sets) - set(GOLDEN_SETS))

@@ -25,8 +25,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from core.acl import Principal
 from retrieval.index.base import ChunkRecord
-from trove.acl import Principal
 from trove.bench import corpus as bench_corpus
 
 BUILD_BATCH = 100_000
@@ -133,7 +133,7 @@ def run(
     :returns: ``chunks``, ``p50_ms``, ``p95_ms``, ``qps``, ``rss_mb``, ``open_first_query_s``,
         ``lexical``, ``peers`` and details; ``{"chunks", "skipped"}`` when the corpus is absent.
     """
-    from trove.config import EmbeddingConfig
+    from retrieval.embedding.config import EmbeddingConfig
 
     if backend not in ("embedded", "opensearch"):
         raise BenchError(f"unknown backend {backend!r} (valid: embedded, opensearch)")
@@ -200,7 +200,7 @@ def _peers(
 ) -> tuple[dict[str, Any], dict[str, float]]:
     if chunks > PEER_MAX_CHUNKS:
         return {}, {}
-    from pipelines.embed import get_embedder
+    from retrieval.embedding.embedder import get_embedder
     from trove.bench.query_peers import llamaindex_peer, rank_bm25_peer
 
     records = list(bench_corpus.replicate(base.chunks, base.vectors, chunks))

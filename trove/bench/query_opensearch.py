@@ -42,7 +42,7 @@ def measure(url: str, records: Sequence[ChunkRecord], queries: list[str]) -> dic
     """Write ``records`` to a new index on the node at ``url``, time the queries, drop it."""
     from opensearchpy import OpenSearch
 
-    from pipelines.embed import get_embedder
+    from retrieval.embedding.embedder import get_embedder
     from retrieval.index.opensearch.index import OpenSearchIndex
     from retrieval.search import Searcher
     from trove.bench import filtered_recall

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from trove.acl import Principal
+from core.acl import Principal
 
 # The fusion settings docs/benchmarks.md reports (RRF, 50 candidates per retriever);
 # fusion itself is a few microseconds, the candidate count costs a little.
@@ -64,7 +64,7 @@ def timed(fn: Callable[[str], Any], queries: list[str]) -> list[float]:
 def serve(
     index_path: Path, queries: list[str], main: Principal, selective: Principal
 ) -> dict[str, Any]:
-    from pipelines.embed import get_embedder
+    from retrieval.embedding.embedder import get_embedder
     from retrieval.index.embedded import EmbeddedIndex, ranking
     from retrieval.search import Searcher
 
@@ -93,7 +93,7 @@ def serve(
     # The shipped ranking (retrieval defaults: its fusion, candidates, document
     # fusion, per-document cap) on the same index and queries, beside the fixed
     # setting above that every earlier round was measured with.
-    from trove.config import RetrievalConfig
+    from retrieval.config import RetrievalConfig
 
     shipped = Searcher.from_config(index, embedder, RetrievalConfig())
     hybrid_default = timed(lambda q: shipped.search(q, main, k=10), queries)
@@ -147,7 +147,7 @@ def serve(
 
 def _torch_hybrid(index: Any, queries: list[str], main: Principal) -> dict[str, Any]:
     """Hybrid latency with the ``torch`` query encoder (``embedding.backend: torch``)."""
-    from pipelines.embed import EmbeddingError, get_embedder
+    from retrieval.embedding.embedder import EmbeddingError, get_embedder
     from retrieval.search import Searcher
 
     try:
@@ -171,7 +171,7 @@ def _principal(data: dict[str, Any]) -> Principal:
 
 
 def main(argv: list[str]) -> int:
-    from trove.runtime import configure_offline_environment
+    from core.runtime import configure_offline_environment
 
     configure_offline_environment()
     args = json.loads(argv[1])

@@ -130,9 +130,9 @@ def closed_loop(
 
 def in_process(settings: Any, askers: Sequence[Asker], threads: int, duration_s: float) -> dict:
     """The engine and the whole service in this process: 1 thread and ``threads``."""
+    from core.acl import Principal
     from retrieval.models import NO_FILTERS
     from retrieval.service import RetrievalService
-    from trove.acl import Principal
 
     service = RetrievalService.from_settings(settings)
     principals = {a: Principal.of(a.user, list(a.groups), a.tenant) for a in set(askers)}

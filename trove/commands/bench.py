@@ -84,9 +84,9 @@ def bench_serve(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """The API and MCP under load beside the in-process engine on the same index (JSON)."""
+    from core.errors import ConfigError
     from retrieval.evaluate import EvalError
     from trove.bench.serve import ServeBenchError, run
-    from trove.config import ConfigError
     from trove.demo import QUERIES_FILE
 
     try:

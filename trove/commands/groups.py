@@ -29,7 +29,7 @@ def sync(
     """Sync group memberships now (`trove ingest` also does this first)."""
     from connectors.errors import ConnectorError
     from pipelines.groups import sync_groups
-    from trove.directory import GroupDirectory
+    from retrieval.directory import GroupDirectory
 
     settings = _settings(config)
     names = sources or [s.name for s in settings.sources if s.has_groups]
@@ -59,7 +59,7 @@ def sync(
 @groups_app.command("status")
 def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """When each source's groups were last synced, and how many."""
-    from trove.directory import GroupDirectory
+    from retrieval.directory import GroupDirectory
 
     settings = _settings(config)
     info = GroupDirectory.in_state_dir(settings.state.path).status()
@@ -81,8 +81,8 @@ def expand(
     as_json: JsonOption = False,
 ) -> None:
     """Show the principal a search would run as after group expansion."""
-    from trove.acl import Principal
-    from trove.directory import GroupDirectory
+    from core.acl import Principal
+    from retrieval.directory import GroupDirectory
 
     settings = _settings(config)
     try:

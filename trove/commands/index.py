@@ -10,7 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
-from trove.config import ConfigError, Settings, find_config, load_settings
+from core.errors import ConfigError
+from trove.config import Settings, find_config, load_settings
 
 index_app = typer.Typer(help="Index lifecycle: rebuild, readiness, stats.", no_args_is_help=True)
 

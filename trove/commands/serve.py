@@ -31,7 +31,8 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def _settings(config: str | None):
-    from trove.config import ConfigError, find_config, load_settings
+    from core.errors import ConfigError
+    from trove.config import find_config, load_settings
 
     try:
         return load_settings(find_config(config))
@@ -40,9 +41,9 @@ def _settings(config: str | None):
 
 
 def _service(settings):
-    from pipelines.embed import EmbeddingError
     from retrieval.audit import AuditError
     from retrieval.auth import AuthError
+    from retrieval.embedding.embedder import EmbeddingError
     from retrieval.index.base import IndexError_
     from retrieval.rerank import RerankError
     from retrieval.service import RetrievalService
@@ -108,8 +109,8 @@ def token(
     config: ConfigOption = None,
 ) -> None:
     """Print an HS256 token signed with the configured secret (for local use)."""
+    from core.config import parse_duration
     from retrieval.auth import AuthConfigError, mint_token
-    from trove.config import parse_duration
 
     settings = _settings(config)
     secret = settings.api.jwt_secret

@@ -4,16 +4,16 @@ Chunks of a document share an ACL, and documents mostly share a handful of
 policies, so the table is small. A principal's permission mask is computed on
 the *table* with token postings (``u:alice``, ``g:hr``, ``du:mallory``,
 ``dg:contractors``, ``t:acme``) and then gathered to rows — one vectorised
-pass whatever the number of rows. The rules are exactly :meth:`trove.acl.Acl.permits`:
+pass whatever the number of rows. The rules are exactly :meth:`core.acl.Acl.permits`:
 tenant match (or no tenant), then public or an allowed user/group, and no deny.
 Restriction layers (an AND of ORs) get postings of their own, by layer: the
 layers a principal's tokens reach are counted per ACL, and an ACL passes when
 every one of its layers was reached — also one vectorised pass.
 
-Names are compared in their canonical form (:mod:`trove.identity`): an
-:class:`~trove.acl.Acl` and a :class:`~trove.acl.Principal` canonicalise
+Names are compared in their canonical form (:mod:`core.identity`): an
+:class:`~core.acl.Acl` and a :class:`~core.acl.Principal` canonicalise
 theirs when built, and :meth:`AclTable.load` builds every stored ACL through
-:meth:`~trove.acl.Acl.from_dict`, so a table written before the form (a deny
+:meth:`~core.acl.Acl.from_dict`, so a table written before the form (a deny
 on ``Mallory``) still denies ``mallory``.
 """
 
@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from core.acl import Acl, Principal
 from retrieval.index.base import IndexCorruptError
 from retrieval.index.embedded.files import load_npy, read_json, save_npy, write_json
-from trove.acl import Acl, Principal
 
 
 class AclTable:

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.acl import Acl, Principal
 from retrieval.analysis import DEFAULT_ANALYZER, Analyzer
 from retrieval.index.base import (
     ChunkRecord,
@@ -76,7 +77,6 @@ from retrieval.index.embedded.segment import (
 )
 from retrieval.index.embedded.snapshot import SegmentView, Snapshot, document_states_of
 from retrieval.models import NO_FILTERS, ScoredId, SearchFilters
-from trove.acl import Acl, Principal
 
 SEGMENTS = "segments"
 SIDE = "side"

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.acl import Acl
 from retrieval.index.base import ChunkRecord, IndexCorruptError
 from retrieval.index.embedded.acl_table import AclTable
 from retrieval.index.embedded.files import (
@@ -50,7 +51,6 @@ from retrieval.index.embedded.files import (
 )
 from retrieval.index.embedded.quantized import KIND as QUANTIZED_KIND
 from retrieval.index.embedded.quantized import QuantizedVectors, quantize
-from trove.acl import Acl
 
 SEGMENT_FORMAT = 1
 

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
+from core.acl import Principal
 from retrieval.index.base import MIXED, DocumentState, IndexCorruptError
 from retrieval.index.embedded.acl_table import AclTable
 from retrieval.index.embedded.files import load_npy
 from retrieval.index.embedded.manifest import Manifest, SegmentEntry
 from retrieval.index.embedded.segment import Segment, to_epoch
 from retrieval.models import SearchFilters
-from trove.acl import Principal
 
 MASK_CACHE_SIZE = 64
 

@@ -17,6 +17,7 @@ from typing import Any
 from opensearchpy import OpenSearch, Urllib3AWSV4SignerAuth
 from opensearchpy import exceptions as os_errors
 
+from retrieval.index.config import IndexConfig
 from retrieval.index.opensearch.errors import OpenSearchUnavailableError, OpenSearchVersionError
 from retrieval.index.opensearch.queries import (
     HYBRID_FILTER_VERSION,
@@ -24,7 +25,6 @@ from retrieval.index.opensearch.queries import (
     RRF_WEIGHTS_VERSION,
     Version,
 )
-from trove.config import IndexConfig
 
 # Transient statuses retried by the transport itself (bulk items are retried in bulk.py).
 RETRY_ON_STATUS = (502, 503, 504)

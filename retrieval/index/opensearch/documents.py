@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from core.acl import Acl, AclLayer
+from core.identity import IDENTITY_FORM
 from retrieval.index.base import ChunkRecord
-from trove.acl import Acl, AclLayer
-from trove.identity import IDENTITY_FORM
 
 # The largest `_id` OpenSearch accepts (bytes, UTF-8).
 MAX_ID_BYTES = 512
@@ -24,7 +24,7 @@ HASHED_ID_PREFIX = "~sha256~"
 
 VECTOR_FIELD = "embedding"
 TEXT_FIELD = "chunk_text"
-# The names in a chunk's ACL fields are in the canonical form (trove.identity)
+# The names in a chunk's ACL fields are in the canonical form (core.identity)
 # of this version. A chunk indexed before that has no `acl_identity_form`: its
 # names may be spelled otherwise, and `terms` queries compare exactly, so the ACL
 # clause withholds such a chunk when it carries a deny (queries.acl_filter).
@@ -41,7 +41,7 @@ ACL_FIELDS = (
     "acl_fingerprint",
     ACL_IDENTITY_FORM_FIELD,
 )
-# Restriction layers (AND of ORs, see trove.acl) are indexed as tokens
+# Restriction layers (AND of ORs, see core.acl) are indexed as tokens
 # "{layer}|u:{user}" / "{layer}|g:{group}" plus a count; the query checks each
 # layer position up to this many. Deeper ACLs are refused at write time.
 MAX_ACL_LAYERS = 8

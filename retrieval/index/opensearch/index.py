@@ -30,6 +30,7 @@ import numpy as np
 from opensearchpy import OpenSearch, helpers
 from opensearchpy import exceptions as os_errors
 
+from core.acl import Acl, Principal
 from retrieval.index.base import (
     ChunkRecord,
     DocumentState,
@@ -41,6 +42,7 @@ from retrieval.index.base import (
     WriteBatch,
     validate_upserts,
 )
+from retrieval.index.config import IndexConfig
 from retrieval.index.opensearch import queries
 from retrieval.index.opensearch.bulk import BulkAction, BulkPolicy, BulkWriter
 from retrieval.index.opensearch.client import ClusterInfo, build_client, check_ready
@@ -63,8 +65,6 @@ from retrieval.index.opensearch.lifecycle import (
     write_generation,
 )
 from retrieval.models import NO_FILTERS, ScoredId, SearchFilters
-from trove.acl import Acl, Principal
-from trove.config import IndexConfig
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Nothing here talks to a cluster. Versions are ``(major, minor)`` tuples; where a
 body differs by version the function takes one. Shapes follow the OpenSearch
 docs; the minimum versions are in ``docs/opensearch.md``.
 
-Permission filtering (:func:`acl_filter`) is exactly :meth:`trove.acl.Acl.permits`:
+Permission filtering (:func:`acl_filter`) is exactly :meth:`core.acl.Acl.permits`:
 
 * tenant: the chunk has no ``tenant_id``, or it equals the principal's tenant
   (a principal without a tenant reads only tenant-less chunks);
@@ -16,7 +16,7 @@ Permission filtering (:func:`acl_filter`) is exactly :meth:`trove.acl.Acl.permit
   i < n, a token ``i|u:{user}`` or ``i|g:{group}`` of the principal. Chunks
   without layers (the count is 0 or absent) pass at once;
 * identity form: names are indexed and queried in their canonical form
-  (:mod:`trove.identity`; the principal is canonical by construction). A chunk
+  (:mod:`core.identity`; the principal is canonical by construction). A chunk
   indexed before that form (no ``acl_identity_form`` of the current version)
   that carries a deny is withheld: its deny may be spelled in a form the
   canonical name no longer matches. Such an ACL's fingerprint changed with the
@@ -34,6 +34,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from core.acl import Principal
+from core.identity import IDENTITY_FORM
 from retrieval.analysis import ENGLISH_STOP_WORDS
 from retrieval.index.opensearch.documents import (
     ACL_IDENTITY_FORM_FIELD,
@@ -45,8 +47,6 @@ from retrieval.index.opensearch.documents import (
 )
 from retrieval.index.opensearch.documents import format_datetime as _iso
 from retrieval.models import SearchFilters
-from trove.acl import Principal
-from trove.identity import IDENTITY_FORM
 
 Version = tuple[int, int]
 Body = dict[str, Any]

@@ -10,8 +10,8 @@ import pytest
 from pytest_httpserver import HTTPServer
 
 from connectors.confluence.connector import ConfluenceConnector
+from pipelines.config import SourceConfig
 from tests.connectors.confluence.fake import TOKEN_ENV, FakeConfluence, make_source_config
-from trove.config import SourceConfig
 
 
 @pytest.fixture(scope="session")

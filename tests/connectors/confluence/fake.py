@@ -71,7 +71,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from connectors.base import GroupSnapshot
-from trove.acl import Principal
+from core.acl import Principal
 
 EMAIL = "svc-trove@example.com"
 TOKEN = "fake-atl-token-7Qz9Xk2Lp"  # only ever valid against this fake

@@ -12,9 +12,9 @@ import pytest
 from connectors.base import DocumentStamp
 from connectors.confluence.client import DocumentNotFound
 from connectors.principals import group_token
+from core.acl import Acl
 from tests.connectors.confluence.conftest import ConnectorFactory, Site
 from tests.connectors.confluence.fake import FakeConfluence, principal_for
-from trove.acl import Acl
 
 
 def _stamps(connector) -> dict[str, DocumentStamp]:

@@ -7,8 +7,8 @@ import logging
 import pytest
 
 from connectors.confluence.permissions import SpaceGrant, effective_acl, read_layer, space_grant
+from core.acl import AclLayer, Principal
 from tests.connectors.confluence.fake import payload
-from trove.acl import AclLayer, Principal
 
 BOB = "557058:f0e1d2c3-aaaa-4bbb-8ccc-000000000001"
 CAROL = "712020:0a1b2c3d-hidden-0000-000000000002"

@@ -13,9 +13,9 @@ import pytest
 from connectors.confluence.connector import ConfluenceConnector
 from connectors.errors import ConnectorError
 from connectors.http import SourceAuthError, SourceUnavailable
+from pipelines.config import SourceConfig
 from tests.connectors.confluence.conftest import ConnectorFactory, Site
 from tests.connectors.confluence.fake import TOKEN_ENV, FakeConfluence, make_source_config
-from trove.config import SourceConfig
 
 
 def test_429_waits_the_requested_retry_after(

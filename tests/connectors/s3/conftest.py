@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from connectors.s3.connector import S3Connector
+from pipelines.config import SourceConfig
 from tests.connectors.s3.fake import FakeS3, make_source_config
-from trove.config import SourceConfig
 
 
 @pytest.fixture(scope="session")

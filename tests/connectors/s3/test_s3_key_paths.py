@@ -8,10 +8,10 @@ can be read as: an odd spelling never dodges an exclude or the ``hr/**`` rule.
 from __future__ import annotations
 
 from connectors.s3.connector import S3Connector
+from core.acl import Principal
+from pipelines.config import SourceConfig
 from pipelines.secure import AclPolicy
 from tests.connectors.s3.fake import FakeS3, make_source_config
-from trove.acl import Principal
-from trove.config import SourceConfig
 
 ODD_HR_KEYS = ["hr/./salaries.md", "public/../hr/bonus.md", "hr//pay.md", "/hr/leading.md"]
 STAFF = Principal.of("sam", ["staff"])

@@ -11,8 +11,8 @@ from pytest_httpserver import HTTPServer
 
 from connectors.sharepoint.connector import SharePointConnector
 from connectors.sharepoint.shared_reads import SHARED_READS
+from pipelines.config import SourceConfig
 from tests.connectors.sharepoint.fake import FakeSharePoint, make_source_config
-from trove.config import SourceConfig
 
 
 @pytest.fixture(scope="session")

@@ -20,8 +20,9 @@ from connectors.http import SourceAuthError
 from connectors.sharepoint.auth import MsalTokenProvider, make_token_provider, resource_scope
 from connectors.sharepoint.config import SharePointConfig
 from connectors.sharepoint.connector import SharePointConnector
+from pipelines.config import SourceConfig
 from tests.connectors.sharepoint.fake import CLIENT_ID, TENANT_ID, make_source_config, payload
-from trove.config import SourceConfig, load_settings
+from trove.config import load_settings
 
 AUTHORITY = f"https://login.microsoftonline.com/{TENANT_ID}"
 OPENID = f"{AUTHORITY}/v2.0/.well-known/openid-configuration"

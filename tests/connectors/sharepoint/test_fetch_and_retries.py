@@ -12,8 +12,8 @@ from connectors.errors import ConnectorError
 from connectors.http import SourceAuthError
 from connectors.sharepoint.client import NotFound
 from connectors.sharepoint.connector import SharePointConnector, document_id
+from pipelines.config import SourceConfig
 from tests.connectors.sharepoint.fake import make_source_config, payload
-from trove.config import SourceConfig
 
 
 def test_fetch_follows_the_redirect_without_the_authorization_header(fake, connector):

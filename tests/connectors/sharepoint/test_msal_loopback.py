@@ -17,9 +17,9 @@ import pytest
 
 from connectors.http import SourceAuthError, SourceUnavailable
 from connectors.sharepoint.connector import SharePointConnector
+from pipelines.config import SourceConfig
 from tests.connectors.sharepoint.entra import JWT_BEARER, LoopbackEntra, self_signed
 from tests.connectors.sharepoint.fake import FakeSharePoint, make_source_config
-from trove.config import SourceConfig
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from connectors.sharepoint.permissions import (
     map_permissions,
     parse_login_name,
 )
+from core.acl import Acl, Principal
 from tests.connectors.sharepoint.fake import (
     ENGINEERING,
     SECURITY,
@@ -21,7 +22,6 @@ from tests.connectors.sharepoint.fake import (
     perm_link,
     perm_user,
 )
-from trove.acl import Acl, Principal
 
 SITE = "913304b6-af63-48c2-8c24-6b8aeef678e9"
 TENANT = f"sp:tenant:{TENANT_ID}"

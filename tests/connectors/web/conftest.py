@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from connectors.web.connector import WebConnector
+from pipelines.config import SourceConfig
 from tests.connectors.web.fake import FakeWeb, make_source_config
-from trove.config import SourceConfig
 
 
 @pytest.fixture(scope="session")

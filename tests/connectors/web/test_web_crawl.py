@@ -11,10 +11,10 @@ from connectors.base import ChangeBatch
 from connectors.errors import ConnectorError
 from connectors.web.connector import CrawlIncomplete, PageGone, PageNotIndexable, WebConnector
 from connectors.web.guard import BlockedAddress
+from core.acl import Principal
+from pipelines.config import SourceConfig
 from pipelines.secure import AclPolicy
 from tests.connectors.web.fake import FakeWeb, html_page, make_source_config
-from trove.acl import Principal
-from trove.config import SourceConfig
 
 
 def crawl(connector: WebConnector, cursor: str | None = None) -> list[ChangeBatch]:

@@ -17,10 +17,11 @@ from connectors.web.guard import AddressGuard, BlockedAddress, PinnedTransport
 from connectors.web.scope import UrlRules, at_least_as_strict, server_readings
 from connectors.web.state import PageState, dump_state
 from connectors.web.urls import normalise, path_of
+from core.acl import Acl, AclLayer, Principal
+from core.acl_config import SourceAclConfig
+from pipelines.config import SourceConfig
 from pipelines.secure import AclPolicy
 from tests.connectors.web.fake import make_source_config
-from trove.acl import Acl, AclLayer, Principal
-from trove.config import SourceAclConfig, SourceConfig
 
 RULES = [
     {"match": "/internal/**", "allow_groups": ["board"]},

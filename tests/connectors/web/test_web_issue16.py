@@ -13,10 +13,10 @@ import pytest
 
 from connectors.web.guard import AddressGuard, BlockedAddress, is_public
 from connectors.web.urls import normalise
+from core.acl import Acl, Principal
+from pipelines.config import SourceConfig
 from pipelines.secure import AclPolicy
 from tests.connectors.web.fake import make_source_config
-from trove.acl import Acl, Principal
-from trove.config import SourceConfig
 
 BOARD_ONLY = [{"match": "/internal/**", "allow_groups": ["board"]}]
 ANYONE = Principal.of("someone@example.com")

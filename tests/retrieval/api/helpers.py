@@ -16,13 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
+from core.acl import Acl
 from retrieval.auth import TokenVerifier, mint_token
+from retrieval.config import ApiConfig, RetrievalConfig
 from retrieval.index.base import ChunkRecord, WriteBatch
 from retrieval.index.embedded import EmbeddedIndex
 from retrieval.search import Searcher
 from retrieval.service import RetrievalService
-from trove.acl import Acl
-from trove.config import ApiConfig, RetrievalConfig, Settings
+from trove.config import Settings
 
 SECRET = "test-secret-0123456789-abcdefghijklmnop"
 DIM = 64

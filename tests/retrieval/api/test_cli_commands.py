@@ -7,10 +7,10 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from core.acl import Principal
 from retrieval.auth import TokenVerifier
 from tests.retrieval.api.helpers import SECRET, make_service
 from tests.retrieval.token_fuzz import good_claims, signed
-from trove.acl import Principal
 from trove.cli import app
 from trove.commands.serve import best_threshold
 

@@ -8,10 +8,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from connectors.base import DirectoryUser, GroupSnapshot
+from core.acl import Acl
 from retrieval.api.app import create_app
+from retrieval.directory import GroupDirectory
 from tests.retrieval.api.helpers import DOCS, auth, build_index, make_service, make_settings, token
-from trove.acl import Acl
-from trove.directory import GroupDirectory
 
 EXEC = "wiki:group:exec"
 BOARD_DOC = "wiki:board.md"

@@ -6,7 +6,7 @@ A backend that cannot run k-NN (osmem-server) sets ``dense_unsupported`` to the
 reason; only the dense and hybrid tests skip then, everything lexical, ACL and
 CRUD runs. Data is small and vectors are random unit vectors: no model.
 
-The ACL oracle is :meth:`trove.acl.Acl.permits` itself, and the filter oracle
+The ACL oracle is :meth:`core.acl.Acl.permits` itself, and the filter oracle
 the rules written in ``retrieval/index/base.py``.
 """
 
@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
+from core.acl import Acl, AclLayer, Principal
 from retrieval.fusion import FusionMethod, fuse
 from retrieval.index.base import (
     ChunkRecord,
@@ -29,7 +30,6 @@ from retrieval.index.base import (
 )
 from retrieval.models import ScoredId, SearchFilters
 from tests.retrieval.builders import DIM, doc_records, record, unit
-from trove.acl import Acl, AclLayer, Principal
 
 STAFF = Acl(allow_groups=frozenset({"staff"}))
 ALICE = Principal.of("alice", ["staff"])

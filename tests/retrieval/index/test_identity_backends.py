@@ -16,16 +16,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.acl import Acl, AclLayer, Principal
+from core.identity import canonical_user
 from retrieval.index.base import IndexBackend, WriteBatch
+from retrieval.index.config import IndexConfig
 from retrieval.index.embedded import EmbeddedIndex
 from retrieval.index.opensearch import queries as q
 from retrieval.index.opensearch.documents import ACL_IDENTITY_FORM_FIELD, to_source
 from retrieval.index.opensearch.index import OpenSearchIndex
 from tests.retrieval.builders import DIM, record
 from tests.trove.spellings import full_width, spellings
-from trove.acl import Acl, AclLayer, Principal
-from trove.config import IndexConfig
-from trove.identity import canonical_user
 
 USERS = ["mallory", "Ünal.Öztürk@Corp.Example", "straße@büro.de", "o.brien-smith@corp.example"]
 GROUPS = ["Contractors", "wiki:group:Ärzte", "sp:group:ABCDEF01", "Finance-Team"]

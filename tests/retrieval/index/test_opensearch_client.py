@@ -11,15 +11,15 @@ import pytest
 from opensearchpy import Urllib3AWSV4SignerAuth
 from opensearchpy import exceptions as os_errors
 
+from core.acl import Principal
 from retrieval.index.base import IndexError_
+from retrieval.index.config import IndexConfig, OpenSearchAuthConfig
 from retrieval.index.opensearch import queries as q
 from retrieval.index.opensearch.client import check_ready, client_options, parse_version
 from retrieval.index.opensearch.errors import OpenSearchUnavailableError, OpenSearchVersionError
 from retrieval.index.opensearch.index import OpenSearchIndex
 from retrieval.models import NO_FILTERS
 from tests.retrieval.builders import DIM, unit
-from trove.acl import Principal
-from trove.config import IndexConfig, OpenSearchAuthConfig
 
 pytestmark = pytest.mark.opensearch
 

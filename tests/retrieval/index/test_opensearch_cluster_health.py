@@ -14,10 +14,10 @@ import time
 import pytest
 from opensearchpy import OpenSearch
 
+from retrieval.index.config import IndexConfig
 from retrieval.index.opensearch.errors import OpenSearchUnavailableError
 from retrieval.index.opensearch.index import OpenSearchIndex
 from tests.retrieval.builders import DIM
-from trove.config import IndexConfig
 
 pytestmark = pytest.mark.opensearch
 

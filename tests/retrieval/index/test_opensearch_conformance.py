@@ -16,10 +16,10 @@ import os
 
 import pytest
 
+from retrieval.index.config import IndexConfig
 from retrieval.index.opensearch.index import OpenSearchIndex
 from tests.retrieval.builders import DIM
 from tests.retrieval.index.conformance import IndexConformance
-from trove.config import IndexConfig
 
 pytestmark = pytest.mark.opensearch
 

@@ -16,16 +16,17 @@ import pytest
 import yaml
 
 from assets.checks import index_matches_manifest, source_acls
+from core.acl import Acl, Principal
 from pipelines.store import StagingStore
 from retrieval.index.base import WriteBatch
+from retrieval.index.config import IndexConfig
 from retrieval.index.opensearch.bulk import BulkWriter
 from retrieval.index.opensearch.client import build_client
 from retrieval.index.opensearch.index import OpenSearchIndex
 from retrieval.index.opensearch.lifecycle import IndexLayout, alias_targets, rebuild
 from tests.retrieval.builders import doc_records
 from tests.trove.ingest_fakes import DIM, CountingEmbedder, use_embedder
-from trove.acl import Acl, Principal
-from trove.config import IndexConfig, load_settings
+from trove.config import load_settings
 from trove.ingest import run_ingest
 from trove.status import status
 

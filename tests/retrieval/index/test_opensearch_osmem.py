@@ -13,8 +13,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from core.acl import Acl, Principal
 from pipelines.store import StagingStore
 from retrieval.index.base import IndexError_, IndexNotFoundError, WriteBatch
+from retrieval.index.config import IndexConfig
 from retrieval.index.factory import open_index
 from retrieval.index.opensearch.bulk import BulkAction, BulkWriter
 from retrieval.index.opensearch.client import build_client, check_ready
@@ -23,10 +25,9 @@ from retrieval.index.opensearch.errors import OpenSearchUnavailableError, Rebuil
 from retrieval.index.opensearch.index import OpenSearchIndex
 from retrieval.index.opensearch.lifecycle import IndexLayout, alias_targets, rebuild
 from tests.retrieval.builders import DIM, doc_records
-from trove.acl import Acl, Principal
 from trove.cli import app
 from trove.commands.index import expected_chunks_by_source, status_of
-from trove.config import IndexConfig, Settings
+from trove.config import Settings
 
 pytestmark = pytest.mark.opensearch
 

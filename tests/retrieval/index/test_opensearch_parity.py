@@ -14,14 +14,14 @@ import uuid
 import numpy as np
 import pytest
 
+from core.acl import Acl, Principal
 from retrieval.index.base import ChunkRecord
+from retrieval.index.config import IndexConfig
 from retrieval.index.opensearch.index import OpenSearchIndex
 from trove import demo
-from trove.acl import Acl, Principal
 from trove.bench import filtered_recall
 from trove.bench.backends import SETTINGS, TOLERANCE, compare_set, write_records
 from trove.bench.opensearch_node import drop_prefix, index_config
-from trove.config import IndexConfig
 from trove.ingest import run_ingest
 
 pytestmark = [pytest.mark.opensearch, pytest.mark.model]

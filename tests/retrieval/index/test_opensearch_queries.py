@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from core.acl import Acl, Principal
 from retrieval.analysis import ENGLISH_STOP_WORDS
 from retrieval.index.opensearch import queries as q
 from retrieval.index.opensearch.documents import (
@@ -28,7 +29,6 @@ from retrieval.index.opensearch.documents import (
 from retrieval.models import NO_FILTERS, SearchFilters
 from tests.retrieval.builders import DIM, record, unit
 from tests.retrieval.index.conformance import all_principals, random_acl
-from trove.acl import Acl, Principal
 
 pytestmark = pytest.mark.opensearch
 
@@ -203,8 +203,8 @@ def test_layers_clause_checks_every_position_with_the_principal_tokens():
 
 
 def test_acl_layers_round_trip_and_too_many_layers_are_refused():
+    from core.acl import AclLayer
     from retrieval.index.opensearch.documents import acl_fields, acl_from_source
-    from trove.acl import AclLayer
 
     acl = Acl(
         allow_groups=frozenset({"space"}),

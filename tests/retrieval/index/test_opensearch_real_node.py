@@ -17,15 +17,15 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
+from core.acl import Acl, Principal
 from retrieval.index.base import IndexError_, WriteBatch
+from retrieval.index.config import IndexConfig
 from retrieval.index.opensearch import queries
 from retrieval.index.opensearch.bulk import BulkAction, BulkPolicy, BulkWriter
 from retrieval.index.opensearch.errors import OpenSearchUnavailableError
 from retrieval.index.opensearch.index import OpenSearchIndex
 from retrieval.index.opensearch.lifecycle import IndexLayout, alias_targets, rebuild
 from tests.retrieval.builders import DIM, doc_records
-from trove.acl import Acl, Principal
-from trove.config import IndexConfig
 
 pytestmark = pytest.mark.opensearch
 

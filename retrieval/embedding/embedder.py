@@ -40,7 +40,7 @@ def _packaged_minilm_path() -> str | None:
 
 def load_model_tokenizer(name: str, path: str) -> Any:
     """Only the tokenizer of model ``name`` stored at ``path`` (no weights)."""
-    from pipelines.tokens import TokenizerError, load_tokenizer
+    from retrieval.embedding.tokens import TokenizerError, load_tokenizer
 
     try:
         return load_tokenizer(path)
@@ -269,7 +269,8 @@ BACKENDS = ("torch", "onnx-int8", "onnx")
 # ``embedding.backend``'s default too (trove.config): chosen by measurement,
 # docs/benchmarks.md "Embedding backends".
 DEFAULT_BACKEND = "onnx-int8"
-# Everything that has Embedder's API: ``Embedder`` or ``pipelines.embed_onnx.OnnxEmbedder``.
+# Everything that has Embedder's API: ``Embedder`` or
+# ``retrieval.embedding.onnx_backend.OnnxEmbedder``.
 AnyEmbedder = Any
 
 _embedders: dict[tuple[str, str, int, str, str], Any] = {}
@@ -287,7 +288,7 @@ def get_embedder(
 
     ``backend`` is ``embedding.backend`` from the config: ``"onnx-int8"`` (the
     default: ONNX Runtime, int8 weights for documents, fp32 for queries; see
-    :mod:`pipelines.embed_onnx`) or ``"torch"`` (sentence-transformers);
+    :mod:`retrieval.embedding.onnx_backend`) or ``"torch"`` (sentence-transformers);
     ``"onnx"`` (fp32) exists for comparisons.
     ``cache_dir`` is where ONNX builds are kept. Names that resolve to the same
     model (``all-MiniLM-L6-v2`` and ``sentence-transformers/all-MiniLM-L6-v2``)
@@ -314,7 +315,7 @@ def get_embedder(
             if backend == "torch":
                 embedder = Embedder(model, batch_size=batch_size, device=device)
             else:
-                from pipelines.embed_onnx import OnnxEmbedder
+                from retrieval.embedding.onnx_backend import OnnxEmbedder
 
                 embedder = OnnxEmbedder(
                     model,

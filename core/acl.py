@@ -17,13 +17,13 @@ The semantics, in one place (every backend implements exactly this):
   without expanding groups into users, so a membership change never rewrites
   a chunk. A layer with no entries admits nobody.
 
-Every name is compared in one canonical form (:mod:`trove.identity`: NFKC,
+Every name is compared in one canonical form (:mod:`core.identity`: NFKC,
 case-folded, trimmed), on both sides: a :class:`Principal` and an :class:`Acl`
 canonicalise their users, groups and tenant when they are built, so ``Mallory``,
 ``MALLORY `` and ``ｍａｌｌｏｒｙ`` are all the ``mallory`` a deny names. A name
 with no canonical form (a zero-width or control character in it) fails closed:
 
-* a principal holding one is refused (:class:`~trove.identity.InvalidIdentity`);
+* a principal holding one is refused (:class:`~core.identity.InvalidIdentity`);
 * in an ACL's allow lists or layers it is dropped: it grants nothing;
 * in a deny list, or as the tenant, it makes the whole ACL admit nobody. The
   entry cannot be dropped (whoever it was meant to deny would get in) nor
@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from trove.identity import (
+from core.identity import (
     IDENTITY_FORM,
     InvalidIdentity,
     canonical_group,

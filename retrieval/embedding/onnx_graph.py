@@ -19,7 +19,7 @@ rewrites the fp32 graph, which queries then run as is and documents quantised:
 
 In fp32 the rewritten graph matches the export within 3e-6. The embedder runs the
 result without ORT's ``SkipLayerNormFusion``
-(``pipelines.embed_onnx.INT8_DISABLED_OPTIMIZERS``): ONNX Runtime 1.31 would fuse Add +
+(``retrieval.embedding.onnx_backend.INT8_DISABLED_OPTIMIZERS``): ONNX Runtime 1.31 would fuse Add +
 LayerNormalization into its CPU ``SkipLayerNormalization``, a scalar loop that
 took 0.47 ms per call against 0.15 ms for the two nodes it replaces. Together:
 one 200-word-piece text in 35.5 ms instead of 39.9 ms single-threaded, and 1.11x
@@ -30,7 +30,7 @@ one thread: ORT's transformer optimizer (fused ``Attention``: 0.88x; without it
 (docs/benchmarks.md, "Embedding backends").
 
 The pattern matched is the TorchScript export of a BERT-style encoder with eager
-attention (what :func:`pipelines.embed_onnx._export` writes); anything else raises
+attention (what :func:`retrieval.embedding.onnx_backend._export` writes); anything else raises
 :class:`UnsupportedGraph`, and the build keeps the general graph.
 """
 

@@ -1,6 +1,6 @@
 """The embedding model on ONNX Runtime, optionally with dynamic int8 quantisation.
 
-Same vectors as :class:`pipelines.embed.Embedder` (mean pooling, L2 norm), faster
+Same vectors as :class:`retrieval.embedding.embedder.Embedder` (mean pooling, L2 norm), faster
 on CPU: on 2 cores, chunks of ~200 word pieces embed ~1.1x faster in fp32 and
 ~2.1-2.5x faster in int8 than with torch (docs/benchmarks.md).
 
@@ -8,7 +8,7 @@ The ONNX file is built locally from the packaged weights, never downloaded:
 ``torch.onnx.export`` of the transformer (the TorchScript exporter, opset 17,
 eager attention: the SDPA export adds NaN-guarding ``Where``/``IsNaN`` nodes
 that cost ~6% of a run), then, for ``onnx-int8``, a rewrite for one unpadded
-text per run (:mod:`pipelines.onnx_single_text`) and ``quantize_dynamic`` of the
+text per run (:mod:`retrieval.embedding.onnx_graph`) and ``quantize_dynamic`` of the
 weight MatMuls (QInt8, per channel). Quantising every op type cost too much
 accuracy (min cosine 0.87 to fp32); weight MatMuls only keep the mean cosine
 to torch at 0.992. Keeping the first block in fp32 raised it to 0.996 but cost
@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipelines.embed import (
+from retrieval.embedding.embedder import (
     DEFAULT_MODEL,
     EmbeddingError,
     batch_threads,
@@ -277,7 +277,7 @@ def _export(model_dir: Path, target: Path) -> list[str]:
 
 def _single_text(fp32: Path) -> None:
     """Rewrite the fp32 export in place for one unpadded text per run
-    (:mod:`pipelines.onnx_single_text`), when it has the known layout.
+    (:mod:`retrieval.embedding.onnx_graph`), when it has the known layout.
 
     Both consumers of an int8 build only ever run one text: the int8 graph is
     quantised from this one, and queries run it as is (1.4e-6 from the export,
@@ -285,7 +285,7 @@ def _single_text(fp32: Path) -> None:
     """
     import onnx
 
-    from pipelines.onnx_single_text import UnsupportedGraph, single_text_graph
+    from retrieval.embedding.onnx_graph import UnsupportedGraph, single_text_graph
 
     rewritten = fp32.with_name(f"single-text-{fp32.name}")
     try:
@@ -396,7 +396,7 @@ def load_rust_tokenizer(
     """
     from tokenizers import Tokenizer
 
-    from pipelines.tokens import rust_tokenizer
+    from retrieval.embedding.tokens import rust_tokenizer
 
     file = model_dir / "tokenizer.json"
     try:
@@ -448,7 +448,7 @@ def _padded_inputs(batch: Sequence[Encoding], pad_ids: tuple[int, int]) -> dict[
 
 
 class OnnxEmbedder:
-    """:class:`pipelines.embed.Embedder`'s API on ONNX Runtime (fp32, or int8 weights).
+    """:class:`retrieval.embedding.embedder.Embedder`'s API on ONNX Runtime (fp32, or int8 weights).
 
     :param model: a sentence-transformers model folder or a name resolving to one
         (MiniLM names resolve to the packaged copy). Needs Transformer + mean Pooling.
@@ -646,7 +646,7 @@ class OnnxEmbedder:
         return 1 if self.backend == "onnx-int8" else self.batch_size
 
     def encode_query(self, text: str) -> np.ndarray:
-        """Embed one query on one thread (see :meth:`pipelines.embed.Embedder.encode_query`).
+        """Embed one query on one thread (as ``Embedder.encode_query``).
 
         In ``onnx-int8`` queries run on the fp32 graph the build keeps: a query is
         a few word pieces (~2 ms either way), and only the documents' side then

@@ -17,7 +17,7 @@ as a user identity (a claimed group named ``ceo@corp.com`` gets nobody the
 CEO's groups).
 
 Every identity, member, token and group is stored and compared in the one
-canonical form of :mod:`trove.identity` (NFKC, case-folded, trimmed), as chunk
+canonical form of :mod:`core.identity` (NFKC, case-folded, trimmed), as chunk
 ACLs and principals are, so the directory and a deny always agree on who is
 who. A name a source reports with no canonical form is dropped (it could only
 ever grant, and nobody can present it). A directory written before this form
@@ -35,8 +35,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from connectors.base import GroupSnapshot
-from trove.acl import Principal
-from trove.identity import IDENTITY_FORM, InvalidIdentity, canonical_group, canonical_user
+from core.acl import Principal
+from core.identity import IDENTITY_FORM, InvalidIdentity, canonical_group, canonical_user
 
 log = logging.getLogger(__name__)
 

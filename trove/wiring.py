@@ -1,0 +1,1 @@
+"""Wiring: builds the index, embedder, directory and searcher from Settings."""
