@@ -17,13 +17,15 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
+from assets.metadata import asset_check_result
 from connectors.errors import ConnectorError
 from connectors.filesystem import FilesystemConnector
+from pipelines.checks import failed_documents_within_sla
 from pipelines.config import SourceConfig
+from pipelines.records import QuarantinedDocument
 from trove.config import Settings
 
 CHANGE_SENSOR = "source_change_sensor"
-FAILED_SLA_CHECK = "failed_documents_within_sla"
 
 
 def schedule_name(source: str) -> str:
@@ -77,7 +79,7 @@ def changed_sources(
         if source.type != "filesystem":
             continue
         try:
-            current[source.name] = FilesystemConnector(source).fingerprint()
+            current[source.name] = FilesystemConnector(source.scope()).fingerprint()
         except ConnectorError as exc:
             errors[source.name] = str(exc)
             continue
@@ -136,32 +138,11 @@ def freshness_policy(sources: Sequence[SourceConfig]) -> dg.FreshnessPolicy | No
 
 
 def failed_documents_check(
-    failures: list[dict], sla: timedelta | None, now: datetime | None = None
+    quarantine: Sequence[QuarantinedDocument], sla: timedelta | None, now: datetime | None = None
 ) -> dg.AssetCheckResult:
     """Fails (and so reports them) when documents stay failed for longer than the SLA."""
-    now = now or datetime.now(UTC)
-    overdue = []
-    for failure in failures:
-        first_seen = datetime.fromisoformat(failure["first_seen"])
-        if sla is not None and now - first_seen > sla:
-            overdue.append(
-                {
-                    "path": failure["path"],
-                    "reason": failure["reason"],
-                    "failing_since": failure["first_seen"],
-                }
-            )
-    return dg.AssetCheckResult(
-        check_name=FAILED_SLA_CHECK,
-        passed=not overdue,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={
-            "failed_documents": len(failures),
-            "failed_longer_than_sla": len(overdue),
-            "sla_seconds": sla.total_seconds() if sla else None,
-            "overdue": dg.MetadataValue.json(overdue[:20]),
-        },
-    )
+    result = failed_documents_within_sla(quarantine, sla, now or datetime.now(UTC))
+    return asset_check_result(result)
 
 
 def groups_schedule_name(source: str) -> str:

@@ -11,12 +11,16 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from assets.checks import source_acls
 from assets.errors import permanent_source_errors
+from assets.metadata import asset_check_result, stage_metadata
 from assets.resources import TroveResource
+from pipelines.checks import GROUPS_CHECK, acl_groups_known
+from pipelines.groups import group_tokens_in_acls, sync_groups
+from retrieval.index.base import IndexNotFoundError
 
 GROUPS_GROUP = "groups"
 GROUPS_JOB = "sync_groups"
-GROUPS_CHECK = "acl_groups_known"
 
 
 def build_group_assets(source_names: Sequence[str]) -> list[dg.AssetsDefinition]:
@@ -35,10 +39,6 @@ def build_group_assets(source_names: Sequence[str]) -> list[dg.AssetsDefinition]
     def source_groups(
         context: dg.AssetExecutionContext, trove: TroveResource
     ) -> dg.MaterializeResult:
-        from assets.checks import source_acls
-        from pipelines.groups import group_tokens_in_acls, sync_groups
-        from retrieval.index.base import IndexNotFoundError
-
         name = context.partition_key
         config = trove.settings().source(name)
         directory = trove.directory()
@@ -57,20 +57,7 @@ def build_group_assets(source_names: Sequence[str]) -> list[dg.AssetsDefinition]
                 named = group_tokens_in_acls(source_acls(index, name).values(), name)
             finally:
                 index.close()
-        unknown = sorted(named - known)
-        check = dg.AssetCheckResult(
-            check_name=GROUPS_CHECK,
-            passed=not unknown,
-            severity=dg.AssetCheckSeverity.WARN,
-            description="Every group named by the source's chunk ACLs is in the directory.",
-            metadata={
-                "groups_in_acls": len(named),
-                "unknown_groups": len(unknown),
-                "unknown_sample": ", ".join(unknown[:20]) or "none",
-            },
-        )
-        metadata: dict[str, dg.MetadataValue | int | float] = dict(result.counts)
-        metadata["duration_s"] = round(result.seconds, 3)
-        return dg.MaterializeResult(metadata=metadata, check_results=[check])
+        check = asset_check_result(acl_groups_known(named, known))
+        return dg.MaterializeResult(metadata=stage_metadata(result), check_results=[check])
 
     return [source_groups]

@@ -13,14 +13,31 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from assets.checks import (
+    acl_coverage,
+    index_matches_manifest,
+    listing_complete,
+    no_redacted_values,
+    source_acls,
+)
 from assets.errors import permanent_source_errors
-from assets.freshness import FAILED_SLA_CHECK, failed_documents_check
+from assets.freshness import failed_documents_check
+from assets.metadata import stage_metadata
 from assets.resources import TroveResource
+from pipelines.checks import (
+    ACL_COVERAGE_CHECK,
+    FAILED_SLA_CHECK,
+    LISTING_CHECK,
+    MANIFEST_CHECK,
+    REDACTION_CHECK,
+)
+from pipelines.chunk import HFTokenCounter, chunk_document
 from pipelines.index_check import CORRUPT_INDEX_FIX, IndexCheck, check_index
-from pipelines.parse_worker import prestart_parse_workers
+from pipelines.models import Chunk, ParsedDocument
+from pipelines.ocr import OcrSettings
+from pipelines.parse_worker import make_parse_fn, prestart_parse_workers
 from pipelines.secure import AclPolicy
 from pipelines.stages import (
-    StageResult,
     chunk_pending,
     embed_pending,
     parse_pending,
@@ -35,28 +52,6 @@ from retrieval.index.factory import open_index
 from trove.config import Settings
 
 GROUP = "ingest"
-ACL_COVERAGE_CHECK = "every_chunk_has_acl"
-MANIFEST_CHECK = "index_matches_manifest"
-REDACTION_CHECK = "no_redacted_values_in_index"
-LISTING_CHECK = "source_listing_complete"
-
-
-def _metadata(result: StageResult) -> dict[str, dg.MetadataValue | int | float]:
-    metadata: dict[str, dg.MetadataValue | int | float] = dict(result.counts)
-    metadata["duration_s"] = round(result.seconds, 3)
-    if result.warnings:
-        metadata["index_repair"] = dg.MetadataValue.text("\n".join(result.warnings))
-    if result.error:
-        metadata["sync_error"] = dg.MetadataValue.text(result.error)
-    if result.failures:
-        columns = ["path", "reason_class", "reason"]
-        metadata["failures"] = dg.MetadataValue.table(
-            records=[
-                dg.TableRecord({c: str(f.get(c, "")) for c in columns}) for f in result.failures
-            ],
-            schema=dg.TableSchema(columns=[dg.TableColumn(c, "string") for c in columns]),
-        )
-    return metadata
 
 
 def _check_index(settings: Settings, store: StagingStore, source: str) -> IndexCheck:
@@ -112,7 +107,7 @@ def build_ingest_assets(
             )
         for warning in result.warnings:
             context.log.warning(warning)
-        return dg.MaterializeResult(metadata=_metadata(result))
+        return dg.MaterializeResult(metadata=stage_metadata(result))
 
     @dg.asset(
         partitions_def=partitions,
@@ -125,9 +120,6 @@ def build_ingest_assets(
     def parsed_documents(
         context: dg.AssetExecutionContext, trove: TroveResource
     ) -> dg.MaterializeResult:
-        from pipelines.ocr import OcrSettings
-        from pipelines.parse_worker import make_parse_fn
-
         config = trove.settings().source(context.partition_key)
         store = trove.store(config.name)
         # Guard checks (size, zip bombs, type mismatch, encryption), then a killable
@@ -135,13 +127,14 @@ def build_ingest_assets(
         with make_parse_fn(config.limits) as parse:
             parse.ocr = OcrSettings(config.ocr, tuple(config.ocr_languages))
             result = parse_pending(store, parse)
+        for failure in result.failures:
+            context.log.warning(f"could not parse {failure.path}: {failure.reason}")
+        metadata = stage_metadata(result)
         # How much OCR (scanned pages, images) this run did, and what it left out.
-        result.counts.update(
+        metadata.update(
             {k: round(v, 2) if k == "ocr_seconds" else int(v) for k, v in parse.ocr_totals.items()}
         )
-        for failure in result.failures:
-            context.log.warning(f"could not parse {failure['path']}: {failure['reason']}")
-        return dg.MaterializeResult(metadata=_metadata(result))
+        return dg.MaterializeResult(metadata=metadata)
 
     @dg.asset(
         partitions_def=partitions,
@@ -154,8 +147,6 @@ def build_ingest_assets(
     def document_chunks(
         context: dg.AssetExecutionContext, trove: TroveResource
     ) -> dg.MaterializeResult:
-        from pipelines.chunk import HFTokenCounter, chunk_document
-
         settings = trove.settings()
         embedder = trove.embedder()
 
@@ -164,7 +155,7 @@ def build_ingest_assets(
             # Loaded on first use only: an unchanged re-sync never pays for the tokenizer.
             return HFTokenCounter(embedder.tokenizer)
 
-        def chunk(parsed):
+        def chunk(parsed: ParsedDocument) -> list[Chunk]:
             return chunk_document(
                 parsed,
                 counter(),
@@ -174,7 +165,7 @@ def build_ingest_assets(
             )
 
         result = chunk_pending(trove.store(context.partition_key), chunk)
-        return dg.MaterializeResult(metadata=_metadata(result))
+        return dg.MaterializeResult(metadata=stage_metadata(result))
 
     @dg.asset(
         partitions_def=partitions,
@@ -190,7 +181,7 @@ def build_ingest_assets(
     ) -> dg.MaterializeResult:
         config = trove.settings().source(context.partition_key)
         result = screen_pending(trove.store(config.name), config.pii, config.injection)
-        return dg.MaterializeResult(metadata=_metadata(result))
+        return dg.MaterializeResult(metadata=stage_metadata(result))
 
     @dg.asset(
         partitions_def=partitions,
@@ -204,7 +195,7 @@ def build_ingest_assets(
         context: dg.AssetExecutionContext, trove: TroveResource
     ) -> dg.MaterializeResult:
         result = tag_pending(trove.store(context.partition_key))
-        return dg.MaterializeResult(metadata=_metadata(result))
+        return dg.MaterializeResult(metadata=stage_metadata(result))
 
     @dg.asset(
         partitions_def=partitions,
@@ -222,7 +213,7 @@ def build_ingest_assets(
         result = embed_pending(
             trove.store(context.partition_key), embedder, trove.embedding_cache()
         )
-        return dg.MaterializeResult(metadata=_metadata(result))
+        return dg.MaterializeResult(metadata=stage_metadata(result))
 
     @dg.asset(
         partitions_def=partitions,
@@ -243,14 +234,6 @@ def build_ingest_assets(
     def search_index(
         context: dg.AssetExecutionContext, trove: TroveResource
     ) -> dg.MaterializeResult:
-        from assets.checks import (
-            acl_coverage,
-            index_matches_manifest,
-            listing_complete,
-            no_redacted_values,
-            source_acls,
-        )
-
         source = context.partition_key
         store = trove.store(source)
         config = trove.settings().source(source)
@@ -269,7 +252,7 @@ def build_ingest_assets(
             stats = index.stats()
         finally:
             index.close()
-        metadata = _metadata(result)
+        metadata = stage_metadata(result)
         metadata["index_chunks_total"] = stats.chunks
         metadata["index_documents_total"] = stats.documents
         return dg.MaterializeResult(metadata=metadata, check_results=checks)

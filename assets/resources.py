@@ -3,49 +3,47 @@
 from __future__ import annotations
 
 import dagster as dg
+from pydantic import PrivateAttr
 
 from pipelines.store import EmbeddingCache, StagingStore
 from retrieval.directory import GroupDirectory
-from retrieval.embedding.embedder import AnyEmbedder, get_embedder
-from retrieval.index.base import IndexBackend, IndexNotFoundError
-from retrieval.index.factory import open_index
+from retrieval.embedding.base import Embedder
+from retrieval.index.base import IndexBackend
+from trove import wiring
 from trove.config import Settings, load_settings
 
 
 class TroveResource(dg.ConfigurableResource):
-    """Configuration and shared parts (settings, stores, index, embedder) for the assets."""
+    """Configuration and shared parts (settings, stores, index, embedder) for the assets.
+
+    The YAML is read once when a run initialises the resource: every step of the
+    run sees the rules in force when it started (an ACL rule edited mid-run is
+    picked up by the next run), and the parts are built by :mod:`trove.wiring`,
+    as the CLI and the API build them.
+    """
 
     config_path: str
+    _settings: Settings | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._settings = load_settings(self.config_path)
 
     def settings(self) -> Settings:
-        # Read afresh for every step: a run must see the rules in force now (an
-        # edited ACL rule is a change to apply), and parsing YAML is cheap.
-        return load_settings(self.config_path)
+        if self._settings is None:  # outside a run (a sensor tick): read it afresh
+            return load_settings(self.config_path)
+        return self._settings
 
     def store(self, source: str) -> StagingStore:
-        settings = self.settings()
-        settings.source(source)  # fails clearly on an unknown partition
-        return StagingStore.for_source(settings.state.path, source)
+        return wiring.open_staging_store(self.settings(), source)
 
     def directory(self) -> GroupDirectory:
-        return GroupDirectory.in_state_dir(self.settings().state.path)
+        return wiring.open_directory(self.settings())
 
     def embedding_cache(self) -> EmbeddingCache:
-        return EmbeddingCache.in_state_dir(self.settings().state.path)
+        return wiring.open_embedding_cache(self.settings())
 
-    def embedder(self) -> AnyEmbedder:
-        cfg = self.settings().embedding
-        return get_embedder(
-            cfg.model, device=cfg.device, batch_size=cfg.batch_size, backend=cfg.backend
-        )
+    def embedder(self) -> Embedder:
+        return wiring.build_embedder(self.settings().embedding)
 
     def index(self, *, create: bool = False) -> IndexBackend:
-        config = self.settings().index
-        try:
-            return open_index(config)
-        except IndexNotFoundError:
-            if not create:
-                raise
-        # Only a brand-new index needs the model's dimensions (loading the model);
-        # an unchanged re-sync never does.
-        return open_index(config, create=True, dimensions=self.embedder().dimensions)
+        return wiring.open_configured_index(self.settings(), create=create, embedder=self.embedder)

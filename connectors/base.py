@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 from connectors.models import DocumentFailure, SourceDocument
 from core.acl import Acl
@@ -110,10 +110,15 @@ class GroupSource(Protocol):
     def sync_groups(self) -> GroupSnapshot: ...
 
 
-def settings_block(config: Any, source_type: str, connector: str) -> Any:
-    """The ``<type>:`` block of a source config; a ValueError when the source is another type."""
-    block = getattr(config, source_type, None) if config.type == source_type else None
-    if block is None:
+_Block = TypeVar("_Block")
+
+
+def settings_block(
+    settings: object, expected: type[_Block], source_type: str, connector: str
+) -> _Block:
+    """``settings`` when it is the ``<type>:`` block ``connector`` needs; a ValueError otherwise."""
+    if not isinstance(settings, expected):
         article = "an" if source_type == "s3" or source_type[0] in "aeiou" else "a"
-        raise ValueError(f"{connector} needs {article} {source_type} source, got {config.type!r}")
-    return block
+        got = "none" if settings is None else type(settings).__name__
+        raise ValueError(f"{connector} needs {article} {source_type} source's block, got {got}")
+    return settings

@@ -1,7 +1,11 @@
 """Connector errors: a whole source cannot be read (one bad document is a failure record)."""
 
+from __future__ import annotations
 
-class ConnectorError(Exception):
+from core.errors import TroveError
+
+
+class ConnectorError(TroveError):
     """The source cannot be listed or read; the message says which and why."""
 
 

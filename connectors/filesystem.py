@@ -22,8 +22,8 @@ Symbolic links decide what a path may show, so they are handled here once:
   governed by every path it is reachable at (the link's, the target's, and
   any linked folder's on the way): each must pass ``include``, none may be
   excluded or hidden, and its ACL is the intersection of the ACLs the rules
-  give each of them (:class:`FileDocument`, :mod:`pipelines.secure`). Its id
-  and citation path are the link's path.
+  give each of them (``SourceDocument.rule_paths``, :mod:`core.acl_policy`).
+  Its id and citation path are the link's path.
 * Every read goes through :func:`open_real_file`: one ``openat`` per path
   component with ``O_NOFOLLOW`` from the root's descriptor, so the file read
   is the file that was checked even when a link is swapped in mid-scan.
@@ -41,28 +41,24 @@ from __future__ import annotations
 import dataclasses
 import errno
 import hashlib
-import json
 import logging
 import os
 import stat
-import unicodedata
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
-from wcmatch import glob as wglob
-
 from connectors.base import ChangeBatch, DocumentStamp
+from connectors.common import UnreadableCursor, dump_cursor, load_cursor
 from connectors.errors import ConnectorError, DocumentGone
 from connectors.models import DocumentFailure, FileIdentity, SourceDocument
+from connectors.scope import SourceScope
 from core.acl import Acl
-from pipelines.config import SourceConfig
 
 log = logging.getLogger(__name__)
 
-_GLOB_FLAGS = wglob.GLOBSTAR | wglob.NEGATE | wglob.BRACE
+CURSOR_VERSION = 1
 # getattr: these are POSIX-only; without openat the connector refuses to start (_open_root).
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -71,111 +67,12 @@ _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW | _CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | _CLOEXEC
 _SKIPPED_IN_WARNING = 5
 
-# -- glob matching (shared by the connectors and the ACL rules) -----------------------
-
-
-@lru_cache(maxsize=4096)
-def _compiled(pattern: str, flags: int, canonical: bool) -> wglob.WcRegexp:
-    return wglob.compile(_nfc(pattern) if canonical else pattern, flags=flags)
-
-
-def _nfc(text: str) -> str:
-    return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
-
-
-def matches(relative_path: str, patterns: Sequence[str]) -> bool:
-    """Whether any glob matches the path exactly as written (``**`` any depth, ``{a,b}``)."""
-    return any(_compiled(p, _GLOB_FLAGS, False).match(relative_path) for p in patterns)
-
-
-def canonical_path(path: str) -> str:
-    """The place a path names: NFC, no empty or ``.`` segments, a ``..`` takes its parent.
-
-    A leading or trailing ``/`` is kept (URL paths and S3 "folders" are told apart
-    by them). ``handbook/../hr/x`` and ``hr//./x`` both become ``hr/x``.
-    """
-    segments: list[str] = []
-    for segment in _nfc(path).split("/"):
-        if segment in ("", "."):
-            continue
-        if segment == "..":
-            if segments:
-                segments.pop()
-            continue
-        segments.append(segment)
-    joined = "/".join(segments)
-    lead = "/" if path.startswith("/") else ""
-    trail = "/" if path.endswith("/") and joined else ""
-    return f"{lead}{joined}{trail}"
-
-
-@dataclass(frozen=True)
-class Reading:
-    """One way of reading a path against a glob.
-
-    A path is read exactly as written, and as the place it names
-    (:func:`canonical_path`, patterns in NFC too), case-sensitively or not.
-    Selection and ACL rules hold a path to every reading, so writing a path
-    differently (``hr//x``, ``hr/./x``, another Unicode normal form, ``HR/``)
-    can only narrow who reads it, never widen it.
-    """
-
-    canonical: bool
-    ignore_case: bool
-
-    def form(self, path: str) -> str:
-        return canonical_path(path) if self.canonical else path
-
-    def match(self, form: str, patterns: Sequence[str]) -> bool:
-        flags = _GLOB_FLAGS | (wglob.IGNORECASE if self.ignore_case else 0)
-        return any(_compiled(p, flags, self.canonical).match(form) for p in patterns)
-
-
-EXACT = Reading(canonical=False, ignore_case=False)
-CANONICAL = Reading(canonical=True, ignore_case=False)
-CANONICAL_ANY_CASE = Reading(canonical=True, ignore_case=True)
-# ACL rules use all three; `include` uses the case-sensitive ones (ignoring case
-# would only add documents), `exclude` all three (ignoring case only drops more).
-RULE_READINGS = (EXACT, CANONICAL, CANONICAL_ANY_CASE)
-INCLUDE_READINGS = (EXACT, CANONICAL)
-
-
-def selected(paths: Iterable[str], include: Sequence[str], exclude: Sequence[str]) -> bool:
-    """Every path is included under every reading and excluded under none."""
-    for path in paths:
-        for reading in RULE_READINGS:
-            form = reading.form(path)
-            if reading in INCLUDE_READINGS and not reading.match(form, include):
-                return False
-            if reading.match(form, exclude):
-                return False
-    return True
-
 
 def is_hidden(path: str) -> bool:
     return any(part.startswith(".") for part in path.split("/") if part)
 
 
 # -- documents -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FileDocument(SourceDocument):
-    """A file's document, with every path of the tree it is reachable at.
-
-    ``rule_paths`` starts with ``path``; a followed link adds its target's path
-    (and any linked folder's on the way). :mod:`pipelines.secure` gives the
-    document the intersection of the ACLs of all of them.
-    """
-
-    rule_paths: tuple[str, ...] = ()
-
-
-def rule_paths(doc: SourceDocument) -> tuple[str, ...]:
-    """The paths whose ``acl`` rules apply to a document: its own, plus a link's others."""
-    if isinstance(doc, FileDocument) and doc.rule_paths:
-        return doc.rule_paths
-    return (doc.path,)
 
 
 @dataclass(frozen=True)
@@ -303,15 +200,15 @@ def _loops(real: str, ancestors: tuple[str, ...]) -> bool:
 
 
 class FilesystemConnector:
-    """Lists the documents of one ``type: filesystem`` source."""
+    """Lists the documents of one ``type: filesystem`` source (its folder is ``scope.root``)."""
 
-    def __init__(self, config: SourceConfig) -> None:
-        if config.type != "filesystem":
-            raise ValueError(f"FilesystemConnector needs a filesystem source, got {config.type!r}")
-        self.config = config
-        self.source = config.name
-        self.root = Path(config.path)  # type: ignore[arg-type]  # validated: filesystem has a path
-        self.follow_symlinks = config.follow_symlinks
+    def __init__(self, scope: SourceScope) -> None:
+        if scope.root is None:
+            raise ValueError(f"FilesystemConnector needs a folder: source {scope.name!r} has none")
+        self.scope = scope
+        self.source = scope.name
+        self.root = Path(scope.root)
+        self.follow_symlinks = scope.follow_symlinks
         # What this instance listed, so fetch can refuse a link retargeted since.
         self._listed: dict[str, tuple[str, ...]] = {}
 
@@ -325,7 +222,7 @@ class FilesystemConnector:
             return root_real, os.open(root_real, _DIR_FLAGS & ~_NOFOLLOW)
         except OSError as exc:
             raise ConnectorError(
-                f"source {self.config.name!r}: folder not found or not a directory: {self.root}"
+                f"source {self.source!r}: folder not found or not a directory: {self.root}"
             ) from exc
 
     def _link_target(self, root_real: str, node: _Node) -> tuple[str | None, str]:
@@ -454,7 +351,7 @@ class FilesystemConnector:
     # -- listing ----------------------------------------------------------------------
 
     def _wanted(self, node: _Node) -> bool:
-        return selected(node.paths, self.config.include, self.config.exclude)
+        return self.scope.selects(node.paths)
 
     def fingerprint(self) -> str:
         """A cheap digest of the included files' paths, sizes and modification times.
@@ -483,13 +380,13 @@ class FilesystemConnector:
         st: os.stat_result,
         version: str,
         content: bytes | None = None,
-    ) -> FileDocument:
+    ) -> SourceDocument:
         """The document; with ``content`` (a fetch) its size is what was read."""
         listed = PurePosixPath(node.rel)
         real = Path(root_real, node.real)
-        return FileDocument(
-            doc_id=document_id(self.config.name, node.rel),
-            source=self.config.name,
+        return SourceDocument(
+            doc_id=document_id(self.source, node.rel),
+            source=self.source,
             path=node.rel,
             uri=real.as_uri(),
             title=listed.stem,
@@ -532,7 +429,7 @@ class FilesystemConnector:
                         st, version = self._hash(root_fd, node.real)
                 except OSError as exc:
                     reason = f"unreadable: {_reason(exc)}"
-                    doc_id = document_id(self.config.name, node.rel)
+                    doc_id = document_id(self.source, node.rel)
                     failures.append(DocumentFailure(doc_id, node.rel, reason))
                     continue
                 stats[node.rel] = FileStat(st.st_size, st.st_mtime_ns, version)
@@ -570,16 +467,27 @@ class FilesystemConnector:
     # -- the connector contract (connectors.base) -----------------------------------
 
     def changes(self, cursor: str | None) -> Iterator[ChangeBatch]:
-        previous = json.loads(cursor) if cursor else {}
-        known = {path: FileStat(*values) for path, values in previous.items()}
-        scan = self.scan(known=known)
+        scan = self.scan(known=self._known(cursor))
         stats = {p: [s.size, s.mtime_ns, s.version] for p, s in scan.stats.items()}
         yield ChangeBatch(
             documents=scan.documents,
             failures=scan.failures,
-            cursor=json.dumps(stats, sort_keys=True),
+            cursor=dump_cursor({"files": stats}, version=CURSOR_VERSION),
             complete=True,
         )
+
+    def _known(self, cursor: str | None) -> dict[str, FileStat]:
+        """The previous scan's table; empty (every file hashed again) when unreadable."""
+        if not cursor:
+            return {}
+        try:
+            files = load_cursor(cursor, version=CURSOR_VERSION)["files"]
+            return {path: FileStat(*values) for path, values in files.items()}
+        except (UnreadableCursor, KeyError, TypeError, ValueError, AttributeError) as exc:
+            log.info(
+                "source %s: previous cursor not used (%s); hashing every file", self.source, exc
+            )
+            return {}
 
     def list_ids(self) -> Iterator[DocumentStamp]:
         # Never used by the pipeline for a full listing like this one; a stamp has
@@ -587,22 +495,22 @@ class FilesystemConnector:
         for doc in self.scan().documents:
             yield DocumentStamp(doc.doc_id, doc.version, doc.acl, doc.path)
 
-    def fetch(self, doc_id: str) -> FileDocument:
+    def fetch(self, doc_id: str) -> SourceDocument:
         """One listed document with its bytes, read through a descriptor opened without links.
 
         :raises DocumentGone: not a document of this source by the listing's rules now.
         :raises ConnectorError: unreadable, over ``limits.max_bytes``, or a followed
             link whose paths changed since this connector listed it.
         """
-        prefix = f"{self.config.name}:"
+        prefix = f"{self.source}:"
         if not doc_id.startswith(prefix) or len(doc_id) == len(prefix):
-            raise DocumentGone(f"{doc_id!r} is not a document of source {self.config.name!r}")
+            raise DocumentGone(f"{doc_id!r} is not a document of source {self.source!r}")
         rel = doc_id[len(prefix) :]
         root_real, root_fd = self._open_root()
         try:
             node = self._locate(root_real, rel)
             if not self._wanted(node):
-                raise DocumentGone(f"{doc_id!r} is not a document of source {self.config.name!r}")
+                raise DocumentGone(f"{doc_id!r} is not a document of source {self.source!r}")
             listed = self._listed.get(rel)
             if listed is not None and listed != node.paths:
                 raise ConnectorError(f"{doc_id!r}: its link changed since it was listed")
@@ -619,7 +527,7 @@ class FilesystemConnector:
         return self._document(root_real, node, st, version, content=content)
 
     def _read_within_limit(self, doc_id: str, fd: int, st: os.stat_result) -> bytes:
-        limit = self.config.limits.max_bytes
+        limit = self.scope.max_bytes
         content = None if st.st_size > limit else _read_fd(fd, limit)
         if content is None:
             raise ConnectorError(f"{doc_id}: over the source's limit of {limit} bytes")

@@ -15,24 +15,29 @@
   reports).
 * 401/403 raise :class:`SourceAuthError` with the URL (never the credentials);
   other 4xx are returned to the caller, who knows whether a 404 means "deleted".
+  A client that turns statuses into errors raises :class:`RequestFailed`
+  (:class:`NotFound` for a 404) and reads bodies with :func:`json_object`.
+
+The attempts and the waits are counted by :class:`core.retry.RetryBudget`, the
+policy every retrying client of Trove shares.
 
 Sleeping and the clock are injectable so tests run in milliseconds.
 """
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
+from connectors.common import parse_http_date, parse_iso_time, redact_url
 from connectors.errors import ConnectorError
+from core.retry import RetryBudget, RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +52,36 @@ class SourceAuthError(ConnectorError):
     """The source rejected the credentials (401) or the permissions (403)."""
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    max_attempts: int = 8
-    base_delay_s: float = 1.0
-    max_delay_s: float = 60.0
-    max_total_s: float = 300.0
+class RequestFailed(ConnectorError):
+    """A request answered an error status that retrying cannot clear; ``status`` says which."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class NotFound(RequestFailed):
+    """404: gone, or not visible to the credentials; the caller decides whether that is a
+    deletion (a source's own subclass may say so by also being a ``DocumentGone``)."""
+
+
+class UnexpectedResponse(SourceUnavailable):
+    """A successful response whose body is not the JSON object the API documents."""
+
+
+def json_object(response: httpx.Response, what: str) -> dict[str, Any]:
+    """The body of ``response`` to ``what`` (``"GET /path"``) as a JSON object.
+
+    :raises UnexpectedResponse: the body is not JSON, or JSON but not an object.
+    """
+    try:
+        data = response.json()
+    except ValueError:
+        kind = response.headers.get("content-type", "?")
+        raise UnexpectedResponse(f"{what} did not return JSON (content-type {kind})") from None
+    if not isinstance(data, dict):
+        raise UnexpectedResponse(f"{what} returned JSON that is not an object")
+    return data
 
 
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
@@ -62,12 +91,9 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
     value = value.strip()
     if value.isdigit():
         return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    when = parse_http_date(value)
+    if when is None:
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
     now = now or datetime.now(UTC)
     return max(0.0, (when - now).total_seconds())
 
@@ -76,12 +102,9 @@ def rate_limit_reset_seconds(value: str | None, now: datetime | None = None) -> 
     """Atlassian's ``X-RateLimit-Reset`` (``2026-02-02T12:00Z``, ISO 8601) as seconds from now."""
     if value is None or not value.strip():
         return None
-    try:
-        when = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
+    when = parse_iso_time(value.strip())
+    if when is None:
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
     now = now or datetime.now(UTC)
     return max(0.0, (when - now).total_seconds())
 
@@ -98,11 +121,6 @@ def server_wait_seconds(headers: httpx.Headers | dict[str, str]) -> float | None
         if w is not None
     ]
     return max(waits) if waits else None
-
-
-def backoff_seconds(attempt: int, policy: RetryPolicy, rand: Callable[[], float]) -> float:
-    base = min(policy.max_delay_s, policy.base_delay_s * (2**attempt))
-    return base / 2 + rand() * base / 2
 
 
 class HttpClient:
@@ -129,45 +147,47 @@ class HttpClient:
     def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         policy = self.policy
         started = self._clock()
-        attempt = 0
+        budget = RetryBudget(policy, self._rand)
         while True:
+            response: httpx.Response | None = None
+            error: httpx.TransportError | None = None
             try:
-                response = self.client.request(method, url, **kwargs)
+                answer = self.client.request(method, url, **kwargs)
             except httpx.TransportError as exc:
-                response, error = None, exc
+                error = exc
             else:
-                error = None
-                if response.status_code in (401, 403) and not self._retryable_403(response):
+                response = answer
+                if answer.status_code in (401, 403) and not self._retryable_403(answer):
                     raise SourceAuthError(
-                        f"{method} {_safe(url)} was refused with {response.status_code}: "
+                        f"{method} {redact_url(url)} was refused with {answer.status_code}: "
                         "check the credentials and their scopes (docs/connectors.md)"
                     )
-                if response.status_code not in RETRY_STATUSES and not self._retryable_403(response):
-                    return response
-            attempt += 1
-            delay = None
+                if answer.status_code not in RETRY_STATUSES and not self._retryable_403(answer):
+                    return answer
+            server_wait = None
             if response is not None and response.status_code in (403, 429, 503):
-                delay = server_wait_seconds(response.headers)
-            asked = delay is not None
-            if delay is None:
-                delay = min(backoff_seconds(attempt - 1, policy, self._rand), policy.max_delay_s)
+                server_wait = server_wait_seconds(response.headers)
             spent = self._clock() - started
-            if attempt >= policy.max_attempts or spent + delay > policy.max_total_s:
+            wait = budget.after_failure(spent, server_wait)
+            attempt, delay = budget.failures, wait.delay_s
+            if wait.give_up:
                 what = f"status {response.status_code}" if response is not None else repr(error)
                 why = (
                     f"; the retry budget ran out: the server asked to wait {delay:.0f}s more "
                     f"and {max(0.0, policy.max_total_s - spent):.0f}s of the "
                     f"{policy.max_total_s:.0f}s budget (retry.max_total_s) was left"
-                    if asked and attempt < policy.max_attempts
+                    if wait.server_asked and not wait.out_of_attempts
                     else f"; the retry budget ran out ({policy.max_attempts} attempts, "
                     f"{policy.max_total_s:.0f}s)"
                 )
                 self.budget_exhausted = True
                 raise SourceUnavailable(
-                    f"{method} {_safe(url)} still failing after {attempt} attempts "
+                    f"{method} {redact_url(url)} still failing after {attempt} attempts "
                     f"and {spent:.0f}s ({what}){why}"
                 )
-            log.info("retrying %s %s in %.1fs (attempt %d)", method, _safe(url), delay, attempt)
+            log.info(
+                "retrying %s %s in %.1fs (attempt %d)", method, redact_url(url), delay, attempt
+            )
             self.retries += 1
             self.waited_s += delay
             self._sleep(delay)
@@ -181,8 +201,3 @@ class HttpClient:
 
     def close(self) -> None:
         self.client.close()
-
-
-def _safe(url: str) -> str:
-    """The URL without its query string (which may carry tokens such as SAS signatures)."""
-    return str(url).split("?", 1)[0]

@@ -66,6 +66,10 @@ class SourceDocument:
     author: str | None = None
     # For ``local_path``: the file the scan read, checked again before parsing.
     identity: FileIdentity | None = None
+    # Every path whose ACL rules govern the document, ``path`` first, when there is
+    # more than one (a followed symbolic link: its own path and its target's);
+    # empty means ``path`` alone. See :func:`core.acl_policy.rule_paths`.
+    rule_paths: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

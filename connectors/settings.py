@@ -1,14 +1,11 @@
-"""Settings shared by the HTTP connectors (a retry budget), as written in ``trove.yaml``."""
+"""Settings shared by the connectors that retry (a retry budget), as written in ``trove.yaml``."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from connectors.http import RetryPolicy
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+from core.config import StrictModel
+from core.retry import RetryPolicy
 
 
 class RetrySettings(StrictModel):

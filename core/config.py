@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Any
+from typing import Any, overload
 
 from pydantic import BaseModel, ConfigDict
 
@@ -17,6 +17,14 @@ class StrictModel(BaseModel):
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+@overload
+def parse_duration(value: None) -> None: ...
+@overload
+def parse_duration(value: str | float | timedelta) -> timedelta: ...
+@overload
+def parse_duration(value: Any) -> timedelta | None: ...
 
 
 def parse_duration(value: Any) -> timedelta | None:

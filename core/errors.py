@@ -1,7 +1,17 @@
 """The root of every error Trove raises on purpose.
 
-The CLI and the HTTP API map :class:`TroveError`'s subclasses to an exit status
-or an HTTP status in one place each; anything else is a bug.
+Each package derives its errors from :class:`TroveError`, through a base of its own
+where it has several (``connectors.errors.ConnectorError``,
+``pipelines.errors.PipelineError``, ``retrieval.index.errors.IndexBackendError``,
+``retrieval.service.ServiceError``, ``retrieval.auth.AuthError``,
+``trove.bench.errors.BenchError``). An error that callers catch by a builtin
+(``ValueError``, ``RuntimeError``) keeps that builtin as a second base.
+
+The edges map the subclasses once each: the CLI to an exit status
+(``trove.cli.EXIT_STATUS``), the HTTP API to a status and body
+(``retrieval.api.errors.ERROR_RESPONSES``). Any other exception is a bug.
+``tests/core/test_errors.py`` checks that every exception class Trove defines
+derives from :class:`TroveError`.
 """
 
 from __future__ import annotations

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import unicodedata
 
+from core.errors import TroveError
+
 MAX_LENGTH = 256
 
 # The version of this form. Stored ACLs carry it where a name written under an
@@ -34,8 +36,9 @@ IDENTITY_FORM = 1
 _REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
 
 
-class InvalidIdentity(ValueError):
-    """A user or group name that has no safe canonical form."""
+class InvalidIdentity(TroveError, ValueError):
+    """A user or group name that has no safe canonical form (a ``ValueError``, so pydantic
+    validators report it as a validation error)."""
 
 
 def canonical_identity(value: object, *, kind: str = "user") -> str:

@@ -57,6 +57,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import pairwise
 
+from core.errors import TroveError
 from pipelines.models import Chunk, ParsedDocument, chunk_id_for
 from retrieval.embedding.tokens import HFTokenCounter, TokenCounter, TokenizerError
 
@@ -67,7 +68,7 @@ ELISION = "…"
 TITLE_CATEGORY = "Title"
 
 
-class ChunkingError(ValueError):
+class ChunkingError(TroveError, ValueError):
     """A document cannot be chunked as asked; the message says which value is wrong."""
 
 

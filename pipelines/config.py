@@ -11,11 +11,14 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from connectors.confluence.config import ConfluenceConfig
+from connectors.registry import ConnectorSettings
 from connectors.s3.config import S3Config
+from connectors.scope import SourceScope
 from connectors.settings import RetrySettings
 from connectors.sharepoint.config import SharePointConfig
 from connectors.web.config import WebConfig
 from core.acl_config import SourceAclConfig
+from core.acl_policy import AclPolicy
 from core.config import StrictModel, parse_duration
 
 
@@ -120,9 +123,22 @@ class SourceConfig(StrictModel):
         return self
 
     @property
-    def connector_settings(self) -> Any:
+    def connector_settings(self) -> ConnectorSettings | None:
         """The block of settings for this source's type (``None`` for a filesystem)."""
         return None if self.type == "filesystem" else getattr(self, self.type)
+
+    def scope(self) -> SourceScope:
+        """What the connector is told besides :attr:`connector_settings` (connectors.scope)."""
+        return SourceScope(
+            name=self.name,
+            max_bytes=self.limits.max_bytes,
+            include=tuple(self.include),
+            exclude=tuple(self.exclude),
+            retry=self.retry.policy(),
+            acl=AclPolicy.from_config(self.acl),
+            root=self.path,
+            follow_symlinks=self.follow_symlinks,
+        )
 
     @property
     def has_groups(self) -> bool:

@@ -6,8 +6,10 @@ Callers (Dagster assets, the CLI) record a :class:`PipelineError` as a
 
 from __future__ import annotations
 
+from core.errors import TroveError
 
-class PipelineError(Exception):
+
+class PipelineError(TroveError):
     """Base class: an ingestion stage could not process a document."""
 
     def __init__(self, reason: str) -> None:

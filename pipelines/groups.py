@@ -23,7 +23,7 @@ def sync_groups(
     """Replace the source's memberships in ``directory`` with what the source reports now."""
     started = time.perf_counter()
     own = connector is None
-    connector = connector or open_connector(config)
+    connector = connector or open_connector(config.scope(), config.connector_settings)
     try:
         if not isinstance(connector, GroupSource):
             raise ValueError(f"source {config.name!r} (type {config.type}) has no groups to sync")

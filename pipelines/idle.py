@@ -25,28 +25,21 @@ through (or crawl) the remote system once more before the real run does.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from connectors.errors import ConnectorError
 from connectors.registry import open_connector
 from pipelines.config import SourceConfig
 from pipelines.index_check import IndexCheck, check_index
+from pipelines.records import ChangeClass, count_changes
+from pipelines.run_records import RunCounters, RunSummary, ScanCounts, WriteCounts
 from pipelines.secure import AclPolicy
-from pipelines.stages import count_changes, run_summary
-from pipelines.store import StagingStore
-from pipelines.sync import (
-    CURSOR,
-    FAILED_BEFORE,
-    PENDING_COMMIT,
-    RETRY_IDS,
-    UNCHANGED,
-    ChangeScan,
-    compute_change_set,
-)
-from retrieval.index.base import IndexError_
+from pipelines.store import CURSOR, RETRY_IDS, StagingStore
+from pipelines.sync import ChangeScan, compute_change_set
+from retrieval.index.base import IndexBackendError
 from retrieval.index.config import IndexConfig
+from retrieval.index.factory import open_index
 
-IDLE_CHANGES = (UNCHANGED, FAILED_BEFORE)
+IDLE_CHANGES = (ChangeClass.UNCHANGED, ChangeClass.FAILED_BEFORE)
 
 
 @dataclass(frozen=True)
@@ -66,7 +59,7 @@ def idle_scan(config: SourceConfig, store: StagingStore, index: IndexConfig) -> 
     check = _index_check(store, index, config.name)
     if check is None or check.compared or not check.ok:
         return None  # not at the recorded generation: the real run compares and repairs
-    connector = open_connector(config)
+    connector = open_connector(config.scope(), config.connector_settings)
     try:
         scan = compute_change_set(
             config,
@@ -91,11 +84,9 @@ def idle_scan(config: SourceConfig, store: StagingStore, index: IndexConfig) -> 
 
 
 def _index_check(store: StagingStore, config: IndexConfig, source: str) -> IndexCheck | None:
-    from retrieval.index.factory import open_index
-
     try:
         index = open_index(config)
-    except IndexError_:
+    except IndexBackendError:
         return None  # missing or unreadable: the asset graph says which and what to do
     try:
         return check_index(store, index, source)
@@ -103,57 +94,32 @@ def _index_check(store: StagingStore, config: IndexConfig, source: str) -> Index
         index.close()
 
 
-def idle_stage_counters(scan: ChangeScan) -> dict[str, Any]:
+def idle_stage_counters(scan: ChangeScan) -> RunCounters:
     """The counters each stage of the asset graph records for an empty change set."""
-    scan_counts: dict[str, int] = dict(count_changes(scan.rows))
-    scan_counts.update({"documents_seen": scan.documents_seen, "fetch_failures": 0})
-    scan_counts["permission_sync"] = 0
-    return {
-        "run.scan": scan_counts,
-        "run.scan_error": None,
-        "run.repair": None,
-        "run.parse": {"documents_parsed": 0, "documents_failed": 0, "failures": []},
-        "run.chunk": {"chunks": 0},
-        "run.screen": {
-            "chunks_screened": 0,
-            "injection_flagged": 0,
-            "injection_dropped": 0,
-            "pii_chunks_dropped": 0,
-        },
-        "run.tag": {"chunks_tagged": 0, "chunks_fail_closed": 0, "acl_only": 0},
-        "run.embed": {"chunks_embedded": 0, "chunks_reused": 0},
-    }
+    return RunCounters(
+        scan=ScanCounts(changes=count_changes(scan.rows), documents_seen=scan.documents_seen)
+    )
 
 
-IDLE_WRITE_COUNTS = {
-    "chunks_written": 0,
-    "documents_indexed": 0,
-    "documents_deleted": 0,
-    "acl_updates": 0,
-    "documents_rewritten": 0,
-    "documents_refetched": 0,
-    "orphans_removed": 0,
-    "documents_not_repaired": 0,
-}
+# An empty change set writes nothing: the index is not touched.
+IDLE_WRITE_COUNTS = WriteCounts()
 
 
-def record_idle_run(store: StagingStore, idle: IdleScan) -> dict[str, Any]:
+def record_idle_run(store: StagingStore, idle: IdleScan) -> RunSummary:
     """Commit the empty change set as the write stage would; returns the run summary.
 
     The index is not touched: it is at the generation the manifest recorded,
     which therefore stays recorded.
     """
     counters = idle_stage_counters(idle.scan)
+    summary = RunSummary.of(counters, IDLE_WRITE_COUNTS, store.failures())
     with store.transaction() as conn:
-        for name, value in counters.items():
-            store.put_counter(conn, name, value)
+        store.put_run_counters(conn, counters)
         store.record_seen(conn, [r.doc_id for r in idle.scan.rows])
         # A file touched without a content change moves the stat cursor only.
         store.put_counter(conn, CURSOR, idle.scan.cursor)
         store.put_counter(conn, RETRY_IDS, [])
-        store.put_counter(conn, PENDING_COMMIT, None)
+        store.put_pending_commit(conn, None)
         store.clear_stage_data(conn)
-        store.add_run(conn, run_summary(store, IDLE_WRITE_COUNTS, stages=counters))
-    summary = store.last_run() or {}
-    summary.pop("finished_at", None)  # as `trove ingest` reports a Dagster run's
+        store.add_run(conn, summary)
     return summary

@@ -14,7 +14,7 @@ pattern found inside quotes or in a sentence that talks *about* attacks
 for a fifth of its weight. Hidden-character signals are never discounted:
 nobody quotes a zero-width space by accident. An attacker who wraps a payload
 in "for example" lowers its score; the hidden-text and fake-turn signals are
-the backstop for that (see docs/benchmarks.md for the measured trade-off).
+the backstop for that (docs/benchmarks.md#prompt-injection-screening measures the trade-off).
 
 :func:`screen_html` pulls text a human reader would not see out of raw HTML,
 for the caller to score with :func:`score_text`.
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import importlib
 import math
 import re
 from dataclasses import dataclass
@@ -39,8 +40,9 @@ from html.parser import HTMLParser
 from typing import Any
 
 try:  # re's own parser: the gates are derived from the patterns as compiled
-    from re import _constants as _sre
-    from re import _parser as _sre_parse
+    # (private modules the type stubs leave out, hence imported by name)
+    _sre: Any = importlib.import_module("re._constants")
+    _sre_parse: Any = importlib.import_module("re._parser")
 except ImportError:  # pragma: no cover - a Python without them searches every pattern
     _sre_parse = None
 
@@ -308,7 +310,8 @@ def _branch_clause(alternatives: Any, fold: bool) -> list[_Clause]:
         options = _required(alternative, fold)
         if not options:
             return []  # this alternative needs no literal, so the branch needs none
-        chosen += max(options, key=_selectivity)
+        best: _Clause = max(options, key=_selectivity)
+        chosen += best
     return [tuple(dict.fromkeys(chosen))]
 
 
@@ -496,7 +499,8 @@ def _score(text: str, depth: int, exhaustive: bool = False) -> InjectionScore:
 def score_text(text: str) -> InjectionScore:
     """Score ``text`` for prompt-injection patterns.
 
-    Deterministic and model-free (about 0.2 ms for an ordinary 200-token chunk).
+    Deterministic, model-free and cheap enough for every chunk
+    (docs/benchmarks.md#prompt-injection-screening).
 
     :param text: a chunk's text (or a hidden snippet from :func:`screen_html`).
     :returns: the risk in 0..1 and the signals that fired, sorted.
@@ -567,7 +571,7 @@ class _HiddenTextParser(HTMLParser):
         self.skip = 0
         self._aria_only = False
 
-    def _hidden(self, tag: str, attrs: dict[str, str | None], parent_bg: str) -> tuple[bool, str]:
+    def _hidden(self, tag: str, attrs: dict[str, str], parent_bg: str) -> tuple[bool, str]:
         style = attrs.get("style") or ""
         bg_m = _BG.search(style)
         bg = _norm_color(bg_m.group(1)) if bg_m else parent_bg

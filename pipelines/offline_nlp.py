@@ -218,7 +218,7 @@ def real_model_installed() -> bool:
 
 
 def import_spacy_without_torch() -> bool:
-    """Import spaCy with PyTorch hidden, so that thinc does not load it (1.4 s of 3).
+    """Import spaCy with PyTorch hidden, so that thinc does not load it (much of the import).
 
     thinc (under spaCy) imports ``torch`` whenever it is installed, and Trove
     installs it for the embedder; neither the stand-in nor ``en_core_web_sm``

@@ -53,15 +53,18 @@ from typing import Any, Literal
 import yaml
 
 from connectors.models import SourceDocument
+from core.formats import SUPPORTED_TYPES
 from pipelines.config import LimitsConfig
 from pipelines.errors import (
     EmptyDocumentError,
     EncryptedDocumentError,
     LimitExceededError,
     ParseError,
+    TooManyPagesError,
     TypeMismatchError,
     UnsupportedFormatError,
 )
+from pipelines.local_file import private_copy
 from pipelines.models import ELEMENT_SEPARATOR, ParsedDocument, ParsedElement
 from pipelines.ocr import (
     IMAGE_TYPES,
@@ -104,6 +107,8 @@ _PDF_KWARGS: Mapping[str, Any] = {
 }
 _NO_ATTACHMENTS: Mapping[str, Any] = {"process_attachments": False}
 
+# One reader per extension core.formats.SUPPORTED_TYPES names (what connectors hand over);
+# tests/connectors/test_formats.py holds the two to the same list.
 _FORMATS: dict[str, _Format] = {
     "pdf": _Format("PDF", "unstructured.partition.pdf", "partition_pdf", "path", _PDF_KWARGS),
     "docx": _Format("DOCX", "unstructured.partition.docx", "partition_docx", "path"),
@@ -144,9 +149,6 @@ rules assume English unless told otherwise, detected or not). ``("auto",)``
 restores detection. PDFs always got ``["eng"]`` (unstructured's own default for them).
 """
 
-SUPPORTED_TYPES: frozenset[str] = frozenset(_FORMATS)
-"""Lower-case extensions (no dot) that :func:`parse_file` handles."""
-
 _ZIP_TYPES = frozenset({"docx", "pptx", "xlsx", "odt", "epub"})
 _OOXML_TYPES = frozenset({"docx", "pptx", "xlsx"})
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
@@ -166,8 +168,9 @@ _IMAGE_MAGIC: dict[str, tuple[bytes, ...]] = {
 # These are all of them (Unicode category Cc: U+0000-U+001F and U+007F-U+009F, a set
 # Unicode never changes) but newline and tab.
 _DROPPED_CONTROLS_RE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-# libyaml's safe loader when PyYAML was built with it: the same documents, ~10x faster
-# (the pure-Python loader took 8% of parsing the 18F handbook's Markdown).
+# libyaml's safe loader when PyYAML was built with it: the same documents for far less
+# CPU (the pure-Python loader was a visible share of parsing Markdown:
+# docs/benchmarks.md#why-the-ingest-pipeline-is-built-this-way).
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _FRONT_MATTER_RE = re.compile(
     r"\A(?:\ufeff)?---[ \t]*\r?\n(.*?)\r?\n(?:---|\.\.\.)[ \t]*(?:\r?\n|\Z)", re.S
@@ -185,8 +188,6 @@ def parse_document(doc: SourceDocument) -> ParsedDocument:
     :raises ParseError: when the document has no local copy, changed since the scan
         (``changed_during_sync``) or cannot be parsed.
     """
-    from pipelines.local_file import private_copy
-
     if doc.local_path is None:
         raise ParseError(f"document {doc.doc_id!r} has no local file to parse", path=doc.path)
     # Read through a descriptor checked against the scan (see pipelines.local_file).
@@ -342,8 +343,6 @@ def _pdf_page_sizes(path: Path, limits: LimitsConfig) -> dict[int, tuple[float, 
             return None  # pdfminer's parse reports it
         count = len(reader.pages)
         if count > limits.max_pages:
-            from pipelines.errors import TooManyPagesError
-
             raise TooManyPagesError(
                 f"PDF {path.name!r} has {count:,} pages, over the limit of {limits.max_pages:,} "
                 "(limits.max_pages)",
@@ -746,20 +745,20 @@ def _email_header(path: Path, kind: str) -> _EmailHeader:
     from oxmsg import Message
 
     try:
-        msg = Message.load(str(path))
+        outlook = Message.load(str(path))
     except Exception as exc:
         raise ParseError(
             f"{path.name!r} is not a readable Outlook message: {type(exc).__name__}: {exc}",
             path=str(path),
         ) from exc
-    if "encrypted" in msg.message_headers.get("Content-Type", "").lower():
+    if "encrypted" in outlook.message_headers.get("Content-Type", "").lower():
         raise EncryptedDocumentError(f"Outlook message {path.name!r} is encrypted", path=str(path))
-    recipients = ", ".join(r.email_address for r in msg.recipients if r.email_address)
+    recipients = ", ".join(r.email_address for r in outlook.recipients if r.email_address)
     return _EmailHeader(
-        subject=_clean_title(msg.subject or ""),
-        sender=_one_line(msg.sender),
+        subject=_clean_title(outlook.subject or ""),
+        sender=_one_line(outlook.sender),
         to=recipients or None,
-        date=msg.sent_date.isoformat() if msg.sent_date else None,
+        date=outlook.sent_date.isoformat() if outlook.sent_date else None,
     )
 
 

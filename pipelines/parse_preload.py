@@ -4,7 +4,7 @@
 forkserver and names this module in ``set_forkserver_preload``. The forkserver
 imports it once; every worker forked afterwards (copy-on-write, so they share
 these pages) starts with the work below already done, where a spawned worker did
-it all again (~2.5-3 s of CPU each):
+it all again, seconds of CPU each (docs/benchmarks.md#why-the-ingest-pipeline-is-built-this-way):
 
 1. the offline environment (:func:`core.runtime.configure_offline_environment`)
    and spaCy imported without torch, first, as a worker's own start-up does;
@@ -12,7 +12,7 @@ it all again (~2.5-3 s of CPU each):
    :mod:`pipelines.guard`);
 3. unstructured's Markdown, HTML and plain-text partitioners imported and run once
    on a tiny sample through :func:`pipelines.parse.parse_file`: a worker's first
-   document of a type otherwise pays ~1.8 s for these imports and for loading the
+   document of a type otherwise pays for these imports and for loading the
    offline NLP stand-in. Other types (PDF, DOCX...) still import on first use, in
    the worker, as before.
 
@@ -53,12 +53,14 @@ _WORKER_MODULES = ("pipelines.parse_worker", "pipelines.parse", "pipelines.guard
 
 
 def _offline_environment() -> None:
+    # lazy: runs in the worker, after the offline environment is set
     from core.runtime import configure_offline_environment
 
     configure_offline_environment()
 
 
 def _spacy_without_torch() -> None:
+    # lazy: runs in the worker, after the offline environment is set
     from pipelines.offline_nlp import import_spacy_without_torch
 
     import_spacy_without_torch()
@@ -71,6 +73,7 @@ def _worker_modules() -> None:
 
 def _parse_sample(kind: str) -> Callable[[], None]:
     def parse() -> None:
+        # lazy: runs in the worker, after the offline environment is set
         from pipelines.parse import parse_file
 
         with tempfile.TemporaryDirectory(prefix="trove-parse-preload-") as folder:

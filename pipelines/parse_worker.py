@@ -105,6 +105,7 @@ def _resolve(target: str) -> Callable[..., ParsedDocument]:
 
 def _serve(conn: Connection, target: str) -> None:
     """The child's loop: parse each request; exit when the parent closes the pipe."""
+    # lazy: the worker sets the offline environment before unstructured and spaCy load
     from core.runtime import configure_offline_environment
     from pipelines.offline_nlp import import_spacy_without_torch
 
@@ -116,8 +117,9 @@ def _serve(conn: Connection, target: str) -> None:
     conn.send(("ready", None))
     _answer(conn, parse)
     # Stopped (or the parent went away): exit without the interpreter's teardown of
-    # every module imported, which takes longer than anything else in a stop (~0.4 s
-    # per worker). Nothing in the child needs it: results went back over the pipe.
+    # every module imported, which takes longer than anything else in a stop
+    # (docs/benchmarks.md#why-the-ingest-pipeline-is-built-this-way). Nothing in the child
+    # needs it: results went back over the pipe.
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(AttributeError, OSError, ValueError):
             stream.flush()
@@ -143,6 +145,7 @@ def _answer(conn: Connection, parse: Callable[..., ParsedDocument]) -> None:
 
 
 def _handle(parse: Callable[..., ParsedDocument], request: _Request) -> tuple[Any, ...]:
+    # lazy: the worker sets the offline environment before unstructured loads
     from pipelines.guard import check_parsed
 
     name = Path(request.path).name
@@ -345,7 +348,8 @@ class ParseWorker:
         return self._start_with(_SPAWN)
 
     def _start_with(
-        self, context: multiprocessing.context.BaseContext
+        self,
+        context: multiprocessing.context.SpawnContext | multiprocessing.context.ForkServerContext,
     ) -> tuple[multiprocessing.process.BaseProcess, Connection]:
         method = context.get_start_method()
         parent_conn, child_conn = context.Pipe(duplex=True)
@@ -421,7 +425,7 @@ def default_start_method() -> str:
 def prestart_parse_workers() -> bool:
     """Start the parse workers' forkserver now, so that its imports overlap the caller's.
 
-    The forkserver's preload (:mod:`pipelines.parse_preload`) spends ~3 s of CPU,
+    The forkserver's preload (:mod:`pipelines.parse_preload`) spends seconds of CPU,
     once, importing spaCy and unstructured and warming up the common partitioners;
     every worker is then forked from it ready to parse. Without this call that
     happens when the first worker starts, and the parse stage waits for it. Called
@@ -430,8 +434,9 @@ def prestart_parse_workers() -> bool:
     sources, single-threaded. Returns at once: the preload runs in the background.
 
     The price: that CPU is spent even when the scan finds nothing to parse (an
-    unchanged re-sync), and the forkserver (~190 MB, mostly shared with the
-    workers) lives as long as the calling process. A caller that knows nothing
+    unchanged re-sync), and the forkserver (its memory mostly shared with the
+    workers) lives as long as the calling process
+    (docs/benchmarks.md#why-the-ingest-pipeline-is-built-this-way). A caller that knows nothing
     will be parsed can skip this: workers start the forkserver on first use anyway.
 
     :returns: True when the forkserver runs (or is starting); False where workers
@@ -513,7 +518,8 @@ def _start_forked(process: multiprocessing.process.BaseProcess, timeout_s: float
         timer.cancel()
     if killed.is_set():  # it forked just as the timer fired: the forkserver is gone anyway
         with contextlib.suppress(OSError):
-            os.kill(process.pid, signal.SIGKILL)
+            if process.pid is not None:
+                os.kill(process.pid, signal.SIGKILL)
         raise EOFError("the forkserver was killed: it did not start a worker in time")
     _idle_forkserver = None
 
@@ -541,8 +547,9 @@ def _stop_idle_forkserver(owner: int) -> None:
         return
     with contextlib.suppress(OSError):
         os.kill(pid, signal.SIGKILL)
+    server: Any = forkserver._forkserver  # its private _stop() is not in the type stubs
     with contextlib.suppress(Exception):
-        forkserver._forkserver._stop()  # reaps it, closes our end, removes its socket file
+        server._stop()  # reaps it, closes our end, removes its socket file
 
 
 # ---------------------------------------------------------------- ingestion entry point
@@ -600,6 +607,7 @@ class GuardedParser:
     """The source's OCR setting, sent with each document (set it after construction)."""
 
     def __call__(self, doc: SourceDocument) -> ParsedDocument:
+        # lazy: the worker sets the offline environment before unstructured loads
         from pipelines.local_file import private_copy
 
         if doc.local_path is None:
@@ -610,6 +618,7 @@ class GuardedParser:
             return self._parse_copy(dataclasses.replace(doc, local_path=copy))
 
     def _parse_copy(self, doc: SourceDocument) -> ParsedDocument:
+        # lazy: the worker sets the offline environment before unstructured loads
         from pipelines.guard import check_document
 
         assert doc.local_path is not None

@@ -6,7 +6,7 @@ Dagster runs without a sink (its own event log shows the step timings).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
@@ -19,6 +19,9 @@ class ProgressSink(Protocol):
 
 _sink: ProgressSink | None = None
 
+# ``advance()`` or ``advance(n)``: n more of the task's items are done.
+Advance = Callable[..., None]
+
 
 def set_sink(sink: ProgressSink | None) -> None:
     global _sink
@@ -26,7 +29,7 @@ def set_sink(sink: ProgressSink | None) -> None:
 
 
 @contextmanager
-def task(name: str, total: int) -> Iterator[callable]:
+def task(name: str, total: int) -> Iterator[Advance]:
     """``with task("parse", n) as advance: ... advance()``; a no-op without a sink."""
     sink = _sink
     if sink is None or total <= 0:

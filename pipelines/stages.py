@@ -3,7 +3,9 @@
 Dagster assets (``assets/ingest.py``) are thin wrappers around these; they can
 also run without Dagster. Each stage reads what the previous one left in the
 :class:`~pipelines.store.StagingStore`, does the least work the change set
-allows, and records its counters for the run summary.
+allows, and records its counts for the run summary. What passes between the
+stages is typed: the change set's :class:`~pipelines.records.PendingDocument`
+rows, each stage's counts and the scan's commit plan (:mod:`pipelines.run_records`).
 
 Change classes, decided by :func:`scan_source` against the manifest:
 
@@ -29,84 +31,62 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Protocol
-
-import numpy as np
+from typing import Any
 
 from connectors.base import Connector
-from connectors.models import FileIdentity, SourceDocument
+from connectors.models import SourceDocument
 from connectors.registry import open_connector
 from core.acl import Acl
 from pipelines import progress
 from pipelines.config import InjectionConfig, PiiConfig, SourceConfig
+from pipelines.errors import ParseError
 from pipelines.index_check import IndexCheck
+from pipelines.injection import score_text, screen_html
+from pipelines.local_file import read_checked
 from pipelines.models import Chunk, ParsedDocument
+from pipelines.pii import apply_policy
+from pipelines.records import (
+    CONTENT_CHANGES,
+    ChangeClass,
+    FailedDocument,
+    FailureReason,
+    PendingDocument,
+    count_changes,
+)
+from pipelines.run_records import (
+    ChunkCounts,
+    EmbedCounts,
+    ParseCounts,
+    PendingCommit,
+    RepairPlan,
+    RunSummary,
+    ScanCounts,
+    ScreenCounts,
+    StageResult,
+    TagCounts,
+    WriteCounts,
+)
 from pipelines.secure import AclPolicy
 from pipelines.store import (
+    CURSOR,
+    PERMISSION_SYNCED_AT,
+    RETRY_IDS,
     EmbeddingCache,
-    PendingDocument,
     StagingStore,
     text_hash,
 )
-from pipelines.sync import (
-    ACL_ONLY,
-    ADDED,
-    CHANGED,
-    CONTENT_CHANGES,
-    CURSOR,
-    DELETED,
-    FAILED_BEFORE,
-    PENDING_COMMIT,
-    PERMISSION_SYNCED_AT,
-    RETRY_IDS,
-    REWRITE,
-    UNCHANGED,
-    compute_change_set,
-)
+from pipelines.sync import compute_change_set
+from retrieval.embedding.base import DocumentEncoder
 from retrieval.index.base import ChunkRecord, IndexBackend, IndexGeneration, WriteBatch
-
-FAILED = "failed"
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class StageResult:
-    """What a stage did: counters for metadata and summaries, failures with reasons."""
-
-    counts: dict[str, int] = field(default_factory=dict)
-    failures: list[dict[str, str]] = field(default_factory=list)
-    seconds: float = 0.0
-    error: str | None = None  # the stage finished, but not everything (e.g. a cut-short listing)
-    warnings: list[str] = field(default_factory=list)  # worth a line in the log (an index repair)
-
-
 def source_document_of(pending: PendingDocument) -> SourceDocument:
-    d = pending.document
-    return SourceDocument(
-        doc_id=d["doc_id"],
-        source=d["source"],
-        path=d["path"],
-        uri=d["uri"],
-        title=d["title"],
-        version=d["version"],
-        size=d["size"],
-        modified_at=datetime.fromisoformat(d["modified_at"]) if d["modified_at"] else None,
-        doc_type=d["doc_type"],
-        acl=Acl.from_dict(d["acl"]),
-        local_path=Path(d["local_path"]) if d["local_path"] else None,
-        identity=FileIdentity.from_dict(d.get("identity")),
-    )
-
-
-def count_changes(rows: list[PendingDocument]) -> dict[str, int]:
-    counts = {c: 0 for c in (ADDED, CHANGED, UNCHANGED, DELETED, ACL_ONLY, FAILED_BEFORE, REWRITE)}
-    for row in rows:
-        counts[row.change] += 1
-    return counts
+    """The document to parse: what the scan recorded, its bytes staged, the ACL in force."""
+    return pending.document.to_source_document()
 
 
 def scan_source(
@@ -130,7 +110,7 @@ def scan_source(
     """
     started = time.perf_counter()
     own = connector is None
-    connector = connector or open_connector(config)
+    connector = connector or open_connector(config.scope(), config.connector_settings)
     now = datetime.now(UTC)
     try:
         scan = compute_change_set(
@@ -139,62 +119,58 @@ def scan_source(
     finally:
         if own:
             connector.close()
+    unreadable = FailureReason.UNREADABLE
     for failure in scan.failures:
-        store.record_failure(
-            failure.doc_id, failure.path, None, "read", failure.reason, "unreadable"
-        )
+        store.record_failure(failure.doc_id, failure.path, None, "read", failure.reason, unreadable)
     store.replace_pending(scan.rows)
     if on_content_changes is not None and any(r.change in CONTENT_CHANGES for r in scan.rows):
         on_content_changes()
     repair = _repair_plan(index_check, scan.refetched)
-    store.set_counter(
-        PENDING_COMMIT,
-        {
-            "cursor": scan.cursor,
-            "retry_ids": scan.retry_ids,
-            "permission_synced_at": now.isoformat() if scan.permission_synced else None,
-            "index_checked": index_check is not None,
-            "index_generation": index_check.current.to_dict()
-            if index_check is not None and index_check.current is not None
-            else None,
-            "repair": repair,
-        },
+    commit = PendingCommit(
+        cursor=scan.cursor,
+        retry_ids=tuple(scan.retry_ids),
+        permission_synced_at=now if scan.permission_synced else None,
+        index_checked=index_check is not None,
+        index_generation=index_check.current if index_check is not None else None,
+        repair=repair,
     )
-    counts = count_changes(scan.rows)
-    counts["documents_seen"] = scan.documents_seen
-    counts["fetch_failures"] = len(scan.retry_ids)
-    counts["permission_sync"] = int(scan.permission_synced)
+    counts = ScanCounts(
+        changes=count_changes(scan.rows),
+        documents_seen=scan.documents_seen,
+        fetch_failures=len(scan.retry_ids),
+        permission_sync=int(scan.permission_synced),
+    )
     warnings: list[str] = []
     if index_check is not None and repair is not None:
-        counts["index_missing_documents"] = len(index_check.missing)
-        counts["index_stale_documents"] = len(index_check.stale)
-        counts["index_orphaned_documents"] = len(index_check.orphaned)
-        counts["refetched"] = len(scan.refetched)
-        warnings.append(repair["reason"])
-        log.warning("source %s: %s", config.name, repair["reason"])
-    result = StageResult(
-        counts=counts,
-        failures=[{"path": f.path, "reason": f.reason} for f in scan.failures],
+        counts = dataclasses.replace(
+            counts,
+            index_missing_documents=len(index_check.missing),
+            index_stale_documents=len(index_check.stale),
+            index_orphaned_documents=len(index_check.orphaned),
+            refetched=len(scan.refetched),
+        )
+        warnings.append(repair.reason)
+        log.warning("source %s: %s", config.name, repair.reason)
+    store.record_scan(counts, commit, scan.error)
+    return StageResult(
+        counts=counts.to_dict(),
+        failures=[FailedDocument(f.path, f.reason, unreadable) for f in scan.failures],
         seconds=time.perf_counter() - started,
         error=scan.error,
         warnings=warnings,
     )
-    store.set_counter("run.scan", result.counts)
-    store.set_counter("run.scan_error", scan.error)
-    store.set_counter("run.repair", repair)
-    return result
 
 
-def _repair_plan(check: IndexCheck | None, refetched: list[str]) -> dict[str, Any] | None:
+def _repair_plan(check: IndexCheck | None, refetched: list[str]) -> RepairPlan | None:
     """What this run does about an index that disagrees with the manifest (None: it agrees)."""
     if check is None or check.ok:
         return None
-    return {
-        "reason": check.describe(),
-        "to_rewrite": sorted(check.to_rewrite),
-        "orphans": list(check.orphaned),
-        "refetched": refetched,
-    }
+    return RepairPlan(
+        reason=check.describe(),
+        to_rewrite=tuple(sorted(check.to_rewrite)),
+        orphans=tuple(check.orphaned),
+        refetched=tuple(refetched),
+    )
 
 
 ParseFn = Callable[[SourceDocument], ParsedDocument]
@@ -209,34 +185,33 @@ def parse_pending(store: StagingStore, parse: ParseFn) -> StageResult:
     are stored from this thread only, and failures are listed in document order,
     so the outcome is the same whichever document finishes first.
     """
-    from concurrent.futures import ThreadPoolExecutor, as_completed
 
-    from pipelines.errors import ParseError
-
-    def attempt(doc: SourceDocument) -> tuple[ParsedDocument | None, str, str]:
+    def attempt(doc: SourceDocument) -> ParsedDocument | FailedDocument:
         try:
-            return parse(doc), "", ""
+            return parse(doc)
         except ParseError as exc:
-            return None, str(exc), getattr(exc, "reason_class", "malformed")
+            return FailedDocument(doc.path, str(exc), FailureReason(exc.reason_class))
         except Exception as exc:  # a parser bug must not take down the batch
-            return None, f"parser error: {type(exc).__name__}: {exc}", "parser_crash"
+            reason = f"parser error: {type(exc).__name__}: {exc}"
+            return FailedDocument(doc.path, reason, FailureReason.PARSER_CRASH)
 
     started = time.perf_counter()
     docs = [source_document_of(row) for row in store.pending(*CONTENT_CHANGES)]
     threads = min(max(1, int(getattr(parse, "concurrency", 1))), len(docs))
     parsed = 0
-    failed: dict[int, dict[str, str]] = {}
+    failed: dict[int, FailedDocument] = {}
 
-    def record(i: int, outcome: tuple[ParsedDocument | None, str, str]) -> None:
+    def record(i: int, outcome: ParsedDocument | FailedDocument) -> None:
         nonlocal parsed
-        result, reason, reason_class = outcome
-        if result is not None:
-            store.put_parsed(result)
+        if isinstance(outcome, ParsedDocument):
+            store.put_parsed(outcome)
             parsed += 1
             return
         doc = docs[i]
-        store.record_failure(doc.doc_id, doc.path, doc.version, "parse", reason, reason_class)
-        failed[i] = {"path": doc.path, "reason": reason, "reason_class": reason_class}
+        store.record_failure(
+            doc.doc_id, doc.path, doc.version, "parse", outcome.reason, outcome.reason_class
+        )
+        failed[i] = outcome
 
     with progress.task("parse", len(docs)) as advance:
         if threads <= 1:
@@ -245,8 +220,8 @@ def parse_pending(store: StagingStore, parse: ParseFn) -> StageResult:
                 advance()
         else:
             # Largest first: the pool's last minutes are small files on every worker,
-            # not one big file on one worker while the others idle (18F handbook on
-            # two workers: 3.5 -> 3.2 s).
+            # not one big file on one worker while the others idle
+            # (docs/benchmarks.md#why-the-ingest-pipeline-is-built-this-way).
             largest_first = sorted(range(len(docs)), key=lambda i: -(docs[i].size or 0))
             with ThreadPoolExecutor(threads, thread_name_prefix="trove-parse") as pool:
                 futures = {pool.submit(attempt, docs[i]): i for i in largest_first}
@@ -261,13 +236,11 @@ def parse_pending(store: StagingStore, parse: ParseFn) -> StageResult:
     failures = [failed[i] for i in sorted(failed)]
     # A failed document keeps its previously indexed version serving.
     store.drop_pending([docs[i].doc_id for i in sorted(failed)])
-    result = StageResult(
-        counts={"documents_parsed": parsed, "documents_failed": len(failures)},
-        failures=failures,
-        seconds=time.perf_counter() - started,
+    counts = ParseCounts(parsed, tuple(failures))
+    store.record_stage(counts)
+    return StageResult(
+        counts=counts.counts(), failures=failures, seconds=time.perf_counter() - started
     )
-    store.set_counter("run.parse", {**result.counts, "failures": failures})
-    return result
 
 
 ChunkFn = Callable[[ParsedDocument], list[Chunk]]
@@ -286,9 +259,9 @@ def chunk_pending(store: StagingStore, chunk: ChunkFn) -> StageResult:
             store.put_chunks(doc_id, chunks)
             total += len(chunks)
             advance()
-    result = StageResult(counts={"chunks": total}, seconds=time.perf_counter() - started)
-    store.set_counter("run.chunk", result.counts)
-    return result
+    counts = ChunkCounts(total)
+    store.record_stage(counts)
+    return StageResult(counts=counts.to_dict(), seconds=time.perf_counter() - started)
 
 
 def screen_pending(store: StagingStore, pii: PiiConfig, injection: InjectionConfig) -> StageResult:
@@ -303,11 +276,8 @@ def screen_pending(store: StagingStore, pii: PiiConfig, injection: InjectionConf
 
     Only counts per type are recorded, never the values.
     """
-    from pipelines.injection import score_text, screen_html
-    from pipelines.pii import apply_policy
-
     started = time.perf_counter()
-    counts: dict[str, int] = {}
+    pii_found: dict[str, int] = {}
     flagged = dropped_injection = dropped_pii = screened = 0
     for row in store.pending(*CONTENT_CHANGES):
         staged = [chunk for chunk, _ in store.chunks(row.doc_id)]
@@ -315,7 +285,7 @@ def screen_pending(store: StagingStore, pii: PiiConfig, injection: InjectionConf
             continue
         result = apply_policy(staged, pii.policy, pii.types)
         for kind, n in result.counts.items():
-            counts[f"pii_{kind}"] = counts.get(f"pii_{kind}", 0) + n
+            pii_found[kind] = pii_found.get(kind, 0) + n
         dropped_pii += result.dropped
         hidden = _hidden_html_text(row, screen_html)
         kept: list[Chunk] = []
@@ -345,30 +315,25 @@ def screen_pending(store: StagingStore, pii: PiiConfig, injection: InjectionConf
                 annotations[chunk.chunk_id] = note
         store.put_chunks(row.doc_id, kept)
         store.set_annotations(annotations)
-    counts.update(
-        {
-            "chunks_screened": screened,
-            "injection_flagged": flagged,
-            "injection_dropped": dropped_injection,
-            "pii_chunks_dropped": dropped_pii,
-        }
+    counts = ScreenCounts(
+        pii_found=pii_found,
+        chunks_screened=screened,
+        injection_flagged=flagged,
+        injection_dropped=dropped_injection,
+        pii_chunks_dropped=dropped_pii,
     )
-    result_ = StageResult(counts=counts, seconds=time.perf_counter() - started)
-    store.set_counter("run.screen", result_.counts)
-    return result_
+    store.record_stage(counts)
+    return StageResult(counts=counts.to_dict(), seconds=time.perf_counter() - started)
 
 
 def _hidden_html_text(row: PendingDocument, screen_html: Callable[[str], list[str]]) -> list[str]:
     """Text a browser would not show (hidden styles, comments) in an HTML source document."""
-    path = row.document.get("local_path")
-    if row.document.get("doc_type") not in ("html", "htm") or not path:
+    path = row.document.local_path
+    if row.document.doc_type not in ("html", "htm") or not path:
         return []
-    from pipelines.errors import ParseError
-    from pipelines.local_file import read_checked
-
     try:
         # Never by path alone: a file swapped for a link since the scan is not read.
-        data = read_checked(Path(path), FileIdentity.from_dict(row.document.get("identity")))
+        data = read_checked(path, row.document.identity)
     except ParseError:
         return []
     raw = data.decode("utf-8", errors="replace")
@@ -385,25 +350,13 @@ def tag_pending(store: StagingStore) -> StageResult:
         tagged += n
         if not acl.grants_anyone:
             fail_closed += n
-    acl_only = len(store.pending(ACL_ONLY))
-    result = StageResult(
-        counts={"chunks_tagged": tagged, "chunks_fail_closed": fail_closed, "acl_only": acl_only},
-        seconds=time.perf_counter() - started,
-    )
-    store.set_counter("run.tag", result.counts)
-    return result
-
-
-class Encoder(Protocol):
-    """What the embed stage needs from an embedder (see ``Embedder``)."""
-
-    model_id: str
-
-    def encode_documents(self, texts: list[str]) -> np.ndarray: ...
+    counts = TagCounts(tagged, fail_closed, acl_only=len(store.pending(ChangeClass.ACL_ONLY)))
+    store.record_stage(counts)
+    return StageResult(counts=counts.to_dict(), seconds=time.perf_counter() - started)
 
 
 def embed_pending(
-    store: StagingStore, embedder: Encoder, cache: EmbeddingCache, batch_size: int = 256
+    store: StagingStore, embedder: DocumentEncoder, cache: EmbeddingCache, batch_size: int = 256
 ) -> StageResult:
     """Embed chunk texts not already in the cache; unchanged text is reused, never re-embedded."""
     started = time.perf_counter()
@@ -413,7 +366,7 @@ def embed_pending(
     # Documents the index lost: their kept chunks, normally all in the cache already.
     texts += [
         embedding_text(record, context)
-        for row in store.pending(REWRITE)
+        for row in store.pending(ChangeClass.REWRITE)
         for record, context in store.indexed_chunks(row.doc_id)
     ]
     keys = [text_hash(embedder.model_id, text) for text in texts]
@@ -432,12 +385,9 @@ def embed_pending(
             vectors = embedder.encode_documents([text for _, text in part])
             cache.put_many(zip([k for k, _ in part], vectors, strict=True))
             advance(len(part))
-    result = StageResult(
-        counts={"chunks_embedded": len(todo), "chunks_reused": len(texts) - len(todo)},
-        seconds=time.perf_counter() - started,
-    )
-    store.set_counter("run.embed", result.counts)
-    return result
+    counts = EmbedCounts(chunks_embedded=len(todo), chunks_reused=len(texts) - len(todo))
+    store.record_stage(counts)
+    return StageResult(counts=counts.to_dict(), seconds=time.perf_counter() - started)
 
 
 def embedding_text(record: ChunkRecord, context: str) -> str:
@@ -486,26 +436,25 @@ def write_pending(
         keys = [text_hash(model_id, c.embedding_text) for c, _ in staged]
         vectors = cache.get_many(keys)
         notes = store.annotations(row.doc_id)
-        d = row.document
-        modified = datetime.fromisoformat(d["modified_at"]) if d.get("modified_at") else None
+        doc = source_document_of(row)
         written: list[tuple[ChunkRecord, str]] = []
         for (chunk, acl), key in zip(staged, keys, strict=True):
             record = ChunkRecord(
                 chunk_id=chunk.chunk_id,
                 doc_id=row.doc_id,
-                source=d["source"],
+                source=doc.source,
                 ord=chunk.ord,
                 text=chunk.text,
                 title=parsed.title,
-                uri=d["uri"],
-                path=d["path"],
+                uri=doc.uri,
+                path=doc.path,
                 section=chunk.section,
                 pages=chunk.pages,
                 char_start=chunk.char_start,
                 char_end=chunk.char_end,
-                doc_version=d["version"],
-                doc_type=d["doc_type"],
-                modified_at=modified,
+                doc_version=doc.version,
+                doc_type=doc.doc_type,
+                modified_at=doc.modified_at,
                 acl=acl if acl is not None else Acl.empty(),
                 vector=vectors[key],
                 metadata=notes.get(chunk.chunk_id, {}),
@@ -513,45 +462,44 @@ def write_pending(
             batch.upserts.append(record)
             written.append((record, chunk.context))
         indexed.append((row, written))
-    rewritten = store.pending(REWRITE)
+    rewritten = store.pending(ChangeClass.REWRITE)
     for row in rewritten:
         batch.upserts.extend(_kept_records(store, row, cache, model_id))
-    acl_only = store.pending(ACL_ONLY)
+    acl_only = store.pending(ChangeClass.ACL_ONLY)
     for row in acl_only:
         batch.acl_updates[row.doc_id] = row.acl
-    deleted = store.pending(DELETED)
+    deleted = store.pending(ChangeClass.DELETED)
     batch.delete_docs |= {row.doc_id for row in deleted}
-    commit = store.counter(PENDING_COMMIT)
-    repair = (commit or {}).get("repair") or {}
+    commit = store.pending_commit()
+    repair = commit.repair if commit is not None and commit.repair else RepairPlan("")
     # In the index, not in the manifest: deleted before an older copy of the index
     # came back, or indexed under a lost state folder. A document also upserted
     # here stays (a batch deletes first, then upserts).
-    batch.delete_docs |= set(repair.get("orphans", ()))
+    batch.delete_docs |= set(repair.orphans)
     if not batch.empty:
         index.apply(batch)
 
-    counts = {
-        "chunks_written": len(batch.upserts),
-        "documents_indexed": len(indexed),
-        "documents_deleted": len(deleted),
-        "acl_updates": len(acl_only),
-        "documents_rewritten": len(rewritten),
-        "documents_refetched": len(
-            set(repair.get("refetched", ())) & {row.doc_id for row, _ in indexed}
-        ),
-        "orphans_removed": len(repair.get("orphans", ())),
-    }
-    handled = {row.doc_id for row, _ in indexed} | {r.doc_id for r in [*rewritten, *deleted]}
-    # Lost by the index and still missing: e.g. parsed again, and it failed.
-    counts["documents_not_repaired"] = len(set(repair.get("to_rewrite", ())) - handled)
-    generation = _generation_to_record(commit, index, counts["documents_not_repaired"])
+    indexed_ids = {row.doc_id for row, _ in indexed}
+    handled = indexed_ids | {r.doc_id for r in [*rewritten, *deleted]}
+    counts = WriteCounts(
+        chunks_written=len(batch.upserts),
+        documents_indexed=len(indexed),
+        documents_deleted=len(deleted),
+        acl_updates=len(acl_only),
+        documents_rewritten=len(rewritten),
+        documents_refetched=len(set(repair.refetched) & indexed_ids),
+        orphans_removed=len(repair.orphans),
+        # Lost by the index and still missing: e.g. parsed again, and it failed.
+        documents_not_repaired=len(set(repair.to_rewrite) - handled),
+    )
+    generation = _generation_to_record(commit, index, counts.documents_not_repaired)
     with store.transaction() as conn:
         for row, written in indexed:
             store.record_indexed(
                 conn,
                 row.doc_id,
                 row.path,
-                row.document["version"],
+                source_document_of(row).version,
                 row.acl.fingerprint(),
                 [record.chunk_id for record, _ in written],
                 acl=row.acl,
@@ -561,20 +509,24 @@ def write_pending(
             store.record_acl(conn, row.doc_id, row.acl.fingerprint(), row.acl)
         for row in deleted:
             store.record_deleted(conn, row.doc_id)
-        store.record_seen(conn, [r.doc_id for r in store.pending(UNCHANGED, FAILED_BEFORE)])
+        store.record_seen(
+            conn,
+            [r.doc_id for r in store.pending(ChangeClass.UNCHANGED, ChangeClass.FAILED_BEFORE)],
+        )
         if commit is not None:
             # The source's cursor moves only with the index and manifest it describes.
-            store.put_counter(conn, CURSOR, commit["cursor"])
-            store.put_counter(conn, RETRY_IDS, commit["retry_ids"])
-            if commit["permission_synced_at"]:
-                store.put_counter(conn, PERMISSION_SYNCED_AT, commit["permission_synced_at"])
-            if commit.get("index_checked"):
+            store.put_counter(conn, CURSOR, commit.cursor)
+            store.put_counter(conn, RETRY_IDS, list(commit.retry_ids))
+            if commit.permission_synced_at:
+                synced = commit.permission_synced_at.isoformat()
+                store.put_counter(conn, PERMISSION_SYNCED_AT, synced)
+            if commit.index_checked:
                 store.put_index_generation(conn, generation)
-            store.put_counter(conn, PENDING_COMMIT, None)
+            store.put_pending_commit(conn, None)
         store.clear_stage_data(conn)
         # Inside the transaction, so failures cleared by this run are not reported.
-        store.add_run(conn, run_summary(store, counts))
-    return StageResult(counts=counts, seconds=time.perf_counter() - started)
+        store.add_run(conn, RunSummary.of(store.run_counters(), counts, store.failures()))
+    return StageResult(counts=counts.to_dict(), seconds=time.perf_counter() - started)
 
 
 def _kept_records(
@@ -591,7 +543,7 @@ def _kept_records(
 
 
 def _generation_to_record(
-    commit: dict[str, Any] | None, index: IndexBackend, not_repaired: int
+    commit: PendingCommit | None, index: IndexBackend, not_repaired: int
 ) -> IndexGeneration | None:
     """The generation the manifest describes after this run; None when it cannot vouch for one.
 
@@ -600,10 +552,10 @@ def _generation_to_record(
     and every document found missing or stale was written or deleted; else None,
     and the next run compares document by document again.
     """
-    if not commit or not commit.get("index_checked") or not_repaired:
+    if commit is None or not commit.index_checked or not_repaired:
         return None
     now = index.index_generation()
-    checked = IndexGeneration.from_dict(commit.get("index_generation"))
+    checked = commit.index_generation
     if now is None or (
         checked is not None
         and (now.index_id != checked.index_id or now.sequence < checked.sequence)
@@ -612,68 +564,3 @@ def _generation_to_record(
         # the check compared.
         return None
     return now
-
-
-def run_summary(
-    store: StagingStore, write_counts: dict[str, int], stages: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """The per-source ingest summary, from the counters each stage recorded this run.
-
-    ``stages`` gives those counters by name instead (an idle re-sync, which runs
-    no stage: :mod:`pipelines.idle`).
-    """
-
-    def counter(name: str, default: Any = None) -> Any:
-        return stages.get(name, default) if stages is not None else store.counter(name, default)
-
-    scan = counter("run.scan", {})
-    parse = counter("run.parse", {})
-    embed = counter("run.embed", {})
-    screen = counter("run.screen", {})
-    failures = [
-        {"path": f["path"], "reason": f["reason"], "reason_class": f["reason_class"]}
-        for f in store.failures()
-    ]
-    return {
-        "documents_seen": scan.get("documents_seen", 0),
-        "documents_parsed": parse.get("documents_parsed", 0),
-        "documents_failed": failures,
-        "chunks_written": write_counts["chunks_written"],
-        "chunks_embedded": embed.get("chunks_embedded", 0),
-        "chunks_reused": embed.get("chunks_reused", 0),
-        "unchanged": scan.get(UNCHANGED, 0) + scan.get(FAILED_BEFORE, 0),
-        "changed": scan.get(CHANGED, 0),
-        "added": scan.get(ADDED, 0),
-        "deleted": scan.get(DELETED, 0),
-        "acl_only": scan.get(ACL_ONLY, 0),
-        "quarantined": len(failures),
-        "pii_found": {
-            k[4:]: v
-            for k, v in screen.items()
-            if k.startswith("pii_") and k != "pii_chunks_dropped"
-        },
-        "injection_flagged": screen.get("injection_flagged", 0),
-        "chunks_dropped": screen.get("injection_dropped", 0) + screen.get("pii_chunks_dropped", 0),
-        # Set when the source's listing stopped early: what was gathered is indexed
-        # and the next run resumes from the last committed batch.
-        "sync_error": counter("run.scan_error"),
-        # Documents written again because the index lacked them or held them otherwise
-        # than the manifest (from the state folder's copy, or parsed again).
-        "rebuilt": write_counts.get("documents_rewritten", 0)
-        + write_counts.get("documents_refetched", 0),
-        "index_repair": _repair_summary(counter("run.repair"), write_counts),
-    }
-
-
-def _repair_summary(
-    repair: dict[str, Any] | None, write_counts: dict[str, int]
-) -> dict[str, Any] | None:
-    if not repair:
-        return None
-    return {
-        "reason": repair["reason"],
-        "rewritten_from_state": write_counts.get("documents_rewritten", 0),
-        "refetched": write_counts.get("documents_refetched", 0),
-        "orphans_removed": write_counts.get("orphans_removed", 0),
-        "not_repaired": write_counts.get("documents_not_repaired", 0),
-    }

@@ -11,10 +11,14 @@ source), never through pickled Dagster outputs. Tables:
   (text, citation metadata, annotations, embedding context; no vector, no ACL),
   committed with the manifest: a lost or replaced index is rewritten from it
   and the embedding cache, without the source, the parser or the model.
-* ``counters`` also holds the index generation the manifest was last committed
-  against (:meth:`StagingStore.index_generation`).
-* ``pending`` — the change set of the run in progress (one row per document
-  seen or deleted, with its change class).
+* ``counters`` — named JSON values: the source's sync state committed with the
+  index (cursor, documents to retry, the index generation the manifest was last
+  committed against: :meth:`StagingStore.index_generation`), and what the
+  stages of the run in progress record for later ones, typed by
+  :mod:`pipelines.run_records` (stage counts, the listing's error, the scan's
+  :class:`~pipelines.run_records.PendingCommit`).
+* ``pending`` — the change set of the run in progress: one
+  :class:`~pipelines.records.PendingDocument` per document seen or deleted.
 * ``parsed`` / ``chunks`` — stage outputs for the pending documents.
 * ``failures`` — documents that could not be read or parsed, with the reason.
 * ``runs`` — one summary row per completed sync.
@@ -38,7 +42,30 @@ from typing import Any
 import numpy as np
 
 from core.acl import Acl
+from core.errors import TroveError
 from pipelines.models import Chunk, ParsedDocument, ParsedElement
+from pipelines.records import (
+    ChangeClass,
+    FailureReason,
+    FailureStage,
+    PendingDocument,
+    QuarantinedDocument,
+    ScannedDocument,
+)
+from pipelines.run_records import (
+    ChunkCounts,
+    EmbedCounts,
+    ParseCounts,
+    PendingCommit,
+    RecordedRun,
+    RepairPlan,
+    RunCounters,
+    RunSummary,
+    ScanCounts,
+    ScreenCounts,
+    StageCounts,
+    TagCounts,
+)
 from retrieval.index.base import ChunkRecord, IndexGeneration
 
 SCHEMA = """
@@ -105,10 +132,23 @@ CREATE TABLE IF NOT EXISTS indexed_chunks (
 CREATE INDEX IF NOT EXISTS indexed_chunks_by_doc ON indexed_chunks(doc_id, ord);
 """
 
-INDEX_GENERATION = "index.generation"  # counter: the generation the manifest was committed against
+# Counter names. The source's sync state, committed with the index:
+INDEX_GENERATION = "index.generation"  # the generation the manifest was committed against
+CURSOR = "sync.cursor"
+RETRY_IDS = "sync.retry_ids"  # documents whose fetch failed, retried by id
+PERMISSION_SYNCED_AT = "sync.permission_synced_at"
+# What the run in progress recorded (pipelines.run_records), read by later stages:
+PENDING_COMMIT = "sync.pending_commit"  # what the write stage commits for this run
+SCAN_ERROR = "run.scan_error"
+REPAIR = "run.repair"
 
 
-class StateUnreadableError(RuntimeError):
+def stage_counter(stage: str) -> str:
+    """The counter a stage's counts are kept under (``run.scan``, ``run.parse``, ...)."""
+    return f"run.{stage}"
+
+
+class StateUnreadableError(TroveError, RuntimeError):
     """A source's staging store cannot be read (a corrupted or foreign file)."""
 
 
@@ -144,21 +184,6 @@ class ManifestEntry:
         """Whether the index should hold chunks of this document (a failed new version
         keeps the previously indexed one serving)."""
         return self.version is not None and bool(self.chunk_ids)
-
-
-@dataclass(frozen=True)
-class PendingDocument:
-    doc_id: str
-    change: str
-    document: dict[str, Any]
-
-    @property
-    def path(self) -> str:
-        return self.document["path"]
-
-    @property
-    def acl(self) -> Acl:
-        return Acl.from_dict(self.document.get("acl"))
 
 
 def chunk_to_json(chunk: Chunk) -> str:
@@ -279,12 +304,16 @@ class StagingStore:
         ).fetchall()
         return {
             r[0]: ManifestEntry(
-                r[0],
-                r[1],
-                r[2],
-                r[3],
-                tuple(json.loads(r[4])),
-                *r[5:10],
+                doc_id=r[0],
+                path=r[1],
+                version=r[2],
+                acl_fingerprint=r[3],
+                chunk_ids=tuple(json.loads(r[4])),
+                state=r[5],
+                failed_version=r[6],
+                error=r[7],
+                last_seen=r[8],
+                indexed_at=r[9],
                 acl=Acl.from_dict(json.loads(r[10])) if r[10] else None,
             )
             for r in rows
@@ -379,9 +408,9 @@ class StagingStore:
         doc_id: str,
         path: str,
         version: str | None,
-        stage: str,
+        stage: FailureStage,
         reason: str,
-        reason_class: str = "malformed",
+        reason_class: FailureReason = FailureReason.MALFORMED,
     ) -> None:
         """Quarantine a document, with why; any previously indexed version keeps serving."""
         now = utcnow()
@@ -404,23 +433,25 @@ class StagingStore:
                 (doc_id, path, version, reason, now),
             )
 
-    def failures(self) -> list[dict[str, Any]]:
+    def failures(self) -> list[QuarantinedDocument]:
         """The quarantine: every document not indexed because it was refused or failed."""
         rows = self._conn.execute(
             "SELECT doc_id, path, version, stage, reason, reason_class, first_seen, last_seen"
             " FROM failures ORDER BY path"
         ).fetchall()
-        keys = (
-            "doc_id",
-            "path",
-            "version",
-            "stage",
-            "reason",
-            "reason_class",
-            "first_seen",
-            "last_seen",
-        )
-        return [dict(zip(keys, r, strict=True)) for r in rows]
+        return [
+            QuarantinedDocument(
+                doc_id=doc_id,
+                path=path,
+                version=version,
+                stage=stage,
+                reason=reason,
+                reason_class=FailureReason(reason_class),
+                first_seen=datetime.fromisoformat(first_seen),
+                last_seen=datetime.fromisoformat(last_seen),
+            )
+            for doc_id, path, version, stage, reason, reason_class, first_seen, last_seen in rows
+        ]
 
     def retry_failed(self) -> int:
         """Make quarantined documents eligible again on the next run (on request)."""
@@ -437,18 +468,19 @@ class StagingStore:
             conn.execute("DELETE FROM pending")
             conn.executemany(
                 "INSERT INTO pending (doc_id, change, document) VALUES (?, ?, ?)",
-                [(r.doc_id, r.change, json.dumps(r.document)) for r in rows],
+                [(r.doc_id, str(r.change), json.dumps(r.document.to_json())) for r in rows],
             )
 
-    def pending(self, *changes: str) -> list[PendingDocument]:
+    def pending(self, *changes: ChangeClass | str) -> list[PendingDocument]:
+        """The run's change set (of the given change classes only, if any), by document id."""
         sql = "SELECT doc_id, change, document FROM pending"
         args: tuple[str, ...] = ()
         if changes:
             sql += f" WHERE change IN ({','.join('?' * len(changes))})"
-            args = changes
+            args = tuple(str(c) for c in changes)
         sql += " ORDER BY doc_id"
         return [
-            PendingDocument(r[0], r[1], json.loads(r[2]))
+            PendingDocument(r[0], ChangeClass(r[1]), ScannedDocument.from_json(json.loads(r[2])))
             for r in self._conn.execute(sql, args).fetchall()
         ]
 
@@ -563,18 +595,77 @@ class StagingStore:
         row = self._conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
         return json.loads(row[0]) if row else default
 
-    def add_run(self, conn: sqlite3.Connection, summary: dict[str, Any]) -> None:
-        conn.execute(
-            "INSERT INTO runs (finished_at, summary) VALUES (?, ?)", (utcnow(), json.dumps(summary))
+    # -- what the run in progress recorded, for later stages ------------------------
+
+    def record_stage(self, counts: StageCounts) -> None:
+        """Keep a stage's counts for the run summary."""
+        with self.transaction() as conn:
+            self.put_stage_counts(conn, counts)
+
+    def put_stage_counts(self, conn: sqlite3.Connection, counts: StageCounts) -> None:
+        self.put_counter(conn, stage_counter(counts.stage), counts.to_dict())
+
+    def record_scan(
+        self, counts: ScanCounts, commit: PendingCommit, error: str | None = None
+    ) -> None:
+        """What the scan leaves the later stages: its counts, the listing's error, and what
+        the write stage commits with the index."""
+        with self.transaction() as conn:
+            self.put_pending_commit(conn, commit)
+            self.put_stage_counts(conn, counts)
+            self.put_counter(conn, SCAN_ERROR, error)
+            self.put_counter(conn, REPAIR, commit.repair.to_dict() if commit.repair else None)
+
+    def pending_commit(self) -> PendingCommit | None:
+        """What the scan of the run in progress left to commit (None: nothing, or committed)."""
+        return PendingCommit.from_dict(self.counter(PENDING_COMMIT))
+
+    def put_pending_commit(self, conn: sqlite3.Connection, commit: PendingCommit | None) -> None:
+        self.put_counter(conn, PENDING_COMMIT, commit.to_dict() if commit else None)
+
+    def scan_error(self) -> str | None:
+        """Why the last scan's listing stopped early (None: it ran to the end)."""
+        return self.counter(SCAN_ERROR)
+
+    def run_counters(self) -> RunCounters:
+        """What each stage of the run recorded so far (zeros for a stage that did not)."""
+
+        def counts(name: str) -> dict[str, Any]:
+            return self.counter(stage_counter(name)) or {}
+
+        return RunCounters(
+            scan=ScanCounts.from_dict(counts(ScanCounts.stage)),
+            parse=ParseCounts.from_dict(counts(ParseCounts.stage)),
+            chunk=ChunkCounts.from_dict(counts(ChunkCounts.stage)),
+            screen=ScreenCounts.from_dict(counts(ScreenCounts.stage)),
+            tag=TagCounts.from_dict(counts(TagCounts.stage)),
+            embed=EmbedCounts.from_dict(counts(EmbedCounts.stage)),
+            scan_error=self.scan_error(),
+            repair=RepairPlan.from_dict(self.counter(REPAIR)),
         )
 
-    def last_run(self) -> dict[str, Any] | None:
+    def put_run_counters(self, conn: sqlite3.Connection, counters: RunCounters) -> None:
+        """Record every stage's counts at once (a run that ran no stage: pipelines.idle)."""
+        for counts in counters.stages():
+            self.put_stage_counts(conn, counts)
+        self.put_counter(conn, SCAN_ERROR, counters.scan_error)
+        self.put_counter(conn, REPAIR, counters.repair.to_dict() if counters.repair else None)
+
+    # -- completed runs ---------------------------------------------------------------
+
+    def add_run(self, conn: sqlite3.Connection, summary: RunSummary) -> None:
+        conn.execute(
+            "INSERT INTO runs (finished_at, summary) VALUES (?, ?)",
+            (utcnow(), json.dumps(summary.to_dict())),
+        )
+
+    def last_run(self) -> RecordedRun | None:
         row = self._conn.execute(
             "SELECT finished_at, summary FROM runs ORDER BY run_id DESC LIMIT 1"
         ).fetchone()
         if row is None:
             return None
-        return {"finished_at": row[0], **json.loads(row[1])}
+        return RecordedRun(datetime.fromisoformat(row[0]), RunSummary.from_dict(json.loads(row[1])))
 
 
 def text_hash(model_id: str, text: str) -> str:

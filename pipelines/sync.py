@@ -38,10 +38,10 @@ import dataclasses
 import hashlib
 import logging
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from connectors.base import ChangeBatch, Connector, DocumentStamp
 from connectors.errors import ConnectorError, DocumentGone
@@ -49,29 +49,30 @@ from connectors.models import DocumentFailure, FileIdentity, SourceDocument
 from core.acl import Acl
 from pipelines.config import SourceConfig
 from pipelines.index_check import IndexCheck
+from pipelines.records import CONTENT_CHANGES, ChangeClass, PendingDocument, ScannedDocument
 from pipelines.secure import AclPolicy
-from pipelines.store import ManifestEntry, PendingDocument, StagingStore
+from pipelines.store import (
+    CURSOR,
+    PERMISSION_SYNCED_AT,
+    RETRY_IDS,
+    ManifestEntry,
+    StagingStore,
+)
 
 log = logging.getLogger(__name__)
 
-ADDED, CHANGED, UNCHANGED, DELETED, ACL_ONLY, FAILED_BEFORE, REWRITE = (
-    "added",
-    "changed",
-    "unchanged",
-    "deleted",
-    "acl_only",
-    "failed_before",
-    "rewrite",  # the index lost it: written again from the state folder's copy
-)
+ADDED = ChangeClass.ADDED
+CHANGED = ChangeClass.CHANGED
+UNCHANGED = ChangeClass.UNCHANGED
+DELETED = ChangeClass.DELETED
+ACL_ONLY = ChangeClass.ACL_ONLY
+FAILED_BEFORE = ChangeClass.FAILED_BEFORE
+REWRITE = ChangeClass.REWRITE  # the index lost it: written again from the state folder's copy
 # What the index lacking a document turns into a rewrite (see the module doc, 5).
 _REPAIRABLE = (UNCHANGED, ACL_ONLY, FAILED_BEFORE)
-CONTENT_CHANGES = (ADDED, CHANGED)
 
-# Counter names in the staging store.
-CURSOR = "sync.cursor"  # committed with the index
-RETRY_IDS = "sync.retry_ids"  # documents whose fetch failed, retried by id
-PERMISSION_SYNCED_AT = "sync.permission_synced_at"
-PENDING_COMMIT = "sync.pending_commit"  # what the write stage commits for this run
+# Stages a document's bytes for the parser: None when it is gone or its fetch failed.
+Fetch = Callable[[SourceDocument], SourceDocument | None]
 
 
 @dataclass
@@ -86,25 +87,21 @@ class ChangeScan:
     refetched: list[str] = field(default_factory=list)  # lost by the index, parsed again
 
 
-def document_record(doc: SourceDocument, acl: Acl) -> dict[str, Any]:
-    return {
-        "doc_id": doc.doc_id,
-        "source": doc.source,
-        "path": doc.path,
-        "uri": doc.uri,
-        "title": doc.title,
-        "version": doc.version,
-        "size": doc.size,
-        "modified_at": doc.modified_at.isoformat() if doc.modified_at else None,
-        "doc_type": doc.doc_type,
-        "acl": acl.to_dict(),
-        "local_path": str(doc.local_path) if doc.local_path else None,
-        "author": doc.author,
-        "identity": doc.identity.to_dict() if doc.identity else None,
-    }
+def listed_row(doc: SourceDocument, acl: Acl, change: ChangeClass) -> PendingDocument:
+    return PendingDocument(doc.doc_id, change, ScannedDocument.listed(doc, acl))
 
 
-def classify(doc_version: str, acl_fp: str, entry: ManifestEntry | None) -> str:
+def manifest_row(
+    entry: ManifestEntry, change: ChangeClass, acl: Acl | None = None
+) -> PendingDocument:
+    """A row for a document known from the manifest only: deleted (no ACL), or kept as indexed."""
+    if acl is None:
+        return PendingDocument(entry.doc_id, change, ScannedDocument(entry.doc_id, entry.path))
+    document = ScannedDocument(entry.doc_id, entry.path, acl=acl, version=entry.version)
+    return PendingDocument(entry.doc_id, change, document)
+
+
+def classify(doc_version: str, acl_fp: str, entry: ManifestEntry | None) -> ChangeClass:
     if entry is None:
         return ADDED
     if entry.version == doc_version:
@@ -247,7 +244,7 @@ def compute_change_set(
             if staged is None:
                 continue
             doc = staged
-        rows.append(PendingDocument(doc.doc_id, change, document_record(doc, acl)))
+        rows.append(listed_row(doc, acl, change))
 
     seen = set(listing.documents) | set(failures)
     if listing.complete:
@@ -276,9 +273,7 @@ def compute_change_set(
                 rows.append(row)
 
     for doc_id in sorted(listing.deleted & set(manifest)):
-        rows.append(
-            PendingDocument(doc_id, DELETED, {"doc_id": doc_id, "path": manifest[doc_id].path})
-        )
+        rows.append(manifest_row(manifest[doc_id], DELETED))
 
     return ChangeScan(
         rows=rows,
@@ -315,7 +310,7 @@ class _Repair:
         )
         return cls(documents, restorable)
 
-    def change(self, doc_id: str, change: str) -> str:
+    def change(self, doc_id: str, change: ChangeClass) -> ChangeClass:
         """The change class of ``doc_id`` once the index's losses are taken into account."""
         if doc_id not in self.documents or change not in _REPAIRABLE:
             return change
@@ -333,26 +328,20 @@ def _restore_unlisted(
     entry: ManifestEntry,
     policy: AclPolicy,
     connector: Connector,
-    fetched: Any,
+    fetched: Fetch,
     repair: _Repair,
     fetch: bool,
 ) -> PendingDocument | None:
     """A document the index lost and the incremental listing did not name."""
     if entry.doc_id in repair.restorable and entry.acl is not None:
         # Unchanged since the cursor: the ACL it was last committed with is still in force.
-        record = {
-            "doc_id": entry.doc_id,
-            "path": entry.path,
-            "version": entry.version,
-            "acl": entry.acl.to_dict(),
-        }
-        return PendingDocument(entry.doc_id, REWRITE, record)
+        return manifest_row(entry, REWRITE, entry.acl)
     if not fetch:
         return None
     try:
         doc = connector.fetch(entry.doc_id)
     except DocumentGone:
-        return PendingDocument(entry.doc_id, DELETED, {"doc_id": entry.doc_id, "path": entry.path})
+        return manifest_row(entry, DELETED)
     except ConnectorError as exc:
         log.warning("%s is missing from the index and could not be fetched: %s", entry.path, exc)
         return None
@@ -361,7 +350,7 @@ def _restore_unlisted(
         return None
     acl = policy.acl_for(staged)
     change = repair.change(staged.doc_id, classify(staged.version, acl.fingerprint(), entry))
-    return PendingDocument(staged.doc_id, change, document_record(staged, acl))
+    return listed_row(staged, acl, change)
 
 
 def _resync(
@@ -369,7 +358,7 @@ def _resync(
     entry: ManifestEntry | None,
     policy: AclPolicy,
     connector: Connector,
-    fetched: Any,
+    fetched: Fetch,
     repair: _Repair,
 ) -> PendingDocument | None:
     """A slim-listed document the change feed did not report: ACL drift or a missed version."""
@@ -381,13 +370,7 @@ def _resync(
         if change == UNCHANGED:
             return None
         if change in (ACL_ONLY, REWRITE):
-            record = {
-                "doc_id": stamp.doc_id,
-                "path": entry.path,
-                "version": entry.version,
-                "acl": acl.to_dict(),
-            }
-            return PendingDocument(stamp.doc_id, change, record)
+            return manifest_row(entry, change, acl)
         # Lost by the index with no copy to restore it from: fetched and parsed again.
     if entry is not None and entry.state == "failed" and entry.failed_version == stamp.version:
         return None  # failed at this version already; retried when it changes
@@ -406,4 +389,4 @@ def _resync(
         # Re-chunked from the fetched bytes; the vectors come from the cache.
         change = CHANGED
     change = repair.change(staged.doc_id, change)
-    return PendingDocument(staged.doc_id, change, document_record(staged, acl))
+    return listed_row(staged, acl, change)

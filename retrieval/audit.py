@@ -32,6 +32,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from core.errors import TroveError
+
 # Set by the HTTP edges (see retrieval.api.middleware) for the duration of a request.
 client_address: ContextVar[str | None] = ContextVar("trove_audit_client", default=None)
 
@@ -41,7 +43,7 @@ MAX_COUNTED_CLIENTS = 1_000  # distinct addresses counted per window; the rest a
 TOP_CLIENTS = 10  # addresses named in a summary line
 
 
-class AuditError(RuntimeError):
+class AuditError(TroveError, RuntimeError):
     """The audit log cannot be written; the message names the file."""
 
 

@@ -50,6 +50,7 @@ from typing import Any
 import jwt
 
 from core.acl import Principal
+from core.errors import TroveError
 from core.identity import InvalidIdentity, canonical_group, canonical_tenant, canonical_user
 from retrieval.config import ApiConfig
 
@@ -100,7 +101,7 @@ _REASONS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
 )
 
 
-class AuthError(Exception):
+class AuthError(TroveError):
     """Base class of authentication errors."""
 
 

@@ -21,12 +21,13 @@ from urllib.parse import quote
 
 import httpx
 
+from core.errors import TroveError
 from retrieval.api.schemas import DocumentOut, FiltersIn, SearchResponse
 
 DEFAULT_TIMEOUT_S = 30.0
 
 
-class TroveClientError(RuntimeError):
+class TroveClientError(TroveError, RuntimeError):
     """The API answered with an error; ``status`` and ``detail`` say which."""
 
     def __init__(self, status: int, detail: Any):

@@ -11,8 +11,8 @@ from core.config import StrictModel
 
 
 class RetrievalConfig(StrictModel):
-    # Chosen by measurement over every golden set at once (docs/benchmarks.md,
-    # "Retrieval quality"): document-level z-score fusion at 0.55 dense over 100
+    # Chosen by measurement over every golden set at once
+    # (docs/benchmarks.md#retrieval-quality): document-level z-score fusion at 0.55 dense over 100
     # candidates, one passage per document, had the best worst-set nDCG@10
     # (`trove bench quality`).
     fusion: Literal["rrf", "blend", "zscore"] = "zscore"
@@ -54,7 +54,7 @@ class ApiConfig(StrictModel):
     audit_log: Path | None = Path(".trove/audit.jsonl")
     audit_log_queries: bool = False  # raw query text in the audit log (off: a hash only)
     # Searches answered at once per server process; the rest wait for a slot. None:
-    # one per CPU core (measured best on 2 cores, docs/benchmarks.md).
+    # one per CPU core (chosen by measurement: docs/benchmarks.md#retrieval-service-latest).
     max_concurrent_searches: int | None = Field(default=None, ge=1)
 
     @field_validator("audit_log", "jwt_public_key_file", "jwks_file", mode="before")

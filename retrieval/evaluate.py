@@ -51,13 +51,14 @@ from pydantic import (
 )
 
 from core.acl import Principal
+from core.errors import TroveError
 from retrieval.models import Passage
 
 DEFAULT_K = 10
 METRIC_CUTOFF = 10  # MRR@10 and nDCG@10 whatever k is
 
 
-class EvalError(ValueError):
+class EvalError(TroveError, ValueError):
     """A golden-query file or an evaluation input is invalid; the message says where."""
 
 

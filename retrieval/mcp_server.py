@@ -28,8 +28,10 @@ from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import AnyHttpUrl
 
 from core.acl import Principal
+from retrieval.api.middleware import AddressBuckets, UnauthenticatedLimit
 from retrieval.api.schemas import DocumentOut, FiltersIn, SearchKnowledgeArgs, SearchResponse
 from retrieval.models import NO_FILTERS
 from retrieval.service import RetrievalService, ServiceError
@@ -176,10 +178,9 @@ def mcp_http_app(service: RetrievalService, *, host: str = "127.0.0.1", path: st
     """An ASGI app serving the tools over streamable HTTP (stateless, JSON responses)."""
     from mcp.server.auth.settings import AuthSettings
 
-    from retrieval.api.middleware import AddressBuckets, UnauthenticatedLimit
-
     auth = AuthSettings(
-        issuer_url="http://127.0.0.1",  # metadata only: tokens come from your identity provider
+        # Metadata only: tokens come from your identity provider.
+        issuer_url=AnyHttpUrl("http://127.0.0.1"),
         resource_server_url=None,
         validate_token_resource=False,
     )
@@ -193,13 +194,15 @@ def mcp_http_app(service: RetrievalService, *, host: str = "127.0.0.1", path: st
         host=host,
         max_request_body_size=service.api.max_body_bytes,
     )
+
+    def record_limited() -> None:
+        service.audit.record("rate_limit", principal=None, outcome="limited:address")
+
     return UnauthenticatedLimit(
         app,
         buckets=AddressBuckets(service.api.unauthenticated_rate_limit_per_minute),
         prefixes=(path,),
-        on_limited=lambda: service.audit.record(
-            "rate_limit", principal=None, outcome="limited:address"
-        ),
+        on_limited=record_limited,
     )
 
 

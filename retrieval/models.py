@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # retrieval.index.base imports this module
-    from retrieval.index.base import ChunkRecord
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -81,17 +78,3 @@ NO_FILTERS = SearchFilters()
 class ScoredId:
     chunk_id: str
     score: float
-
-
-@dataclass
-class Ranked:
-    """Per-retriever ranked candidate lists, kept for evaluation and debugging.
-
-    ``records`` holds the index record of each returned passage, by chunk id, as the
-    searcher read it and checked it against the (expanded) principal's ACL: the
-    retrieval service builds its results from these instead of reading them again.
-    """
-
-    lexical: list[ScoredId] = field(default_factory=list)
-    dense: list[ScoredId] = field(default_factory=list)
-    records: dict[str, ChunkRecord] = field(default_factory=dict)

@@ -11,8 +11,8 @@ on one thread, and on a quiet machine it uses the idle core.
 
 A helper is used only while fewer queries are being served (:func:`serving`)
 than there are cores: with every core already answering a query of its own, a
-step is cheaper in the caller's thread than handed over (measured on 2 cores,
-two clients: 80 queries/s with hand-overs against 90 without). There are
+step is cheaper in the caller's thread than handed over (measured:
+docs/benchmarks.md#why-the-query-path-is-built-this-way). There are
 ``os.cpu_count() - 1`` helpers (none on one core: everything runs inline),
 started on first use.
 

@@ -27,11 +27,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from core.errors import TroveError
 from retrieval.analysis import DEFAULT_ANALYZER, Analyzer
 from retrieval.models import Passage
 
 
-class RerankError(RuntimeError):
+class RerankError(TroveError, RuntimeError):
     """The configured reranker cannot be loaded or used; the message names it."""
 
 

@@ -10,6 +10,7 @@ Example::
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
@@ -19,10 +20,11 @@ from core.acl import Principal
 from retrieval.config import RetrievalConfig
 from retrieval.fusion import FusionMethod, fuse, fuse_by_document
 from retrieval.index.base import ChunkRecord, IndexBackend
-from retrieval.models import NO_FILTERS, Citation, Passage, Ranked, ScoredId, SearchFilters
+from retrieval.models import NO_FILTERS, Citation, Passage, ScoredId, SearchFilters
 from retrieval.parallel import Beside, serving
 
-# One set of defaults: the configuration's (chosen by measurement, docs/benchmarks.md).
+# One set of defaults: the configuration's (chosen by measurement,
+# docs/benchmarks.md#retrieval-quality).
 _DEFAULTS = RetrievalConfig()
 # Fusions a backend's one-request hybrid search (OpenSearch's search pipeline) can
 # stand in for: min-max blend (`normalization`) and RRF.
@@ -35,8 +37,22 @@ SERVER_SIDE_FUSIONS: dict[FusionMethod, str] = {
 }
 
 
+@dataclass
+class Ranked:
+    """Per-retriever ranked candidate lists, kept for evaluation and debugging.
+
+    ``records`` holds the index record of each returned passage, by chunk id, as the
+    searcher read it and checked it against the (expanded) principal's ACL: the
+    retrieval service builds its results from these instead of reading them again.
+    """
+
+    lexical: list[ScoredId] = field(default_factory=list)
+    dense: list[ScoredId] = field(default_factory=list)
+    records: dict[str, ChunkRecord] = field(default_factory=dict)
+
+
 class QueryEncoder(Protocol):
-    """What the searcher needs from ``retrieval.embedding.embedder.Embedder``."""
+    """What the searcher needs from an embedder (``retrieval.embedding.base.Embedder``)."""
 
     def encode_query(self, text: str) -> np.ndarray: ...
 
@@ -221,17 +237,17 @@ class Searcher:
                 rrf_k=self.rrf_k,
             )
             return self._passages(hits, principal, k, max_per_document, ranked), ranked
-        if mode is not SearchMode.LEXICAL and self.embedder is None:
-            raise ValueError(f"search mode {mode.value!r} needs an embedder; none was given")
         if mode is SearchMode.LEXICAL:
             ranked.lexical = self.index.search_lexical(query, principal, n, filters)
+        elif self.embedder is None:
+            raise ValueError(f"search mode {mode.value!r} needs an embedder; none was given")
         elif mode is SearchMode.DENSE:
             ranked.dense = self.index.search_dense(
                 self.embedder.encode_query(query), principal, n, filters
             )
         else:
-            # The lexical search (~1 ms at 100k chunks) runs on an idle core while the
-            # query is embedded here (~5 ms); both release the GIL for most of it.
+            # The lexical search runs on an idle core while the query is embedded here,
+            # the longer of the two; both release the GIL for most of it.
             lexical = Beside(self.index.search_lexical, query, principal, n, filters)
             vector = self.embedder.encode_query(query)
             ranked.lexical = lexical.join()

@@ -34,6 +34,7 @@ from datetime import datetime
 from typing import Any
 
 from core.acl import Principal
+from core.errors import TroveError
 from core.identity import InvalidIdentity, canonical_tenant
 from retrieval.audit import AuditLog
 from retrieval.auth import InvalidTokenError, TokenVerifier
@@ -44,15 +45,14 @@ from retrieval.models import NO_FILTERS, Citation, Passage, SearchFilters
 from retrieval.rerank import Candidate, EvidenceReranker, Reranker, evidence_scores
 from retrieval.rerank import rerank as rerank_candidates
 from retrieval.search import Searcher, passage_from_record
-from trove.config import Settings
 
 logger = logging.getLogger(__name__)
 
 MAX_TOP_K = 50
 MAX_DOC_ID_CHARS = 1_024
-# Chosen by measurement on the demo corpus (docs/benchmarks.md, "low_confidence
-# threshold"): the evidence score of the best passage for answerable golden queries
-# against off-topic queries.
+# Chosen by measurement on the demo corpus
+# (docs/benchmarks.md#the-low_confidence-threshold): the evidence score of the best
+# passage for answerable golden queries against off-topic queries.
 DEFAULT_LOW_CONFIDENCE_THRESHOLD = 0.30
 PDF_TYPES = frozenset({"pdf"})
 HEADING_TYPES = frozenset({"md", "markdown", "html", "htm"})
@@ -67,7 +67,7 @@ def _tenant_spelled_as_tokens(requested: str) -> str:
         return requested
 
 
-class ServiceError(Exception):
+class ServiceError(TroveError):
     """Base class of the errors the edges (HTTP, MCP) map to responses."""
 
 
@@ -323,46 +323,6 @@ class RetrievalService:
         threshold = self.retrieval.low_confidence_threshold
         self.low_confidence_threshold = (
             DEFAULT_LOW_CONFIDENCE_THRESHOLD if threshold is None else threshold
-        )
-
-    @classmethod
-    def from_settings(cls, settings: Settings, *, warm_up: bool = True) -> RetrievalService:
-        """Open the configured index, query model, reranker, verifier and audit log."""
-        from retrieval.embedding.embedder import get_embedder
-        from retrieval.index.factory import open_index
-        from retrieval.rerank import build_reranker
-
-        verifier = TokenVerifier.from_config(settings.api)
-        index = open_index(settings.index)
-        cfg = settings.embedding
-        embedder = get_embedder(
-            cfg.model, device=cfg.device, batch_size=cfg.batch_size, backend=cfg.backend
-        )
-        r = settings.retrieval
-        from retrieval.directory import GroupDirectory
-
-        directory = GroupDirectory.in_state_dir(settings.state.path)
-        searcher = Searcher.from_config(index, embedder, r, identity=directory)
-        reranker = build_reranker(r.reranker)
-        if warm_up:
-            embedder.warm_up_queries()
-            warm_index = getattr(index, "warm_up", None)
-            if warm_index is not None:  # the embedded index's int8 kernel (torch, ~2 s)
-                warm_index()
-            warm = getattr(reranker, "warm_up", None)
-            if warm is not None:
-                warm()
-        audit = AuditLog(settings.api.audit_log, include_queries=settings.api.audit_log_queries)
-        return cls(
-            index,
-            searcher,
-            retrieval=r,
-            api=settings.api,
-            verifier=verifier,
-            reranker=reranker,
-            audit=audit,
-            is_model_ready=lambda: embedder.query_ready,
-            max_concurrent_searches=settings.api.max_concurrent_searches,
         )
 
     # ------------------------------------------------------------------ who
@@ -640,7 +600,7 @@ class RetrievalService:
 
 
 def _default_concurrency() -> int:
-    """One search per core: measured best on 2 cores (docs/benchmarks.md, "serve")."""
+    """One search per core: chosen by measurement (docs/benchmarks.md#retrieval-service-latest)."""
     return os.cpu_count() or 1
 
 

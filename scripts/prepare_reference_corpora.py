@@ -2,7 +2,7 @@
 
 Two golden sets besides the 18F handbook are written over reference material
 from Debian packages, where identifiers and exact terms matter more than in a
-handbook (docs/benchmarks.md, "Retrieval quality"):
+handbook (docs/benchmarks.md#retrieval-quality):
 
 * ``python-library``: pages of the Python 3.11 library reference
   (``python3.11-doc``), listed in ``benchmarks/python-library/pages.txt``;

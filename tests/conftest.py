@@ -79,8 +79,8 @@ def opensearch_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def embedder():
     """The real all-MiniLM-L6-v2 embedder, loaded once per test session."""
-    from retrieval.embedding.embedder import Embedder
+    from retrieval.embedding.torch_backend import TorchEmbedder
 
-    emb = Embedder("all-MiniLM-L6-v2")
+    emb = TorchEmbedder("all-MiniLM-L6-v2")
     emb.warm_up()
     return emb

@@ -12,19 +12,69 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
+from typer.core import TyperGroup
 
 from core.acl import Principal
-from core.errors import ConfigError
+from core.errors import ConfigError, TroveError
+from core.identity import InvalidIdentity
 from core.runtime import configure_offline_environment
+from retrieval.api.loadtest import LoadTestError
+from retrieval.evaluate import EvalError, evaluate, load_queries
+from trove.bench.errors import BenchError
 from trove.config import Settings, find_config, load_settings
 
+err = Console(stderr=True)
+out = Console()
+
+# The exit status of a TroveError that reaches the command line, by its most specific
+# listed class. Bad input is 2: the config, a name with no canonical form, a golden-query
+# file, a load test's target, a benchmark's arguments or inputs. Any other TroveError
+# is a run that failed (the index, a source, the model, the audit log...): 1.
+EXIT_STATUS: dict[type[TroveError], int] = {
+    ConfigError: 2,
+    InvalidIdentity: 2,
+    EvalError: 2,
+    LoadTestError: 2,
+    BenchError: 2,
+}
+FAILED_RUN = 1
+
+
+def exit_status(exc: TroveError) -> int:
+    """The exit status `trove` ends with when a command lets ``exc`` through."""
+    for cls in type(exc).__mro__:
+        status = EXIT_STATUS.get(cls)
+        if status is not None:
+            return status
+    return FAILED_RUN
+
+
+def _print_error(message: str) -> None:
+    # Never wrapped at the terminal's width nor read as rich markup: what the error says.
+    err.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True, highlight=False)
+
+
+class _TroveGroup(TyperGroup):
+    """The root command: any TroveError a command lets through becomes `error: <message>`
+    on stderr and :func:`exit_status`, never a traceback. Anything else is a bug and
+    keeps its traceback."""
+
+    # ``ctx`` is typer's vendored click Context, which typer does not export.
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TroveError as exc:
+            _print_error(str(exc))
+            raise typer.Exit(exit_status(exc)) from exc
+
+
 app = typer.Typer(
+    cls=_TroveGroup,
     help="Trove: permission-filtered, citable knowledge for AI agents.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True)
-out = Console()
 
 ConfigOption = Annotated[
     str | None,
@@ -36,16 +86,13 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}")
+    _print_error(message)
     return typer.Exit(code)
 
 
 def _settings(config: str | None) -> tuple[Settings, Path]:
-    try:
-        path = find_config(config)
-        return load_settings(path), path
-    except ConfigError as exc:
-        raise _fail(str(exc)) from exc
+    path = find_config(config)
+    return load_settings(path), path
 
 
 class _RichSink:
@@ -91,17 +138,14 @@ def _progress_bars(enabled: bool):
 def _ingest(
     config_path: Path, show_progress: bool, verbose: bool = False, retry_failed: bool = False
 ) -> dict[str, Any]:
-    from trove.ingest import IngestError, run_ingest
+    from trove.ingest import run_ingest
 
-    try:
-        with _progress_bars(show_progress and not verbose):
-            return run_ingest(
-                config_path,
-                log_level="DEBUG" if verbose else "WARNING",
-                retry_failed=retry_failed,
-            )
-    except (IngestError, ConfigError) as exc:
-        raise _fail(str(exc), code=1) from exc
+    with _progress_bars(show_progress and not verbose):
+        return run_ingest(
+            config_path,
+            log_level="DEBUG" if verbose else "WARNING",
+            retry_failed=retry_failed,
+        )
 
 
 @app.callback()
@@ -163,30 +207,13 @@ def ingest(
 
 
 def _principal(user: str, groups: str | None, tenant: str | None) -> Principal:
-    try:
-        return Principal.of(user, [g for g in (groups or "").split(",") if g.strip()], tenant)
-    except ValueError as exc:
-        raise _fail(str(exc)) from exc
+    return Principal.of(user, [g for g in (groups or "").split(",") if g.strip()], tenant)
 
 
 def _open_searcher(settings: Settings):
-    from retrieval.embedding.embedder import get_embedder
-    from retrieval.index.base import IndexNotFoundError
-    from retrieval.index.factory import open_index
-    from retrieval.search import Searcher
+    from trove.wiring import open_searcher
 
-    try:
-        index = open_index(settings.index)
-    except IndexNotFoundError as exc:
-        raise _fail(str(exc), code=1) from exc
-    cfg = settings.embedding
-    embedder = get_embedder(
-        cfg.model, device=cfg.device, batch_size=cfg.batch_size, backend=cfg.backend
-    )
-    from retrieval.directory import GroupDirectory
-
-    directory = GroupDirectory.in_state_dir(settings.state.path)
-    return Searcher.from_config(index, embedder, settings.retrieval, identity=directory)
+    return open_searcher(settings)
 
 
 def _citation_line(passage) -> str:
@@ -250,8 +277,6 @@ def evaluate_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Measure retrieval quality, citation hits and permission leaks on golden queries."""
-    from retrieval.evaluate import EvalError, evaluate, load_queries
-
     if stages:
         from trove.commands.serve import eval_stages
 
@@ -260,7 +285,7 @@ def evaluate_cmd(
     settings, _ = _settings(config)
     try:
         golden = load_queries(queries)
-    except (EvalError, OSError) as exc:
+    except OSError as exc:  # an unreadable file (a bad line is an EvalError: exit 2 too)
         raise _fail(str(exc)) from exc
     if mode not in ("hybrid", "lexical", "dense"):
         raise _fail(f"unknown mode {mode!r} (valid: hybrid, lexical, dense)")

@@ -9,16 +9,25 @@ not due, whose index is at the generation its manifest recorded and whose dry
 scan finds nothing new, changed, deleted or to retry is recorded in-process
 (:mod:`pipelines.idle`) and Dagster is not even imported. With ``DAGSTER_HOME``
 set every run goes through Dagster, so the UI's run history lists each re-sync.
+
+:func:`ingest` returns an :class:`IngestReport` of each source's
+:class:`~pipelines.run_records.RunSummary`; :meth:`IngestReport.to_dict` renders
+it as ``trove ingest --json`` prints it (and :func:`run_ingest` returns it),
+:func:`ingest_lines` as the text ``trove ingest`` prints.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.store import StagingStore
+from core.errors import TroveError
+from pipelines.idle import idle_scan, record_idle_run
+from pipelines.run_records import RunSummary
+from pipelines.store import StagingStore, StateUnreadableError
 from retrieval.directory import GroupDirectory
 from trove.config import Settings, load_settings
 
@@ -26,7 +35,50 @@ if TYPE_CHECKING:
     import dagster as dg
 
 
-class IngestError(RuntimeError):
+@dataclass(frozen=True)
+class IngestReport:
+    """What an ingest did, per source, in the order the sources were named."""
+
+    sources: Mapping[str, RunSummary]
+
+    @property
+    def partial(self) -> list[str]:
+        """Sources whose listing stopped early (indexed in part; the next run resumes)."""
+        return sorted(name for name, s in self.sources.items() if s.sync_error)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as ``trove ingest --json`` prints it."""
+        return {"sources": {name: s.to_dict() for name, s in self.sources.items()}}
+
+
+def ingest_lines(report: IngestReport) -> list[str]:
+    """The report as ``trove ingest`` prints it: a line per source, then what went wrong.
+
+    Lines use Rich markup.
+    """
+    lines: list[str] = []
+    for name, s in report.sources.items():
+        lines.append(
+            f"[bold]{name}[/]: {s.documents_seen} seen, {s.added} added, "
+            f"{s.changed} changed, {s.deleted} deleted, {s.acl_only} ACL-only, "
+            f"{s.documents_parsed} parsed, {s.chunks_written} chunks written, "
+            f"{s.chunks_embedded} embedded"
+        )
+        lines.extend(
+            f"  [yellow]quarantined[/] {f.path} ({f.reason_class}): {f.reason}"
+            for f in s.documents_failed
+        )
+        if s.index_repair is not None:
+            lines.append(f"  [yellow]rebuilt[/] {s.rebuilt} documents: {s.index_repair.reason}")
+        if s.sync_error:
+            lines.append(
+                f"  [yellow]listing stopped early[/]: {s.sync_error} "
+                "(what was listed is indexed; the next run resumes from there)"
+            )
+    return lines
+
+
+class IngestError(TroveError, RuntimeError):
     """A stage failed for a whole source (not a single document); the message says where."""
 
 
@@ -62,11 +114,8 @@ def _groups_due(settings: Settings, name: str) -> bool:
         directory.close()
 
 
-def _idle_summary(settings: Settings, name: str, sync_groups: bool) -> dict[str, Any] | None:
+def _idle_summary(settings: Settings, name: str, sync_groups: bool) -> RunSummary | None:
     """The source's summary when it had nothing to do (recorded as a run); None: run it."""
-    from pipelines.idle import idle_scan, record_idle_run
-    from pipelines.store import StateUnreadableError
-
     if sync_groups and _groups_due(settings, name):
         return None
     try:
@@ -89,6 +138,28 @@ def run_ingest(
     sync_groups: bool = True,
     idle_check: bool = True,
 ) -> dict[str, Any]:
+    """:func:`ingest`, its report as ``trove ingest --json`` prints it."""
+    report = ingest(
+        config_path,
+        sources,
+        settings=settings,
+        log_level=log_level,
+        retry_failed=retry_failed,
+        sync_groups=sync_groups,
+        idle_check=idle_check,
+    )
+    return report.to_dict()
+
+
+def ingest(
+    config_path: str | Path,
+    sources: Sequence[str] | None = None,
+    settings: Settings | None = None,
+    log_level: str = "WARNING",
+    retry_failed: bool = False,
+    sync_groups: bool = True,
+    idle_check: bool = True,
+) -> IngestReport:
     """Ingest the named sources (all by default); returns the per-source summary.
 
     Sources with groups sync their memberships first (``sync_groups``) — unless
@@ -112,18 +183,16 @@ def run_ingest(
                 store.retry_failed()
             finally:
                 store.close()
-    idle: dict[str, dict[str, Any]] = {}
+    done: dict[str, RunSummary] = {}
     if idle_check and not os.environ.get("DAGSTER_HOME"):
         for name in names:
             found = _idle_summary(settings, name, sync_groups)
             if found is not None:
-                idle[name] = found
-    busy = [name for name in names if name not in idle]
-    summary: dict[str, Any] = {"sources": {}}
+                done[name] = found
+    busy = [name for name in names if name not in done]
     if busy:
-        summary["sources"] = _run_graph(settings, config_path, busy, log_level, sync_groups)
-    summary["sources"] = {name: idle.get(name) or summary["sources"][name] for name in names}
-    return summary
+        done.update(_run_graph(settings, config_path, busy, log_level, sync_groups))
+    return IngestReport({name: done[name] for name in names})
 
 
 def _run_graph(
@@ -132,7 +201,7 @@ def _run_graph(
     names: Sequence[str],
     log_level: str,
     sync_groups: bool,
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, RunSummary]:
     """Materialise the asset graph for each source; their summaries, by name."""
     # The parse workers' forkserver (spaCy, unstructured: seconds of CPU) is not started
     # here: the scan starts it once it knows a document needs parsing (an unchanged
@@ -142,7 +211,7 @@ def _run_graph(
 
     defs = build_definitions(settings, config_path)
     job = defs.resolve_job_def("ingest")
-    summaries: dict[str, dict[str, Any]] = {}
+    summaries: dict[str, RunSummary] = {}
     with _instance() as instance:
         for name in names:
             if sync_groups and _groups_due(settings, name):
@@ -165,9 +234,10 @@ def _run_graph(
                 raise IngestError(f"source {name!r}: {_failure_message(result)}")
             store = StagingStore.for_source(settings.state.path, name)
             try:
-                last = store.last_run() or {}
+                last = store.last_run()
             finally:
                 store.close()
-            last.pop("finished_at", None)
-            summaries[name] = last
+            if last is None:  # the write stage records one with the index: not reached
+                raise IngestError(f"source {name!r}: the run recorded no summary")
+            summaries[name] = last.summary
     return summaries

@@ -28,16 +28,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import httpx
 
+from connectors.common import parse_http_date, redact_url
 from connectors.confluence.config import ConfluenceConfig
 from connectors.errors import ConnectorError, DocumentGone
-from connectors.http import HttpClient, RetryPolicy, SourceUnavailable
+from connectors.http import HttpClient, RequestFailed, SourceUnavailable, json_object
+from connectors.http import NotFound as HttpNotFound
+from core.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +57,15 @@ _V2_COLLECTIONS = {
 }
 
 
-class ConfluenceRequestError(ConnectorError):
-    """Confluence refused a request with a 4xx other than 401/403/404."""
+class ConfluenceRequestError(RequestFailed):
+    """Confluence refused a request with a 4xx other than 401/403 (``detail``: its message)."""
 
     def __init__(self, message: str, status: int, detail: str = "") -> None:
-        super().__init__(message)
-        self.status = status
+        super().__init__(message, status)
         self.detail = detail
 
 
-class NotFound(ConfluenceRequestError):
+class NotFound(ConfluenceRequestError, HttpNotFound):
     """404: the content is gone (purged, trashed, or never visible to the API user)."""
 
 
@@ -89,13 +90,10 @@ def _message(response: httpx.Response) -> str:
 
 def server_time(response: httpx.Response) -> datetime | None:
     """The server's clock from the ``Date`` header (first one, if a proxy added another)."""
-    values = response.headers.get_list("date")
-    for value in values:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            continue
-        return when if when.tzinfo else when.replace(tzinfo=UTC)
+    for value in response.headers.get_list("date"):
+        when = parse_http_date(value)
+        if when is not None:
+            return when
     return None
 
 
@@ -180,16 +178,7 @@ class ConfluenceClient:
 
     def get_json(self, link: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         response = self.request(link, params)
-        try:
-            data = response.json()
-        except ValueError as exc:
-            raise SourceUnavailable(
-                f"GET {urlsplit(self.url(link)).path} did not return JSON "
-                f"(content-type {response.headers.get('content-type', '?')})"
-            ) from exc
-        if not isinstance(data, dict):
-            raise SourceUnavailable(f"GET {urlsplit(self.url(link)).path} returned a non-object")
-        return data
+        return json_object(response, f"GET {urlsplit(self.url(link)).path}")
 
     def pages_of(
         self, link: str, params: dict[str, Any] | None = None
@@ -204,7 +193,9 @@ class ConfluenceClient:
             nxt = (data.get("_links") or {}).get("next")
             if not results:
                 if nxt:
-                    log.info("confluence: empty page with a next link at %s; stopping", _path(link))
+                    log.info(
+                        "confluence: empty page with a next link at %s; stopping", redact_url(link)
+                    )
                 yield [], None
                 return
             yield results, nxt or None
@@ -328,7 +319,3 @@ def replace_query_param(link: str, name: str, value: str) -> str:
         (k, value if k == name else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
     ]
     return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
-
-
-def _path(link: str) -> str:
-    return link.split("?", 1)[0]

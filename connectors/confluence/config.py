@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from connectors.credentials import Secret
-from connectors.settings import StrictModel
+from core.config import StrictModel
 
 
 class ConfluenceConfig(StrictModel):

@@ -38,7 +38,27 @@ the page or of an ancestor, the ancestor chain itself (v2 parents, then v2
 ``/pages/{id}/ancestors``), a 404 included — is never a deletion: the document
 is a per-document failure (not indexed with a guessed ACL), kept in the cursor
 and read again at the start of the next run; in :meth:`list_ids` it is listed
-with an empty ACL (fail closed) so that it is neither pruned nor readable.
+with an empty ACL (fail closed) so that it is neither pruned nor readable. A
+lookup that still fails after the retries (a 5xx that persists) is that page's
+failure too, but only once the page itself can still be read: when that read
+fails as well (every request failing, the host unreachable, credentials
+refused) the source is down and the run stops; so it does when
+:data:`_UNAVAILABLE_IN_A_ROW` pages in a row lose their lookups that way (the
+permission API down while the rest answers). A node or space whose lookup ran
+out of retries is remembered for the run, so the pages under it fail at once.
+
+Scope: the source's ``include``/``exclude`` globs match a page's path and an
+attachment's own path (:func:`~connectors.confluence.documents.page_path`,
+through :meth:`SourceScope.selects <connectors.scope.SourceScope.selects>`).
+Where a page sits is read before who may read it, so a page outside the scope
+costs no permission lookup; it is never yielded, listed or fetched, a run that
+meets it reports it deleted (dropped if it was indexed before), and
+:meth:`ConfluenceConnector.fetch` refuses its id with a ``DocumentGone`` before
+reading its body. An attachment is selected by its own path, so
+``include: ["**/*.pdf"]`` reads the PDFs of pages it leaves out. A source with
+neither glob reads every page: ``*`` and ``**`` match no segment that starts
+with ``.``, and a title may.
+
 Without configured ``spaces`` every current space except personal ones is read
 (global, collaboration, knowledge_base and any newer type); what is left out is
 logged and kept in :attr:`ConfluenceConnector.skipped_spaces`. Attachments
@@ -87,11 +107,12 @@ from connectors.confluence.documents import (
     storage_of,
 )
 from connectors.confluence.permissions import AccessResolver, is_missing_content
-from connectors.errors import ConnectorError
+from connectors.errors import ConnectorError, DocumentGone
+from connectors.http import SourceUnavailable
 from connectors.models import DocumentFailure, SourceDocument
+from connectors.scope import ALL_DOCUMENTS, SourceScope
 from core.acl import Acl
-from pipelines.config import SourceConfig
-from pipelines.parse import SUPPORTED_TYPES
+from core.formats import SUPPORTED_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +127,10 @@ _DATE_ERROR = re.compile(r"date|lastmodified|updated|time", re.I)
 _MAX_DEPTH = 200
 # ``fetch`` reuses the caches of the read that just ran, if it is this recent.
 _RUN_REUSE_S = 600.0
+# Pages in a row whose permission lookups ran out of retries while the source still
+# served the pages themselves: past this, the permission API is taken to be down and
+# the run stops, rather than every page waiting out a retry budget of its own.
+_UNAVAILABLE_IN_A_ROW = 5
 
 
 class PermissionLookupFailed(ConnectorError):
@@ -118,6 +143,17 @@ class Space:
     id: str
     key: str
     name: str
+
+
+@dataclass(frozen=True)
+class PagePlace:
+    """Where a page sits, known before who may read it: the scope is decided on
+    ``path`` first, so a page outside ``include``/``exclude`` costs no permission lookup."""
+
+    space: Space
+    node: Node
+    ancestors: tuple[Node, ...]
+    path: str
 
 
 @dataclass(frozen=True)
@@ -155,6 +191,13 @@ class _Run:
         self.nodes: dict[str, Node] = {}
         self.contexts: dict[str, PageContext] = {}
         self._spaces: list[Space] | None = None
+        # Node reads that ran out of retries: a folder's failure costs one retry
+        # budget per run, not one per page under it.
+        self.unreadable_nodes: dict[str, SourceUnavailable] = {}
+        # Lookup failures already judged (the source answers, or not); the same
+        # failure raised again from a cache costs nothing and is not judged again.
+        self.judged: set[SourceUnavailable] = set()
+        self.unavailable_in_a_row = 0
 
     @property
     def spaces(self) -> list[Space]:
@@ -169,38 +212,52 @@ class _Run:
     def space_by_id(self, space_id: str | None) -> Space | None:
         return next((s for s in self.spaces if s.id == str(space_id)), None)
 
+    def node(self, node_id: str, node_type: str) -> dict[str, Any]:
+        """A v2 node read; one that ran out of retries fails again at once for this run."""
+        failed = self.unreadable_nodes.get(node_id)
+        if failed is not None:
+            raise failed
+        try:
+            return self.connector.client.node(node_id, node_type)
+        except SourceUnavailable as exc:
+            self.unreadable_nodes[node_id] = exc
+            raise
+
 
 class ConfluenceConnector:
     """One ``type: confluence`` source; implements ``Connector`` and ``GroupSource``.
 
-    :param config: the source (its ``confluence:`` block, ``retry`` budget and ``limits``).
+    :param scope: the source's name, ``include``/``exclude``, ``retry`` budget and ``max_bytes``.
+    :param settings: its ``confluence:`` block (site, credentials, spaces).
     :param http: an ``httpx.Client`` to send requests with (tests); one is created otherwise.
     :param sleep: how retries wait (tests pass a recorder so nothing really sleeps).
-    :raises ValueError: for a source of another type.
+    :raises ValueError: ``settings`` is not a ``confluence:`` block.
     :raises ConnectorError: when the API token cannot be read.
 
     Usage::
 
-        connector = ConfluenceConnector(settings.source("wiki"))
+        source = settings.source("wiki")
+        connector = ConfluenceConnector(source.scope(), source.confluence)
         for batch in connector.changes(cursor):
             ...  # index batch.documents, then persist batch.cursor
     """
 
     def __init__(
         self,
-        config: SourceConfig,
+        scope: SourceScope,
+        settings: ConfluenceConfig,
         *,
         http: httpx.Client | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.config = config
-        self.settings: ConfluenceConfig = settings_block(
-            config, "confluence", "ConfluenceConnector"
+        self.scope = scope
+        self.settings = settings_block(
+            settings, ConfluenceConfig, "confluence", "ConfluenceConnector"
         )
-        self.source = config.name
-        self.client = ConfluenceClient(
-            self.settings, policy=config.retry.policy(), http=http, sleep=sleep
-        )
+        self.source = scope.name
+        # Neither glob configured: every page, dot-titled ones too (see the module doc).
+        self._scoped = scope.include != ALL_DOCUMENTS or bool(scope.exclude)
+        self.client = ConfluenceClient(self.settings, policy=scope.retry, http=http, sleep=sleep)
         self._run: _Run | None = None
         # "Logged-in users" space access: granted to every user the group sync lists.
         self.site_token = principals.tenant_token(self.source, urlsplit(self.client.wiki).netloc)
@@ -227,41 +284,71 @@ class ConfluenceConnector:
         for space in run.spaces:
             for results, _ in self._space_listing(space, None, body=False):
                 for data in results:
-                    try:
-                        ctx = self._context_v2(run, space, data)
-                    except NotFound:
-                        continue  # deleted while we listed
-                    except PermissionLookupFailed as exc:
-                        # Listed, so it exists: never pruned, but readable by nobody
-                        # until a run can read its permissions again (fail closed).
-                        log.warning("confluence %s: %s; listed with an empty ACL", self.source, exc)
-                        ctx = self._unknown_access(space, data)
-                    try:
-                        attachments = (
-                            list(self.client.page_attachments(ctx.node.id, self._limit))
-                            if self.settings.include_attachments
-                            else []
-                        )
-                    except NotFound:
-                        continue  # deleted while we listed
-                    version = str((data.get("version") or {}).get("number", ""))
-                    yield DocumentStamp(
-                        document_id(self.source, PAGE, ctx.node.id), version, ctx.acl, ctx.path
-                    )
-                    for att in attachments:
-                        if extension(str(att.get("title") or "")) not in SUPPORTED_TYPES:
-                            continue
-                        yield DocumentStamp(
-                            document_id(self.source, ATTACHMENT, str(att["id"])),
-                            str((att.get("version") or {}).get("number", "")),
-                            ctx.acl,
-                            attachment_path(ctx.path, str(att.get("title") or "")),
-                        )
+                    yield from self._page_stamps(run, space, data)
+
+    def _page_stamps(
+        self, run: _Run, space: Space, data: dict[str, Any]
+    ) -> Iterator[DocumentStamp]:
+        """A listed page and its indexed attachments, those inside the scope, as stamps.
+
+        One whose permissions cannot be read is listed all the same, so it is never
+        pruned, with an empty ACL, so nobody reads it until a run can read them
+        again (fail closed). When not even its ancestors can be read, its path is
+        unknown: it is listed under its space, the scope unapplied.
+        """
+        node = node_from_v2(data)
+        place: PagePlace | None
+        try:
+            place = self._place(run, space, data)
+        except NotFound:
+            return  # deleted while we listed
+        except PermissionLookupFailed as exc:
+            log.warning("confluence %s: %s; listed with an empty ACL", self.source, exc)
+            place = None
+        path = place.path if place is not None else page_path(space.key, [], node.title)
+        try:
+            attachments = (
+                list(self.client.page_attachments(node.id, self._limit))
+                if self.settings.include_attachments
+                else []
+            )
+        except NotFound:
+            return  # deleted while we listed
+        page_wanted = place is None or self._in_scope(path)
+        indexed = [
+            att
+            for att in attachments
+            if extension(str(att.get("title") or "")) in SUPPORTED_TYPES
+            and (place is None or self._attachment_in_scope(path, att))
+        ]
+        if not page_wanted and not indexed:
+            return
+        acl = Acl.empty()
+        if place is not None:
+            try:
+                acl = self._access(run, place).acl
+            except NotFound:
+                return  # deleted while we listed
+            except PermissionLookupFailed as exc:
+                log.warning("confluence %s: %s; listed with an empty ACL", self.source, exc)
+        if page_wanted:
+            version = str((data.get("version") or {}).get("number", ""))
+            yield DocumentStamp(document_id(self.source, PAGE, node.id), version, acl, path)
+        for att in indexed:
+            yield DocumentStamp(
+                document_id(self.source, ATTACHMENT, str(att["id"])),
+                str((att.get("version") or {}).get("number", "")),
+                acl,
+                attachment_path(path, str(att.get("title") or "")),
+            )
 
     def fetch(self, doc_id: str) -> SourceDocument:
         """One document with its bytes.
 
         :raises DocumentNotFound: the page or attachment is gone (delete it).
+        :raises DocumentGone: it is outside the source's ``include``/``exclude``; decided
+            from where its page sits, before any body or attachment is read.
+        :raises PermissionLookupFailed: who may read it could not be established.
         """
         parsed = split_doc_id(self.source, doc_id)
         if parsed is None:
@@ -272,14 +359,21 @@ class ConfluenceConnector:
             run = self._run = _Run(self)
         try:
             if kind == PAGE:
+                if self._scoped:  # where the page sits decides, before its body is read
+                    head = self._place_in_source(run, self.client.page(native, body=False))
+                    self._refuse_outside_scope(doc_id, head.path)
                 data = self.client.page(native, body=True)
-                ctx = self._context_for_page(run, data)
-                return self._page_document(ctx, data)
+                place = self._place_in_source(run, data)  # the version read: its own place
+                self._refuse_outside_scope(doc_id, place.path)
+                return self._page_document(self._access(run, place), data)
             att = self.client.attachment(native)
             page_id = att.get("pageId")
-            if not page_id or extension(str(att.get("title") or "")) not in SUPPORTED_TYPES:
+            title = str(att.get("title") or "")
+            if not page_id or extension(title) not in SUPPORTED_TYPES:
                 raise DocumentNotFound(f"{doc_id} is not an attachment this source indexes")
-            ctx = self._context_for_page(run, self.client.page(str(page_id), body=False))
+            place = self._place_in_source(run, self.client.page(str(page_id), body=False))
+            self._refuse_outside_scope(doc_id, attachment_path(place.path, title))
+            ctx = self._access(run, place)
             link = att.get("downloadLink") or (att.get("_links") or {}).get("download")
             return self._attachment_document(ctx, att, content=self.client.download(str(link)))
         except NotFound as exc:
@@ -437,12 +531,23 @@ class ConfluenceConnector:
         page_id = str(data.get("id") or "")
         page_doc = document_id(self.source, PAGE, page_id)
         try:
-            ctx = self._context_v2(run, space, data)
+            place = self._place(run, space, data)
             attachments = (
                 list(self.client.page_attachments(page_id, self._limit))
                 if self.settings.include_attachments
                 else []
             )
+            page_wanted = self._in_scope(place.path)
+            if not page_wanted and not any(
+                self._attachment_in_scope(place.path, att) for att in attachments
+            ):
+                # Nothing of it is inside include/exclude: dropped if it was indexed before.
+                out.deleted.append(page_doc)
+                out.deleted.extend(
+                    document_id(self.source, ATTACHMENT, str(att.get("id"))) for att in attachments
+                )
+                return
+            ctx = self._access(run, place)
         except PermissionLookupFailed as exc:
             out.failures.append(DocumentFailure(page_doc, space.key, str(exc)))
             out.retry.append(f"{PAGE}:{page_id}")
@@ -456,11 +561,16 @@ class ConfluenceConnector:
         except (KeyError, TypeError, ValueError) as exc:
             out.failures.append(DocumentFailure(page_doc, space.key, f"malformed page: {exc!r}"))
             return
-        out.documents.append(self._page_document(ctx, data))
-        version = data.get("version") or {}
-        state.remember(
-            f"page:{page_id}", str(version.get("number", "")), parse_time(version.get("createdAt"))
-        )
+        if page_wanted:
+            out.documents.append(self._page_document(ctx, data))
+            version = data.get("version") or {}
+            state.remember(
+                f"page:{page_id}",
+                str(version.get("number", "")),
+                parse_time(version.get("createdAt")),
+            )
+        else:
+            out.deleted.append(page_doc)  # outside include/exclude; some attachments are not
         for att in attachments:
             self._emit_attachment(ctx, att, out, state)
 
@@ -568,7 +678,7 @@ class ConfluenceConnector:
             doc_id = document_id(self.source, kind, native)
             try:
                 doc = self.fetch(doc_id)
-            except DocumentNotFound:
+            except DocumentGone:  # gone, or outside include/exclude now
                 out.deleted.append(doc_id)
             except ConnectorError as exc:
                 out.failures.append(DocumentFailure(doc_id, doc_id, f"retry failed: {exc}"))
@@ -617,7 +727,11 @@ class ConfluenceConnector:
             # The chain itself comes from v2, as in list_ids and the first run, so every
             # read computes the same path and ACL (v1 ancestors may leave out folders).
             # A 404 here means the search index still lists a page that is gone.
-            ctx = self._context_v2(run, space, self.client.page(page_id, body=False))
+            place = self._place(run, space, self.client.page(page_id, body=False))
+            if not self._in_scope(place.path):
+                out.deleted.append(page_doc)  # outside include/exclude: dropped if indexed
+                return False
+            ctx = self._access(run, place)
         except PermissionLookupFailed as exc:
             out.failures.append(DocumentFailure(page_doc, space.key, str(exc)))
             out.retry.append(f"{PAGE}:{page_id}")
@@ -665,9 +779,11 @@ class ConfluenceConnector:
         try:
             ctx = run.contexts.get(str(container["id"]))
             if ctx is None:
-                ctx = self._context_v2(
-                    run, space, self.client.page(str(container["id"]), body=False)
-                )
+                place = self._place(run, space, self.client.page(str(container["id"]), body=False))
+                if not self._in_scope(attachment_path(place.path, title)):
+                    out.deleted.append(att_doc)  # outside include/exclude: dropped if indexed
+                    return False
+                ctx = self._access(run, place)
         except PermissionLookupFailed as exc:
             out.failures.append(DocumentFailure(att_doc, space.key, str(exc)))
             out.retry.append(f"{ATTACHMENT}:{item['id']}")
@@ -695,48 +811,106 @@ class ConfluenceConnector:
 
     # -- shared mapping ------------------------------------------------------------------
 
-    def _context_for_page(self, run: _Run, data: dict[str, Any]) -> PageContext:
-        """Context of a page fetched by id: its space must be one this source reads."""
+    def _in_scope(self, path: str) -> bool:
+        """Inside the source's ``include``/``exclude`` (every reading of ``path``)."""
+        return not self._scoped or self.scope.selects((path,))
+
+    def _attachment_in_scope(self, page: str, att: dict[str, Any]) -> bool:
+        """An attachment is selected by its own path (its page's, then its file name)."""
+        return self._in_scope(attachment_path(page, str(att.get("title") or "")))
+
+    def _refuse_outside_scope(self, doc_id: str, path: str) -> None:
+        """``fetch``'s answer for an id the listing would not name now (an ``exclude``
+        added since): gone, so the pipeline drops it, as the filesystem connector does."""
+        if not self._in_scope(path):
+            raise DocumentGone(
+                f"{doc_id!r} ({path}) is outside the include/exclude globs "
+                f"of source {self.source!r}"
+            )
+
+    def _place_in_source(self, run: _Run, data: dict[str, Any]) -> PagePlace:
+        """Place of a page fetched by id: its space must be one this source reads."""
         space = run.space_by_id(data.get("spaceId"))
         if space is None:
             raise NotFound(f"page {data.get('id')} is not in a configured space", 404)
-        return self._context_v2(run, space, data)
+        return self._place(run, space, data)
 
-    def _context_v2(self, run: _Run, space: Space, data: dict[str, Any]) -> PageContext:
-        """Path and effective ACL of a v2 page.
+    def _place(self, run: _Run, space: Space, data: dict[str, Any]) -> PagePlace:
+        """Where a v2 page sits: its ancestors (read, or cached for the run) and path.
 
-        :raises PermissionLookupFailed: the ancestors, the restrictions or the space
-            permissions could not be read (a 404 included): never a deletion.
+        :raises PermissionLookupFailed: the ancestor chain could not be read; it
+            decides the ACL as well as the path (never a deletion).
+        :raises NotFound: the page itself is gone.
+        :raises SourceUnavailable, SourceAuthError: the source itself is failing.
         """
         node = node_from_v2(data)
         run.nodes[node.id] = node
         try:
             ancestors = self._ancestors(run, node)
-            acl = run.access.acl(space.id, space.key, [a.id for a in ancestors], node.id)
-        except ConfluenceRequestError as exc:
-            if isinstance(exc, NotFound):
-                self._raise_if_gone(node.id)
-            raise PermissionLookupFailed(
-                f"permissions of page {node.id} could not be read ({exc}); "
-                "not indexed, retried next run"
-            ) from None
+        except (ConfluenceRequestError, SourceUnavailable) as exc:
+            raise self._lookup_failed(run, node.id, exc) from None
         path = page_path(space.key, [a.title for a in ancestors], node.title)
-        ctx = PageContext(space, node, path, acl)
+        return PagePlace(space, node, tuple(ancestors), path)
+
+    def _access(self, run: _Run, place: PagePlace) -> PageContext:
+        """Who may read the page: the space's viewers ∩ its restriction ∩ every ancestor's.
+
+        :raises PermissionLookupFailed: the restrictions or the space permissions could
+            not be read (a 404 included): never a deletion, never a guessed ACL.
+        :raises NotFound: the page itself is gone.
+        :raises SourceUnavailable, SourceAuthError: the source itself is failing.
+        """
+        space, node = place.space, place.node
+        try:
+            acl = run.access.acl(space.id, space.key, [a.id for a in place.ancestors], node.id)
+        except (ConfluenceRequestError, SourceUnavailable) as exc:
+            raise self._lookup_failed(run, node.id, exc) from None
+        run.unavailable_in_a_row = 0
+        ctx = PageContext(space, node, place.path, acl)
         run.contexts[node.id] = ctx
         return ctx
 
+    def _lookup_failed(
+        self, run: _Run, page_id: str, exc: ConnectorError
+    ) -> PermissionLookupFailed:
+        """The page's own failure for a permission lookup that failed with ``exc``;
+        raises instead when the failure is not the page's.
+
+        A 404 is a deletion only when the page itself answers 404. A lookup that ran
+        out of retries is the page's failure only while the source still serves the
+        page itself: when that read fails too (every request failing, an unreachable
+        host, refused credentials) its error stops the run, and so does the
+        :data:`_UNAVAILABLE_IN_A_ROW`-th such page in a row.
+        """
+        if isinstance(exc, NotFound):
+            self._raise_if_gone(page_id)
+        elif isinstance(exc, SourceUnavailable) and exc not in run.judged:
+            run.judged.add(exc)
+            self._raise_if_gone(page_id)
+            run.unavailable_in_a_row += 1
+            if run.unavailable_in_a_row >= _UNAVAILABLE_IN_A_ROW:
+                raise SourceUnavailable(
+                    f"the permission lookups of {run.unavailable_in_a_row} pages in a row "
+                    f"still failed after their retries (the last: {exc}); the source's "
+                    "permissions cannot be read now"
+                ) from None
+        return PermissionLookupFailed(
+            f"permissions of page {page_id} could not be read ({exc}); "
+            "not indexed, retried next run"
+        )
+
     def _raise_if_gone(self, page_id: str) -> None:
-        """:class:`NotFound` when the page itself is gone: only its own 404 is a deletion."""
+        """:class:`NotFound` when the page itself is gone: only its own 404 is a deletion.
+
+        Any other failure of that read but a refusal of the page (a source that is
+        down, credentials refused) propagates: it is the source's, not the page's.
+        """
         try:
             self.client.page(page_id, body=False)
         except NotFound:
             raise
         except ConfluenceRequestError:
             pass  # unknown either way: the caller reports a failure
-
-    def _unknown_access(self, space: Space, data: dict[str, Any]) -> PageContext:
-        node = node_from_v2(data)
-        return PageContext(space, node, page_path(space.key, [], node.title), Acl.empty())
 
     def _ancestors(self, run: _Run, node: Node) -> list[Node]:
         """Ancestors top-down: the v2 parent chain (titles, folders), or v2
@@ -751,7 +925,7 @@ class ConfluenceConnector:
                     raise ConfluenceRequestError(f"parent chain of {node.id} loops", 409)
                 parent = run.nodes.get(current.parent_id)
                 if parent is None:
-                    data = self.client.node(current.parent_id, current.parent_type or "page")
+                    data = run.node(current.parent_id, current.parent_type or "page")
                     parent = node_from_v2(data, current.parent_type or "page")
                     run.nodes[parent.id] = parent
                 chain.append(parent)
@@ -837,11 +1011,14 @@ class ConfluenceConnector:
             return False
         att_doc = document_id(self.source, ATTACHMENT, str(att.get("id")))
         path = attachment_path(ctx.path, title)
+        if not self._in_scope(path):
+            out.deleted.append(att_doc)  # outside include/exclude: dropped if it was indexed
+            return False
         size = att.get("fileSize")
-        if isinstance(size, int) and size > self.config.limits.max_bytes:
+        if isinstance(size, int) and size > self.scope.max_bytes:
             out.failures.append(
                 DocumentFailure(
-                    att_doc, path, f"too large: {size} bytes > limit {self.config.limits.max_bytes}"
+                    att_doc, path, f"too large: {size} bytes > limit {self.scope.max_bytes}"
                 )
             )
             return False

@@ -32,26 +32,23 @@ are dropped, so the cursor stays small.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from connectors.common import UnreadableCursor, dump_cursor, load_cursor, parse_iso_time
+
 log = logging.getLogger(__name__)
 
 CQL_DATE_FORMAT = "%Y-%m-%d %H:%M"
+CURSOR_VERSION = 1
 
 
 def parse_time(value: Any) -> datetime | None:
     """An ISO-8601 timestamp from the API (``...Z`` or with an offset) as an aware UTC datetime."""
-    if not value or not isinstance(value, str):
-        return None
-    try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
+    when = parse_iso_time(value)
+    return when.astimezone(UTC) if when is not None else None
 
 
 def iso(when: datetime) -> str:
@@ -77,7 +74,6 @@ class SyncState:
 
     def to_cursor(self) -> str:
         data: dict[str, Any] = {
-            "v": 1,
             "mode": self.mode,
             "watermark": iso(self.watermark),
             "seen": self.seen,
@@ -88,7 +84,7 @@ class SyncState:
             data.update(done=self.done, space=self.space, next=self.next)
         elif self.spaces is not None:
             data["spaces"] = sorted(self.spaces)
-        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return dump_cursor(data, version=CURSOR_VERSION)
 
     @classmethod
     def from_cursor(cls, cursor: str | None) -> SyncState | None:
@@ -96,11 +92,11 @@ class SyncState:
         if not cursor:
             return None
         try:
-            data = json.loads(cursor)
+            data = load_cursor(cursor, version=CURSOR_VERSION)
             mode = data["mode"]
             watermark = parse_time(data["watermark"])
-            if data.get("v") != 1 or mode not in ("full", "cql") or watermark is None:
-                raise ValueError("unknown cursor version or mode")
+            if mode not in ("full", "cql") or watermark is None:
+                raise ValueError("unknown cursor mode")
             seen = {
                 str(k): [str(v[0]), str(v[1])]
                 for k, v in (data.get("seen") or {}).items()
@@ -117,7 +113,7 @@ class SyncState:
                 next=data.get("next"),
                 retry=[str(k) for k in data.get("retry") or []],
             )
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (UnreadableCursor, ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("confluence: cursor not understood (%s); doing a full enumeration", exc)
             return None
 

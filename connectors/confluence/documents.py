@@ -3,7 +3,8 @@
 * Ids are ``{source}:page:{page id}`` and ``{source}:att:{attachment id}``:
   Confluence ids survive renames and moves (Onyx's webui-URL ids do not).
 * ``path`` is ``SPACEKEY/Ancestor/.../Title`` (attachments add ``/file.pdf``),
-  the readable location ACL-rule globs match and citations show. A ``/``
+  the readable location that ACL-rule and ``include``/``exclude`` globs match
+  and citations show. A ``/``
   inside a title is written as ``∕`` (U+2215) so it cannot fake a level.
 * A page body is the storage-format XHTML wrapped in a minimal HTML document
   whose ``<title>`` is the page title. ``CDATA`` sections (code and no-format

@@ -28,13 +28,15 @@ down the tree; edit restrictions do not, and are ignored). So:
   grant (deny). A restriction whose every entry is unknown stays a layer with
   no entries, which admits nobody.
 * Fail closed: if the space's permissions or the restrictions of the page or
-  of any ancestor cannot be read (a 404 included), :meth:`AccessResolver.acl`
-  raises; the connector records a per-document failure and retries it next
-  run. A failed permission lookup never counts as a deletion: only the page's
-  own 404 does.
+  of any ancestor cannot be read (a 404 included, or a 5xx that outlasts the
+  retries), :meth:`AccessResolver.acl` raises; the connector records a
+  per-document failure and retries it next run. A failed permission lookup
+  never counts as a deletion: only the page's own 404 does.
 
 Space grants, user e-mails and per-node restrictions are cached for one run,
-so a deep tree costs one restriction read per node, not one per descendant.
+so a deep tree costs one restriction read per node, not one per descendant;
+so are the lookups that failed, so a space or an ancestor whose lookup keeps
+failing costs one retry budget per run, not one per page under it.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from typing import Any
 
 from connectors import principals
 from connectors.confluence.client import ConfluenceClient, ConfluenceRequestError, NotFound
+from connectors.http import SourceUnavailable
 from core.acl import Acl, AclLayer
 
 log = logging.getLogger(__name__)
@@ -223,8 +226,8 @@ class AccessResolver:
         self.client = client
         self.source = source
         self.site_token = site_token
-        self._grants: dict[str, SpaceGrant] = {}
-        self._layers: dict[str, AclLayer | ConfluenceRequestError | None] = {}
+        self._grants: dict[str, SpaceGrant | SourceUnavailable] = {}
+        self._layers: dict[str, AclLayer | ConfluenceRequestError | SourceUnavailable | None] = {}
         self._emails: dict[str, str | None] = {}
 
     def email_of(self, account_id: str) -> str | None:
@@ -239,15 +242,23 @@ class AccessResolver:
         return self._emails[account_id]
 
     def space_grant(self, space_id: str, space_key: str = "") -> SpaceGrant:
+        """Who may view the space; raises (cached) when a read ran out of retries."""
         if space_id not in self._grants:
-            self._grants[space_id] = space_grant(
-                self.source,
-                self.client.space_permissions(space_id),
-                self.email_of,
-                space=space_key or space_id,
-                site_token=self.site_token,
-            )
-        return self._grants[space_id]
+            try:
+                self._grants[space_id] = space_grant(
+                    self.source,
+                    self.client.space_permissions(space_id),
+                    self.email_of,
+                    space=space_key or space_id,
+                    site_token=self.site_token,
+                )
+            except SourceUnavailable as exc:
+                self._grants[space_id] = exc
+                raise
+        grant = self._grants[space_id]
+        if isinstance(grant, SourceUnavailable):
+            raise grant
+        return grant
 
     def prime(self, content_id: str, restriction: dict[str, Any] | None) -> None:
         """Record restrictions that arrived inline (CQL ``expand``), saving a request."""
@@ -255,16 +266,17 @@ class AccessResolver:
             self._layers[content_id] = read_layer(self.source, restriction, content=content_id)
 
     def layer(self, content_id: str) -> AclLayer | None:
-        """The node's read layer; raises :class:`NotFound`/`ConfluenceRequestError` (cached)."""
+        """The node's read layer; raises :class:`NotFound`/`ConfluenceRequestError`, or
+        ``SourceUnavailable`` when the read ran out of retries (both cached)."""
         cached = self._layers.get(content_id, _MISSING)
         if cached is _MISSING:
             try:
                 data = self.client.read_restrictions(content_id)
-            except ConfluenceRequestError as exc:
+            except (ConfluenceRequestError, SourceUnavailable) as exc:
                 self._layers[content_id] = exc
                 raise
             cached = self._layers[content_id] = read_layer(self.source, data, content=content_id)
-        if isinstance(cached, ConfluenceRequestError):
+        if isinstance(cached, ConfluenceRequestError | SourceUnavailable):
             raise cached
         return cached  # type: ignore[return-value]
 
@@ -273,18 +285,20 @@ class AccessResolver:
 
         :raises ConfluenceRequestError: a lookup failed (a 404 included): the caller
             records a per-document failure, never a deletion and never a guess.
+        :raises SourceUnavailable: a lookup still failed after its retries; the caller
+            decides whether the page or the whole source is at fault.
         """
         layers = []
         for content_id in [page_id, *ancestors]:
             try:
                 layer = self.layer(content_id)
-            except ConfluenceRequestError as exc:
+            except (ConfluenceRequestError, SourceUnavailable) as exc:
                 log.warning(
                     "confluence %s: restrictions of %s (page %s) are unreadable (%s)",
                     self.source,
                     content_id,
                     page_id,
-                    exc.status,
+                    exc.status if isinstance(exc, ConfluenceRequestError) else "still failing",
                 )
                 raise
             if layer is not None:

@@ -31,7 +31,7 @@ from botocore.exceptions import (
 from connectors.errors import ConnectorError, DocumentGone
 from connectors.http import SourceAuthError, SourceUnavailable
 from connectors.s3.config import S3Config
-from connectors.settings import RetrySettings
+from core.retry import RetryPolicy
 
 # S3 error codes that mean "these credentials may not do this".
 AUTH_CODES = frozenset(
@@ -62,7 +62,7 @@ class ObjectTooLarge(ConnectorError):
     """The object is bigger than the source's ``limits.max_bytes``; it is not downloaded."""
 
 
-def build_client(config: S3Config, retry: RetrySettings) -> Any:
+def build_client(config: S3Config, retry: RetryPolicy) -> Any:
     """A boto3 S3 client for ``config``; secrets are read here and kept only inside boto3."""
     botocore_config = Config(
         s3={"addressing_style": config.addressing_style},

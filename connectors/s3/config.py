@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from connectors.credentials import Secret
-from connectors.settings import StrictModel
+from core.config import StrictModel
 
 
 class S3Config(StrictModel):

@@ -15,7 +15,7 @@ Why it looks like this:
 * **Ids** are ``{source}:{bucket}/{key}``; ``path`` is ``{bucket}/{key}``, the
   string that the source's ``include``/``exclude`` globs and ``acl`` rules
   match, both as written and as the place it names (``a//b``, ``a/./b`` and
-  ``x/../a/b`` are ``a/b``; see :mod:`pipelines.secure`), so an odd key is held
+  ``x/../a/b`` are ``a/b``; see :mod:`core.paths`), so an odd key is held
   to the rules of every folder it could be read as; ``uri`` is
   ``s3://bucket/key`` on AWS, or ``{endpoint_url}/bucket/key`` for an
   S3-compatible store. Keys ending in ``/`` (console "folders") are skipped.
@@ -42,13 +42,15 @@ unreachable endpoint (``SourceUnavailable``) raise
 key. ``fetch`` of an object deleted since it was listed raises
 :class:`~connectors.s3.client.ObjectNotFound`, a
 :class:`~connectors.errors.DocumentGone`: the pipeline deletes the document.
+``fetch`` of a key outside ``include``/``exclude`` (an id from before an
+``exclude`` was added: a retried download, a document the index lost) raises a
+``DocumentGone`` too, before any request, as the filesystem connector does.
 An object over ``limits.max_bytes`` raises ``ObjectTooLarge`` (a plain
 ``ConnectorError``) before its body is read: the pipeline records a failure.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import PurePosixPath
 from typing import Any
@@ -57,8 +59,8 @@ from urllib.parse import quote
 from botocore.exceptions import BotoCoreError, ClientError
 
 from connectors.base import ChangeBatch, DocumentStamp, settings_block
-from connectors.errors import ConnectorError
-from connectors.filesystem import selected
+from connectors.common import UnreadableCursor, dump_cursor, load_cursor
+from connectors.errors import ConnectorError, DocumentGone
 from connectors.models import SourceDocument
 from connectors.s3.client import (
     MISSING_KEY_CODES,
@@ -69,8 +71,8 @@ from connectors.s3.client import (
     translate,
 )
 from connectors.s3.config import S3Config
+from connectors.scope import SourceScope
 from core.acl import Acl
-from pipelines.config import SourceConfig
 
 CURSOR_VERSION = 1
 
@@ -83,21 +85,25 @@ def version_stamp(etag: str, size: int) -> str:
 class S3Connector:
     """Lists and reads one ``type: s3`` source (a bucket, optionally under a prefix).
 
-    >>> connector = S3Connector(settings.source("archive"))  # doctest: +SKIP
+    >>> source = settings.source("archive")  # doctest: +SKIP
+    >>> connector = S3Connector(source.scope(), source.s3)  # doctest: +SKIP
     >>> for batch in connector.changes(None): ...  # doctest: +SKIP
 
-    :param config: the source; its ``s3`` block says bucket, prefix, endpoint and keys.
+    :param scope: the source's name, globs, ``max_bytes`` and retry budget.
+    :param settings: its ``s3`` block: bucket, prefix, endpoint and keys.
     :param client: a boto3 S3 client to use instead of building one (tests, custom sessions).
-    :raises ValueError: ``config`` is not an S3 source.
+    :raises ValueError: ``settings`` is not an ``s3:`` block.
     :raises ConnectorError: a configured key cannot be read (environment variable or file).
     """
 
-    def __init__(self, config: SourceConfig, *, client: Any | None = None) -> None:
-        self.config = config
-        self.settings: S3Config = settings_block(config, "s3", "S3Connector")
-        self.source = config.name
+    def __init__(
+        self, scope: SourceScope, settings: S3Config, *, client: Any | None = None
+    ) -> None:
+        self.scope = scope
+        self.settings = settings_block(settings, S3Config, "s3", "S3Connector")
+        self.source = scope.name
         self._owns_client = client is None
-        self.client = client if client is not None else build_client(config.s3, config.retry)
+        self.client = client if client is not None else build_client(self.settings, scope.retry)
 
     # -- the contract -------------------------------------------------------------
 
@@ -135,10 +141,17 @@ class S3Connector:
         """The object's current bytes (``GetObject``), with the stamp of what was read.
 
         :raises ObjectNotFound: the key no longer exists (deleted after it was listed).
+        :raises DocumentGone: the key is outside the source's ``include``/``exclude``
+            (nothing is requested).
         :raises ObjectTooLarge: the object exceeds the source's ``limits.max_bytes``.
         :raises ConnectorError: ``doc_id`` is not this source's, or S3 refused the read.
         """
         key = self._key_of(doc_id)
+        if not self._wanted(key):
+            # The listing's rule: an id from before an `exclude` was added never comes back.
+            raise DocumentGone(
+                f"{doc_id!r} is outside the include/exclude globs of source {self.source!r}"
+            )
         try:
             response = self.client.get_object(Bucket=self.settings.bucket, Key=key)
         except ClientError as exc:
@@ -152,7 +165,7 @@ class S3Connector:
             raise translate(exc, self.settings, f"reading {key!r} from") from exc
         body = response["Body"]
         size = int(response.get("ContentLength") or 0)
-        limit = self.config.limits.max_bytes
+        limit = self.scope.max_bytes
         try:
             if size > limit:
                 raise ObjectTooLarge(
@@ -196,9 +209,8 @@ class S3Connector:
         if key.endswith("/"):
             return False  # a console "folder" marker, not a document
         # Read as written and as the place it names: `hr//x`, `hr/./x` or
-        # `a/../hr/x` cannot dodge an exclude that names `hr/` (filesystem.selected).
-        path = f"{self.settings.bucket}/{key}"
-        return selected((path,), self.config.include, self.config.exclude)
+        # `a/../hr/x` cannot dodge an exclude that names `hr/` (core.paths.selected).
+        return self.scope.selects((f"{self.settings.bucket}/{key}",))
 
     def _document(self, obj: dict[str, Any], content: bytes | None = None) -> SourceDocument:
         key: str = obj["Key"]
@@ -234,7 +246,6 @@ class S3Connector:
 
     def _cursor(self, *, start_after: str | None = None, done: bool = False) -> str:
         data: dict[str, Any] = {
-            "v": CURSOR_VERSION,
             "bucket": self.settings.bucket,
             "prefix": self.settings.prefix,
         }
@@ -242,20 +253,18 @@ class S3Connector:
             data["done"] = True
         else:
             data["start_after"] = start_after
-        return json.dumps(data, separators=(",", ":"))
+        return dump_cursor(data, version=CURSOR_VERSION)
 
     def _resume_point(self, cursor: str | None) -> str | None:
         """The key to list after; ``None`` (full listing) for no, finished or foreign cursors."""
         if not cursor:
             return None
         try:
-            data = json.loads(cursor)
-        except ValueError:
+            data = load_cursor(cursor, version=CURSOR_VERSION)
+        except UnreadableCursor:
             return None
         if (
-            not isinstance(data, dict)
-            or data.get("v") != CURSOR_VERSION
-            or data.get("bucket") != self.settings.bucket
+            data.get("bucket") != self.settings.bucket
             or data.get("prefix") != self.settings.prefix
             or data.get("done")
         ):

@@ -31,16 +31,20 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from connectors.common import redact_url
 from connectors.errors import ConnectorError, DocumentGone
 from connectors.http import (
     RETRY_STATUSES,
     HttpClient,
+    RequestFailed,
     SourceAuthError,
-    backoff_seconds,
+    json_object,
     server_wait_seconds,
 )
+from connectors.http import NotFound as HttpNotFound
 from connectors.sharepoint.auth import TokenProvider, resource_scope
 from connectors.sharepoint.config import is_secure_url
+from core.retry import RetryBudget
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +52,11 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _BATCH_LIMIT = 20
 
 
-class GraphError(ConnectorError):
+class GraphError(RequestFailed):
     """A Graph or SharePoint call answered an error the retries could not clear."""
 
-    def __init__(self, message: str, status: int = 0) -> None:
-        super().__init__(message)
-        self.status = status
 
-
-class NotFound(GraphError, DocumentGone):
+class NotFound(GraphError, HttpNotFound, DocumentGone):
     """404: the item, group or site no longer exists (or is not visible to the app)."""
 
 
@@ -90,10 +90,6 @@ def _error_text(response: httpx.Response) -> str:
     return f"status {response.status_code}"
 
 
-def _path_only(url: str) -> str:
-    return str(url).split("?", 1)[0]
-
-
 class GraphClient:
     """Authenticated Graph (``graph_url``) and SharePoint REST calls with Graph's paging."""
 
@@ -122,7 +118,7 @@ class GraphClient:
         if path_or_url.startswith(("http://", "https://")):
             if not (path_or_url == self.origin or path_or_url.startswith(self.origin + "/")):
                 raise ConnectorError(
-                    f"refusing to follow a link off the Graph host: {_path_only(path_or_url)}"
+                    f"refusing to follow a link off the Graph host: {redact_url(path_or_url)}"
                 )
             return path_or_url
         return f"{self.base}/{path_or_url.lstrip('/')}"
@@ -143,22 +139,14 @@ class GraphClient:
 
     def _json(self, response: httpx.Response, what: str) -> dict[str, Any]:
         if response.status_code == 404:
-            raise NotFound(f"{_path_only(what)} not found ({_error_text(response)})", 404)
+            raise NotFound(f"{redact_url(what)} not found ({_error_text(response)})", 404)
         if response.status_code >= 300:
             raise GraphError(
-                f"GET {_path_only(what)} failed with {response.status_code} "
+                f"GET {redact_url(what)} failed with {response.status_code} "
                 f"({_error_text(response)})",
                 response.status_code,
             )
-        try:
-            body = response.json()
-        except ValueError:
-            raise GraphError(
-                f"GET {_path_only(what)} returned no JSON", response.status_code
-            ) from None
-        if not isinstance(body, dict):
-            raise GraphError(f"GET {_path_only(what)} returned unexpected JSON", 200)
-        return body
+        return json_object(response, f"GET {redact_url(what)}")
 
     def pages(
         self, path_or_url: str, params: dict[str, Any] | None = None
@@ -224,10 +212,9 @@ class GraphClient:
         clear (429, 5xx) are returned, not raised, so one bad item fails alone.
         """
         size = max(1, min(batch_size, _BATCH_LIMIT))
-        policy = self.http.policy
+        budget = RetryBudget(self.http.policy, self._rand)
         results: dict[str, SubResponse] = {}
         pending = list(dict.fromkeys(paths))
-        attempt = 0
         waited = 0.0
         while pending:
             throttled_for: list[float] = []
@@ -240,19 +227,16 @@ class GraphClient:
             pending = [p for p in pending if results[p].status in RETRY_STATUSES]
             if not pending:
                 break
-            attempt += 1
-            # The server's wait is honoured in full (never cut to max_delay_s, see
-            # connectors.http); only our own backoff is capped.
-            delay = max(throttled_for) if throttled_for else None
-            if delay is None:
-                delay = min(backoff_seconds(attempt - 1, policy, self._rand), policy.max_delay_s)
-            if attempt >= policy.max_attempts or waited + delay > policy.max_total_s:
+            # The server's wait is honoured in full (core.retry); only our backoff is capped.
+            wait = budget.after_failure(waited, max(throttled_for) if throttled_for else None)
+            delay = wait.delay_s
+            if wait.give_up:
                 self.http.budget_exhausted = True
                 log.warning(
                     "giving up on %d batched request(s) after %d attempts: the retry budget "
                     "ran out (the server asked to wait %.0fs more)",
                     len(pending),
-                    attempt,
+                    budget.failures,
                     delay,
                 )
                 break
@@ -323,7 +307,8 @@ class GraphClient:
             if response.status_code == 404:
                 raise NotFound(f"site group {number} of {site_url} not found", 404)
             body = self._json(response, url)
-            data = body.get("d") if isinstance(body.get("d"), dict) else body
+            verbose = body.get("d")  # odata=verbose wraps the payload in "d"
+            data: dict[str, Any] = verbose if isinstance(verbose, dict) else body
             users.extend(data.get("value") or data.get("results") or [])
             link = data.get("odata.nextLink") or data.get("__next")
             url = link if link and link.startswith(site_url + "/") else None

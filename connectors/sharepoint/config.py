@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 
 from connectors.credentials import Secret
-from connectors.settings import StrictModel
+from core.config import StrictModel
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 

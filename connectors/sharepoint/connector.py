@@ -27,7 +27,8 @@ a drive that is new starts with a full enumeration.
 ``deleted`` ids; an id repeated within a page keeps its last state (across pages
 the later batch wins, in order); folders and packages (OneNote) are skipped as
 documents; an item renamed or moved out of the ``include``/``exclude`` globs is
-reported deleted.
+reported deleted, and :meth:`fetch` refuses its id with a ``DocumentGone`` (the
+pipeline fetches by id to retry a download or restore a lost document).
 
 **410 Gone.** A delta token that expired (``resyncChangesApplyDifferences``…)
 means the source must be listed again and what is gone must be deleted. The
@@ -65,12 +66,10 @@ Every member (non-guest) user of the directory gets the tenant token.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import quote, unquote
@@ -79,10 +78,11 @@ import httpx
 
 from connectors import principals
 from connectors.base import ChangeBatch, DirectoryUser, DocumentStamp, GroupSnapshot, settings_block
-from connectors.errors import ConnectorError
-from connectors.filesystem import matches
+from connectors.common import UnreadableCursor, dump_cursor, load_cursor, parse_iso_time
+from connectors.errors import ConnectorError, DocumentGone
 from connectors.http import HttpClient
 from connectors.models import DocumentFailure, SourceDocument
+from connectors.scope import SourceScope
 from connectors.sharepoint.auth import TokenProvider, make_token_provider
 from connectors.sharepoint.client import DeltaExpired, GraphClient, GraphError, NotFound
 from connectors.sharepoint.config import SharePointConfig
@@ -95,7 +95,7 @@ from connectors.sharepoint.permissions import (
 )
 from connectors.sharepoint.shared_reads import SHARED_READS, Key
 from core.acl import Acl
-from pipelines.config import SourceConfig
+from core.paths import EXACT_ONLY
 
 log = logging.getLogger(__name__)
 
@@ -153,15 +153,6 @@ def _parent_path(reference: dict[str, Any]) -> str | None:
     return unquote(path.split("root:", 1)[1]).strip("/")
 
 
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 def _is_folder(item: dict[str, Any]) -> bool:
     return "folder" in item or "root" in item
 
@@ -181,20 +172,21 @@ class SharePointConnector:
 
     def __init__(
         self,
-        config: SourceConfig,
+        scope: SourceScope,
+        settings: SharePointConfig,
         *,
         http: httpx.Client | None = None,
         sleep: Callable[[float], None] = time.sleep,
         token_provider: TokenProvider | None = None,
     ) -> None:
-        self.config = config
-        self.settings: SharePointConfig = settings_block(
-            config, "sharepoint", "SharePointConnector"
+        self.scope = scope
+        self.settings = settings_block(
+            settings, SharePointConfig, "sharepoint", "SharePointConnector"
         )
-        self.source = config.name
+        self.source = scope.name
         self._owns_http = http is None
         client = http or httpx.Client(timeout=httpx.Timeout(60.0, connect=15.0))
-        self.http = HttpClient(client, config.retry.policy(), sleep=sleep)
+        self.http = HttpClient(client, scope.retry, sleep=sleep)
         tokens = token_provider or make_token_provider(self.settings, self.http)
         self.graph = GraphClient(self.http, self.settings.graph_url, tokens, sleep=sleep)
         self._drives: list[Drive] | None = None
@@ -269,11 +261,10 @@ class SharePointConnector:
         if not cursor:
             return {}
         try:
-            data = json.loads(cursor)
-            links = data["drives"]
-            if data.get("v") != CURSOR_VERSION or not isinstance(links, dict):
-                raise ValueError("unknown cursor version")
-        except (ValueError, KeyError, TypeError, AttributeError):
+            links = load_cursor(cursor, version=CURSOR_VERSION)["drives"]
+            if not isinstance(links, dict):
+                raise UnreadableCursor("no drives in the cursor")
+        except (UnreadableCursor, KeyError):
             raise ConnectorError(
                 f"source {self.source!r}: unreadable cursor; reset the source to re-sync it"
             ) from None
@@ -286,7 +277,7 @@ class SharePointConnector:
 
     @staticmethod
     def _dump(links: dict[str, str]) -> str:
-        return json.dumps({"v": CURSOR_VERSION, "drives": links}, sort_keys=True)
+        return dump_cursor({"drives": links}, version=CURSOR_VERSION)
 
     # -- delta ---------------------------------------------------------------------
 
@@ -377,11 +368,15 @@ class SharePointConnector:
             if "file" not in item:
                 continue  # packages (OneNote notebooks) and other non-file items
             path = self._item_path(drive, item, page_folders)
-            if not matches(path, self.config.include) or matches(path, self.config.exclude):
+            if not self._in_scope(path):
                 deleted.append(doc_id)  # excluded now; drop it if it was indexed before
                 continue
             files.append(_Entry(doc_id, path, item))
         return files, deleted
+
+    def _in_scope(self, path: str) -> bool:
+        """Inside ``include``/``exclude``; Graph paths are the server's own spelling."""
+        return self.scope.selects((path,), EXACT_ONLY)
 
     def _item_path(
         self, drive: Drive, item: dict[str, Any], page_folders: dict[str, dict[str, Any]]
@@ -500,7 +495,7 @@ class SharePointConnector:
             title=PurePosixPath(name).stem or name,
             version=str(item.get("eTag") or item.get("cTag") or item.get("lastModifiedDateTime")),
             size=int(item.get("size") or 0),
-            modified_at=_parse_time(item.get("lastModifiedDateTime")),
+            modified_at=parse_iso_time(item.get("lastModifiedDateTime")),
             doc_type=PurePosixPath(name).suffix.lower().lstrip("."),
             acl=acl,
             author=created.get("email") or created.get("displayName"),
@@ -544,7 +539,12 @@ class SharePointConnector:
         self._walked = True
 
     def fetch(self, doc_id: str) -> SourceDocument:
-        """One document with its bytes and current ACL; :class:`NotFound` when it is gone."""
+        """One document with its bytes and current ACL.
+
+        :raises NotFound: the item is gone, or is not a file.
+        :raises DocumentGone: its path is outside the source's ``include``/``exclude``
+            (read from the item's metadata; no permission read, no download).
+        """
         drive_id, item_id = parse_document_id(self.source, doc_id)
         try:
             drive = self._drive(drive_id)
@@ -554,6 +554,12 @@ class SharePointConnector:
             if "file" not in item or "deleted" in item:
                 raise NotFound(f"{doc_id} is not a file", 404)
             path = self._item_path(drive, item, {})
+            if not self._in_scope(path):
+                # The listing's rule: an id from before an `exclude` was added never comes back.
+                raise DocumentGone(
+                    f"{doc_id!r} ({path}) is outside the include/exclude globs "
+                    f"of source {self.source!r}"
+                )
             where = f"/drives/{drive_id}/items/{item_id}/permissions"
             permissions = self._shared(where)
             if permissions is None:

@@ -51,6 +51,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from connectors import principals
+from connectors.common import parse_iso_time
 from core.acl import Acl
 
 READ_ROLES = frozenset({"read", "write", "owner"})
@@ -124,14 +125,11 @@ def expired(permission: dict[str, Any], now: datetime) -> bool:
     value = permission.get("expirationDateTime")
     if not isinstance(value, str) or not value.strip():
         return False
-    try:
-        when = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
+    when = parse_iso_time(value.strip())
+    if when is None:
         return True  # an expiry we cannot read: grant nothing (fail closed)
     if when.year <= 1:
         return False
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
     return when <= now
 
 

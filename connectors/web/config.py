@@ -6,8 +6,8 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from connectors.settings import StrictModel
 from connectors.web.urls import canonical_host, normalise
+from core.config import StrictModel
 
 
 def _http_url(value: str) -> str:

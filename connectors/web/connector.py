@@ -50,6 +50,7 @@ from connectors.base import ChangeBatch, DocumentStamp, settings_block
 from connectors.errors import ConnectorError, DocumentGone
 from connectors.http import HttpClient
 from connectors.models import DocumentFailure, SourceDocument
+from connectors.scope import SourceScope
 from connectors.web.config import WebConfig
 from connectors.web.crawler import Crawler, CrawlReport
 from connectors.web.fetch import Fetcher, install_body_cap
@@ -58,8 +59,6 @@ from connectors.web.scope import UrlRules
 from connectors.web.state import PageState, dump_state, load_state
 from connectors.web.urls import host_of, normalise, path_of
 from core.acl import Acl
-from pipelines.config import SourceConfig
-from pipelines.secure import AclPolicy
 
 log = logging.getLogger(__name__)
 
@@ -79,29 +78,32 @@ class CrawlIncomplete(ConnectorError):
 class WebConnector:
     """Crawls one ``type: web`` source.
 
-    >>> connector = WebConnector(settings.source("handbook"))  # doctest: +SKIP
+    >>> source = settings.source("handbook")  # doctest: +SKIP
+    >>> connector = WebConnector(source.scope(), source.web)  # doctest: +SKIP
     >>> batches = list(connector.changes(previous_cursor))  # doctest: +SKIP
 
-    :param config: the source; its ``web`` block names start URLs, sitemaps and limits.
+    :param scope: the source's name, globs, ACL rules, ``max_bytes`` and retry budget.
+    :param settings: its ``web`` block: start URLs, sitemaps and crawl limits.
     :param http: an ``httpx.Client`` to send requests with (its response hooks gain a
         body-size cap); by default one is built with the configured timeout, connecting
         only to addresses the SSRF guard checked. A client of your own cannot be pinned
         like that, so it is accepted only with ``allow_private_addresses: true``.
     :param sleep: how to wait between requests and before retries (tests pass a no-op).
-    :raises ValueError: ``config`` is not a web source; ``http`` given while private
+    :raises ValueError: ``settings`` is not a ``web:`` block; ``http`` given while private
         addresses are refused; upper-case globs with ``case_insensitive_paths``.
     """
 
     def __init__(
         self,
-        config: SourceConfig,
+        scope: SourceScope,
+        settings: WebConfig,
         *,
         http: httpx.Client | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.config = config
-        self.settings: WebConfig = settings_block(config, "web", "WebConnector")
-        self.source = config.name
+        self.scope = scope
+        self.settings = settings_block(settings, WebConfig, "web", "WebConnector")
+        self.source = scope.name
         self.start_urls = [u for u in (normalise(s) for s in self.settings.start_urls) if u]
         self.sitemaps = [u for u in (normalise(s) for s in self.settings.sitemaps) if u]
         # The hosts of the start URLs and configured sitemaps are always allowed;
@@ -123,11 +125,11 @@ class WebConnector:
             headers={"User-Agent": self.settings.user_agent},
             transport=None if private_ok else PinnedTransport(self.guard),
         )
-        install_body_cap(client, config.limits.max_bytes)
-        self.http = HttpClient(client, config.retry.policy(), sleep=sleep)
+        install_body_cap(client, scope.max_bytes)
+        self.http = HttpClient(client, scope.retry, sleep=sleep)
         self._sleep = sleep
         self.native_acl = Acl.public_acl() if self.settings.public else Acl.empty()
-        self.rules = self._url_rules(config)
+        self.rules = self._url_rules(scope)
         self._state: dict[str, PageState] = {}
         self.last_report: CrawlReport | None = None
 
@@ -233,10 +235,10 @@ class WebConnector:
 
     # -- helpers --------------------------------------------------------------------
 
-    def _url_rules(self, config: SourceConfig) -> UrlRules:
+    def _url_rules(self, scope: SourceScope) -> UrlRules:
         case_insensitive = self.settings.case_insensitive_paths
         if case_insensitive:
-            globs = [*config.include, *config.exclude, *(r.match for r in config.acl.rules)]
+            globs = [*scope.include, *scope.exclude, *scope.acl.patterns]
             upper = [g for g in globs if g != g.lower()]
             if upper:
                 raise ValueError(
@@ -244,9 +246,9 @@ class WebConnector:
                     f"matched in lower case, so write these globs in lower case: {upper}"
                 )
         return UrlRules(
-            include=config.include,
-            exclude=config.exclude,
-            policy=AclPolicy.from_config(config.acl),
+            include=scope.include,
+            exclude=scope.exclude,
+            policy=scope.acl,
             native=self.native_acl,
             case_insensitive=case_insensitive,
         )

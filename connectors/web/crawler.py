@@ -47,14 +47,13 @@ Completeness
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import logging
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 
+from connectors.common import parse_http_date
 from connectors.errors import ConnectorError
 from connectors.http import SourceAuthError, SourceUnavailable
 from connectors.models import DocumentFailure, SourceDocument
@@ -135,16 +134,6 @@ class CrawlReport:
         if self.truncated:
             reasons.insert(0, "stopped at max_pages with pages left to visit")
         return "; ".join(reasons) or "complete"
-
-
-def _http_date(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 class Crawler:
@@ -565,7 +554,7 @@ class Crawler:
                 title=state.title,
                 version=version,
                 size=state.size,
-                modified_at=_http_date(state.modified_at),
+                modified_at=parse_http_date(state.modified_at),
                 doc_type=state.doc_type,
                 acl=self.native_acl,
                 content=content,  # None: unchanged, the pipeline keeps what it has (or fetches)

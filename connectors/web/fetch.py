@@ -25,6 +25,7 @@ from connectors.errors import ConnectorError
 from connectors.http import HttpClient
 from connectors.web.guard import AddressGuard
 from connectors.web.urls import host_of, normalise
+from core.errors import TroveError
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
@@ -41,7 +42,7 @@ class OffHost(FetchError):
     """The URL is not on one of the crawl's allowed hosts: it is never requested."""
 
 
-class BodyTooLarge(Exception):
+class BodyTooLarge(TroveError):
     """Raised from inside the response stream once the cap is passed (not an httpx error,
     so the HTTP client does not retry it)."""
 

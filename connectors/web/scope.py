@@ -11,7 +11,7 @@ reading (:func:`server_readings`), and:
 * ``include``/``exclude``: the URL is crawled only if *every* reading is
   included and *no* reading is excluded;
 * ``acl`` rules: each reading gets the ACL the pipeline would give it
-  (:class:`~pipelines.secure.AclPolicy`, the same code). When they differ, the
+  (:class:`~core.acl_policy.AclPolicy`, the same code). When they differ, the
   document's ``path`` is the reading whose ACL is the strictest — one that
   admits no one the others do not — so the pipeline applies that ACL. When no
   reading is stricter than all others (two rules for different groups), the URL
@@ -26,17 +26,18 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from connectors.filesystem import matches
+from connectors.scope import ALL_DOCUMENTS
 from connectors.web.urls import remove_dot_segments
 from core.acl import Acl
-from pipelines.secure import AclPolicy
+from core.acl_policy import AclPolicy
+from core.paths import EXACT_ONLY, excluded, included
 
 log = logging.getLogger(__name__)
 
-ALL = ["**/*"]
 _MAX_DECODE_ROUNDS = 4
 _ENCODED_SLASH = re.compile(r"(%2[fF])")
 _SLASH_RUN = re.compile(r"/{2,}")
@@ -116,14 +117,14 @@ class UrlRules:
     def __init__(
         self,
         *,
-        include: list[str],
-        exclude: list[str],
+        include: Sequence[str],
+        exclude: Sequence[str],
         policy: AclPolicy,
         native: Acl,
         case_insensitive: bool = False,
     ) -> None:
-        self.include = include
-        self.exclude = exclude
+        self.include = tuple(include)
+        self.exclude = tuple(exclude)
         self.policy = policy
         self.native = native
         self.case_insensitive = case_insensitive
@@ -136,10 +137,12 @@ class UrlRules:
 
     def included(self, path: str) -> bool:
         if path not in self._included:
+            # Each server reading is a spelling some server uses: matched as written.
+            # `**/*` does not match the root `/`, so "everything" is taken as said.
             readings = self.readings(path)
             self._included[path] = (
-                self.include == ALL or all(matches(r, self.include) for r in readings)
-            ) and not any(matches(r, self.exclude) for r in readings)
+                self.include == ALL_DOCUMENTS or included(readings, self.include, EXACT_ONLY)
+            ) and not excluded(readings, self.exclude, EXACT_ONLY)
         return self._included[path]
 
     def verdict(self, path: str) -> PathVerdict:

@@ -19,12 +19,14 @@ from xml.etree.ElementTree import ParseError
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
+from core.errors import TroveError
+
 MAX_SITEMAP_BYTES = 50 * 1024 * 1024
 MAX_SITEMAP_URLS = 50_000
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-class SitemapError(ValueError):
+class SitemapError(TroveError, ValueError):
     """Not a sitemap this parser accepts; the message says why."""
 
 

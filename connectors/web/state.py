@@ -19,9 +19,10 @@ sees the same stamp and classifies the page unchanged.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
+
+from connectors.common import UnreadableCursor, dump_cursor, load_cursor
 
 CURSOR_VERSION = 1
 
@@ -85,7 +86,7 @@ def dump_state(pages: dict[str, PageState]) -> str:
         if page.links and page.has_validators:
             entry["l"] = [intern(link) for link in page.links]
         out[url] = entry
-    return json.dumps({"v": CURSOR_VERSION, "urls": urls, "pages": out}, separators=(",", ":"))
+    return dump_cursor({"urls": urls, "pages": out}, version=CURSOR_VERSION)
 
 
 def load_state(cursor: str | None) -> dict[str, PageState]:
@@ -93,10 +94,8 @@ def load_state(cursor: str | None) -> dict[str, PageState]:
     if not cursor:
         return {}
     try:
-        data = json.loads(cursor)
-    except ValueError:
-        return {}
-    if not isinstance(data, dict) or data.get("v") != CURSOR_VERSION:
+        data = load_cursor(cursor, version=CURSOR_VERSION)
+    except UnreadableCursor:
         return {}
     urls = data.get("urls") or []
     pages: dict[str, PageState] = {}

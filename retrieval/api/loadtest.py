@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from core.errors import TroveError
 from retrieval.evaluate import percentile
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
@@ -29,7 +30,7 @@ MAX_CLIENTS = 64
 MAX_DURATION_S = 120.0
 
 
-class LoadTestError(ValueError):
+class LoadTestError(TroveError, ValueError):
     """The load test was asked for a non-loopback target or out-of-range bounds."""
 
 

@@ -12,12 +12,12 @@ from core.config import StrictModel
 class EmbeddingConfig(StrictModel):
     model: str = "all-MiniLM-L6-v2"
     # "onnx-int8" (default): the model on ONNX Runtime, documents with dynamic
-    # int8 weights, queries in fp32. Chosen by measurement: 2.1-2.5x torch's
-    # document throughput (1.7x end to end), 4x faster query embedding,
-    # nDCG@10 within 0.002 of torch on both golden sets (docs/benchmarks.md,
-    # "Embedding backends"). "torch": sentence-transformers, for GPUs.
+    # int8 weights, queries in fp32. Chosen by measurement: more document
+    # throughput than torch, faster query embedding and the same retrieval
+    # quality on CPU (docs/benchmarks.md#embedding-backends-latest).
+    # "torch": sentence-transformers, for GPUs.
     backend: Literal["torch", "onnx-int8"] = (
-        "onnx-int8"  # = retrieval.embedding.embedder.DEFAULT_BACKEND
+        "onnx-int8"  # = retrieval.embedding.factory.DEFAULT_BACKEND
     )
     batch_size: int = Field(default=32, ge=1, le=1024)
     device: str = "cpu"

@@ -1,28 +1,28 @@
 """The embedding model on ONNX Runtime, optionally with dynamic int8 quantisation.
 
-Same vectors as :class:`retrieval.embedding.embedder.Embedder` (mean pooling, L2 norm), faster
-on CPU: on 2 cores, chunks of ~200 word pieces embed ~1.1x faster in fp32 and
-~2.1-2.5x faster in int8 than with torch (docs/benchmarks.md).
+Same vectors as :class:`retrieval.embedding.torch_backend.TorchEmbedder` (mean pooling,
+L2 norm), faster on CPU than with torch, in int8 by far
+(docs/benchmarks.md#embedding-backends-latest).
 
 The ONNX file is built locally from the packaged weights, never downloaded:
 ``torch.onnx.export`` of the transformer (the TorchScript exporter, opset 17,
 eager attention: the SDPA export adds NaN-guarding ``Where``/``IsNaN`` nodes
-that cost ~6% of a run), then, for ``onnx-int8``, a rewrite for one unpadded
+that cost time in every run), then, for ``onnx-int8``, a rewrite for one unpadded
 text per run (:mod:`retrieval.embedding.onnx_graph`) and ``quantize_dynamic`` of the
 weight MatMuls (QInt8, per channel). Quantising every op type cost too much
-accuracy (min cosine 0.87 to fp32); weight MatMuls only keep the mean cosine
-to torch at 0.992. Keeping the first block in fp32 raised it to 0.996 but cost
-~7% of the speed and no retrieval quality: queries run on the fp32 graph
-(:meth:`OnnxEmbedder.encode_query`), and with that nDCG@10 stayed within
-0.002 of torch's on both golden sets. Pooling and normalisation run in numpy,
-so the exported graph is the bare transformer.
+accuracy; weight MatMuls only keep the vectors close to torch's. Keeping the
+first block in fp32 brought them closer but cost speed and gained no retrieval
+quality: queries run on the fp32 graph (:meth:`OnnxEmbedder.encode_query`), and
+with that nDCG@10 stayed as good as torch's on both golden sets
+(docs/benchmarks.md#why-the-embedding-backend-is-built-this-way). Pooling and
+normalisation run in numpy, so the exported graph is the bare transformer.
 
 Runs use single-threaded sessions, one per core, side by side: a 200-word-piece
 text is too small for two intra-op threads to share well (one text per run in
-int8, see :attr:`OnnxEmbedder.run_size`), and two independent runs embedded
-~1.45x more texts per second than one two-thread run on 2 cores.
+int8, see :attr:`OnnxEmbedder.run_size`), and two independent runs embed
+more texts per second than one two-thread run on 2 cores.
 
-The build (~10-30 s) happens once per model, backend and toolchain: the result
+The build (seconds) happens once per model, backend and toolchain: the result
 is cached under ``cache_dir`` (default ``~/.cache/trove/models``) in a folder
 named after the model, the backend, :data:`FORMAT_VERSION` and a digest of the
 weights and library versions, so an upgrade never loads a stale file. Builds
@@ -56,18 +56,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from tokenizers import Tokenizer
 
-from retrieval.embedding.embedder import (
+from retrieval.embedding.base import (
     DEFAULT_MODEL,
     EmbeddingError,
     batch_threads,
     canonical_model_name,
     load_model_tokenizer,
+    require_model_folder,
     resolve_model_path,
 )
+from retrieval.embedding.tokens import rust_tokenizer
 
 if TYPE_CHECKING:
-    from tokenizers import Encoding, Tokenizer
+    from tokenizers import Encoding
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +83,7 @@ ONNX_FILE = "model.onnx"
 QUERY_FILE = "query-fp32.onnx"
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 # ORT fusions the int8 documents' graph runs without: the CPU SkipLayerNormalization
-# kernel is slower than the Add + LayerNormalization it replaces (onnx_single_text).
+# kernel is slower than the Add + LayerNormalization it replaces (onnx_graph).
 INT8_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 
 
@@ -137,7 +140,8 @@ def _layout(model_dir: Path) -> _Layout:
 
 def _installed_version(package: str) -> str:
     """``package``'s installed version, read from its metadata: importing torch just to
-    name the cache folder cost a serving process ~1.5 s and ~200 MB."""
+    name the cache folder cost a serving process seconds and memory
+    (docs/benchmarks.md#why-the-embedding-backend-is-built-this-way)."""
     try:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
@@ -280,11 +284,14 @@ def _single_text(fp32: Path) -> None:
     (:mod:`retrieval.embedding.onnx_graph`), when it has the known layout.
 
     Both consumers of an int8 build only ever run one text: the int8 graph is
-    quantised from this one, and queries run it as is (1.4e-6 from the export,
-    0.6 ms faster on a ~10-word-piece query).
+    quantised from this one, and queries run it as is (equal to the export to
+    float rounding, and faster per query:
+    docs/benchmarks.md#why-the-embedding-backend-is-built-this-way).
     """
+    # Deferred, with onnx_graph (which imports onnx at its top): only a build needs onnx.
     import onnx
 
+    # lazy: onnx (the graph rewrite) is needed only while a model is first built
     from retrieval.embedding.onnx_graph import UnsupportedGraph, single_text_graph
 
     rewritten = fp32.with_name(f"single-text-{fp32.name}")
@@ -323,6 +330,7 @@ def build_onnx_model(model: str, backend: str, cache_dir: Path | None = None) ->
         raise EmbeddingError(f"unknown onnx backend {backend!r} (valid: onnx, onnx-int8)")
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     model_dir = Path(resolve_model_path(model))
+    require_model_folder(model, str(model_dir))
     if not model_dir.is_dir():
         raise EmbeddingError(
             f"the onnx backends build from local weights; {model!r} resolves to "
@@ -390,14 +398,10 @@ def load_rust_tokenizer(
 
     Read straight from ``tokenizer.json`` with the ``tokenizers`` library: the same
     Rust tokenizer transformers wraps (ids checked equal in the tests), without
-    the ~2 s import of transformers that ingestion and serving otherwise pay
+    the import of transformers (seconds) that ingestion and serving otherwise pay
     before their first chunk or query. Folders without ``tokenizer.json`` go
     through transformers, whose fast tokenizer converts other formats.
     """
-    from tokenizers import Tokenizer
-
-    from retrieval.embedding.tokens import rust_tokenizer
-
     file = model_dir / "tokenizer.json"
     try:
         if file.is_file():
@@ -448,7 +452,7 @@ def _padded_inputs(batch: Sequence[Encoding], pad_ids: tuple[int, int]) -> dict[
 
 
 class OnnxEmbedder:
-    """:class:`retrieval.embedding.embedder.Embedder`'s API on ONNX Runtime (fp32, or int8 weights).
+    """:class:`retrieval.embedding.base.Embedder` on ONNX Runtime (fp32, or int8 weights).
 
     :param model: a sentence-transformers model folder or a name resolving to one
         (MiniLM names resolve to the packaged copy). Needs Transformer + mean Pooling.
@@ -581,6 +585,7 @@ class OnnxEmbedder:
     def _model_layout(self) -> _Layout:
         # Read from the model folder's JSON files: known without building the model.
         if self._layout is None:
+            require_model_folder(self.name, self.path)
             self._layout = _layout(Path(self.path))
         return self._layout
 
@@ -638,21 +643,21 @@ class OnnxEmbedder:
 
         Dynamic quantisation scales activations per tensor, over the whole batch
         (padding included): batched, a text's int8 vector depended on its batch
-        mates (cosine 0.97-0.99 to the same text alone). One text per run makes
-        a vector a function of its text only, as the embedding cache assumes,
-        and was no slower on 2 cores (no padding; 200 word pieces fill the
-        matrix units anyway): 10-16 texts/s against 5-7 at 32 per run, under load.
+        mates (a little off the same text alone). One text per run makes a
+        vector a function of its text only, as the embedding cache assumes, and
+        was no slower (no padding; 200 word pieces fill the matrix units anyway:
+        docs/benchmarks.md#why-the-embedding-backend-is-built-this-way).
         """
         return 1 if self.backend == "onnx-int8" else self.batch_size
 
     def encode_query(self, text: str) -> np.ndarray:
-        """Embed one query on one thread (as ``Embedder.encode_query``).
+        """Embed one query on one thread (as ``TorchEmbedder.encode_query``).
 
         In ``onnx-int8`` queries run on the fp32 graph the build keeps: a query is
-        a few word pieces (~2 ms either way), and only the documents' side then
-        carries quantisation error. On the 18F golden set int8 documents with
-        fp32 queries scored nDCG@10 0.836 against torch's 0.837; int8 on both
-        sides lost 0.006 (docs/benchmarks.md).
+        a few word pieces (as fast either way), and only the documents' side then
+        carries quantisation error: int8 documents with fp32 queries rank as
+        torch does on the golden sets, int8 on both sides lost quality
+        (docs/benchmarks.md#why-the-embedding-backend-is-built-this-way).
         """
         if not isinstance(text, str):
             raise EmbeddingError(f"encode_query takes one str, got {type(text).__name__}")

@@ -20,14 +20,13 @@ rewrites the fp32 graph, which queries then run as is and documents quantised:
 In fp32 the rewritten graph matches the export within 3e-6. The embedder runs the
 result without ORT's ``SkipLayerNormFusion``
 (``retrieval.embedding.onnx_backend.INT8_DISABLED_OPTIMIZERS``): ONNX Runtime 1.31 would fuse Add +
-LayerNormalization into its CPU ``SkipLayerNormalization``, a scalar loop that
-took 0.47 ms per call against 0.15 ms for the two nodes it replaces. Together:
-one 200-word-piece text in 35.5 ms instead of 39.9 ms single-threaded, and 1.11x
-the texts per second on 2 cores, with the mean cosine to torch unchanged
-(0.9924; 0.9993 to the general int8 graph). Measured alternatives, all slower on
-one thread: ORT's transformer optimizer (fused ``Attention``: 0.88x; without it
-0.94x), ``MultiHeadAttention``, ``BiasGelu``, quantised attention products
-(docs/benchmarks.md, "Embedding backends").
+LayerNormalization into its CPU ``SkipLayerNormalization``, a scalar loop slower
+than the two nodes it replaces. Together: less time per text on one thread and
+more texts per second on 2 cores, with the vectors as close to torch's as
+before. Measured alternatives, all slower on one thread: ORT's transformer
+optimizer (with or without its fused ``Attention``), ``MultiHeadAttention``,
+``BiasGelu``, quantised attention products
+(docs/benchmarks.md#recipes-v4-and-v5-graphs-rewritten-for-one-text-per-run).
 
 The pattern matched is the TorchScript export of a BERT-style encoder with eager
 attention (what :func:`retrieval.embedding.onnx_backend._export` writes); anything else raises
@@ -42,6 +41,8 @@ import numpy as np
 import onnx
 from onnx import NodeProto, helper, numpy_helper
 
+from core.errors import TroveError
+
 MICROSOFT = "com.microsoft"
 # The eager-attention export, node by node from the Softmax outwards (see _Attention).
 _ATTENTION_KINDS = [
@@ -50,7 +51,7 @@ _ATTENTION_KINDS = [
 ]  # fmt: skip
 
 
-class UnsupportedGraph(ValueError):
+class UnsupportedGraph(TroveError, ValueError):
     """The graph is not the export :func:`single_text_graph` knows how to rewrite."""
 
 

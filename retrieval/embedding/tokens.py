@@ -16,8 +16,10 @@ from typing import Any, Protocol, runtime_checkable
 
 from tokenizers import Tokenizer
 
+from core.errors import TroveError
 
-class TokenizerError(ValueError):
+
+class TokenizerError(TroveError, ValueError):
     """A tokenizer cannot be used for counting, or a split budget is impossible."""
 
 
@@ -98,9 +100,10 @@ class HFTokenCounter:
 
         With a tokenizer whose counts add up across whitespace (:meth:`separates`),
         a text costs the sum of its words' counts less the special tokens between
-        them, and each distinct word is encoded once per process (BERT's Rust
-        pipeline takes ~90 us for a 130-character paragraph, a dictionary lookup per
-        word ~50 ns). Otherwise every text is encoded whole.
+        them, and each distinct word is encoded once per process (a dictionary
+        lookup per word costs a tiny fraction of BERT's Rust pipeline on the text:
+        docs/benchmarks.md#why-the-ingest-pipeline-is-built-this-way). Otherwise
+        every text is encoded whole.
         """
         if not texts:
             return []

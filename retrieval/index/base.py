@@ -38,23 +38,13 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from core.acl import Acl, Principal
+
+# The contract's errors, importable from the contract (``X as X`` marks a re-export).
+from retrieval.index.errors import IndexBackendError as IndexBackendError
+from retrieval.index.errors import IndexCorruptError as IndexCorruptError
+from retrieval.index.errors import IndexNotFoundError as IndexNotFoundError
+from retrieval.index.errors import InvalidBatchError
 from retrieval.models import NO_FILTERS, ScoredId, SearchFilters
-
-
-class IndexError_(Exception):
-    """Base class of index errors."""
-
-
-class IndexNotFoundError(IndexError_):
-    """No index exists at the configured location yet (run `trove ingest`)."""
-
-
-class IndexCorruptError(IndexError_):
-    """The index files are unreadable or inconsistent."""
-
-
-class InvalidBatchError(IndexError_, ValueError):
-    """A write batch is malformed; nothing was written."""
 
 
 @dataclass(frozen=True)

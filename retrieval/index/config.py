@@ -39,8 +39,9 @@ class IndexConfig(StrictModel):
     hybrid_combination: Literal["normalization", "rrf"] = "normalization"
     pagination_depth: int = Field(default=100, ge=1, le=10000)
     # HNSW candidate queue of every k-NN query (None: the engine's default, k). 100
-    # from measurement: a bare top 10 found 0.89-0.93 of the exact top 10 at Lucene's
-    # default, 1.0 with 100 (docs/benchmarks.md, "OpenSearch side by side").
+    # from measurement: at Lucene's default a bare top 10 for a wide reader missed
+    # some of the exact top 10, with 100 it found them all
+    # (docs/benchmarks.md#opensearch-side-by-side).
     knn_ef_search: int | None = Field(default=100, ge=1, le=10000)
     number_of_shards: int = Field(default=1, ge=1, le=1024)
     number_of_replicas: int = Field(default=1, ge=0, le=32)  # 0 on a single-node cluster

@@ -12,6 +12,7 @@ from assets.freshness import (
     freshness_policy,
     schedule_name,
 )
+from pipelines.records import FailureReason, QuarantinedDocument
 from trove.config import load_settings
 
 
@@ -81,11 +82,16 @@ def test_freshness_policy_uses_the_tightest_sla(tmp_path):
     )
 
 
+def _quarantined(path: str, reason: FailureReason, first_seen: str) -> QuarantinedDocument:
+    seen = datetime.fromisoformat(first_seen)
+    return QuarantinedDocument(f"docs:{path}", path, "v1", "parse", str(reason), reason, seen, seen)
+
+
 def test_failed_documents_longer_than_the_sla_fail_the_check():
     now = datetime(2026, 1, 1, 12, tzinfo=UTC)
     failures = [
-        {"path": "old.pdf", "reason": "encrypted", "first_seen": "2026-01-01T08:00:00+00:00"},
-        {"path": "new.pdf", "reason": "malformed", "first_seen": "2026-01-01T11:30:00+00:00"},
+        _quarantined("old.pdf", FailureReason.ENCRYPTED, "2026-01-01T08:00:00+00:00"),
+        _quarantined("new.pdf", FailureReason.MALFORMED, "2026-01-01T11:30:00+00:00"),
     ]
     result = failed_documents_check(failures, timedelta(hours=2), now=now)
     assert not result.passed

@@ -25,7 +25,7 @@ def make_tree(root):
 
 
 def connector(root, **kw):
-    return FilesystemConnector(SourceConfig(name="docs", path=root, **kw))
+    return FilesystemConnector(SourceConfig(name="docs", path=root, **kw).scope())
 
 
 def test_recursive_listing_with_globs_and_stable_ids(tmp_path):

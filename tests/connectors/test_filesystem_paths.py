@@ -14,16 +14,12 @@ import unicodedata
 import pytest
 from wcmatch import glob as wglob
 
-from connectors.filesystem import (
-    FilesystemConnector,
-    canonical_path,
-    matches,
-    selected,
-)
+from connectors.filesystem import FilesystemConnector
 from core.acl import Acl, AclLayer, Principal
 from core.acl_config import SourceAclConfig
+from core.acl_policy import AclPolicy, intersect
+from core.paths import canonical_path, matches, selected
 from pipelines.config import SourceConfig
-from pipelines.secure import AclPolicy, intersect
 
 RULES = {
     "default": {"allow_groups": ["all-staff"]},
@@ -135,7 +131,7 @@ def test_filesystem_folder_in_another_normal_form_or_case_gets_the_rule(tmp_path
     if len(os.listdir(tmp_path)) != 2:
         pytest.skip("this filesystem folds names that differ only in case or normal form")
     config = SourceConfig.model_validate({"name": "docs", "path": str(tmp_path), "acl": RULES})
-    scan = FilesystemConnector(config).scan()
+    scan = FilesystemConnector(config.scope()).scan()
     policy = AclPolicy.from_config(config.acl)
     for doc in scan.documents:
         acl = policy.acl_for(doc)

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from connectors.errors import ConnectorError, DocumentGone
-from connectors.filesystem import FilesystemConnector, open_real_file, rule_paths
+from connectors.filesystem import FilesystemConnector, open_real_file
 from core.acl import Principal
+from core.acl_policy import AclPolicy, rule_paths
 from pipelines.config import InjectionConfig, PiiConfig, SourceConfig
-from pipelines.secure import AclPolicy
 from pipelines.stages import (
     chunk_pending,
     embed_pending,
@@ -65,7 +65,7 @@ def source(root: Path, follow_symlinks: bool = False, **kw) -> SourceConfig:
 
 
 def connector(root: Path, **kw) -> FilesystemConnector:
-    return FilesystemConnector(source(root, **kw))
+    return FilesystemConnector(source(root, **kw).scope())
 
 
 def paths(fs: FilesystemConnector) -> list[str]:
@@ -78,7 +78,7 @@ def skipped(fs: FilesystemConnector) -> dict[str, str]:
 
 def acl_of(fs: FilesystemConnector, path: str):
     doc = next(d for d in fs.scan().documents if d.path == path)
-    return AclPolicy.from_config(fs.config.acl).acl_for(doc)
+    return fs.scope.acl.acl_for(doc)
 
 
 @pytest.fixture

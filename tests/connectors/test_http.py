@@ -11,12 +11,11 @@ from werkzeug import Response
 
 from connectors.http import (
     HttpClient,
-    RetryPolicy,
     SourceAuthError,
     SourceUnavailable,
-    backoff_seconds,
     retry_after_seconds,
 )
+from core.retry import RetryPolicy, backoff_seconds
 
 
 class Clock:

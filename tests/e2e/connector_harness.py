@@ -10,7 +10,7 @@ import yaml
 
 from core.acl import Principal
 from retrieval.directory import GroupDirectory
-from retrieval.embedding.embedder import get_embedder
+from retrieval.embedding.factory import get_embedder
 from retrieval.index.factory import open_index
 from retrieval.search import Searcher
 from trove.config import Settings, load_settings

@@ -170,3 +170,50 @@ def test_a_listing_that_fails_part_way_indexes_what_it_got_and_resumes(tmp_path)
         search.close()
     finally:
         fake.stop()
+
+
+def test_an_excluded_path_never_reaches_the_index_and_a_later_exclude_removes_it(tmp_path):
+    """Regression: the connector ignored `include`/`exclude`, so excluded pages were indexed."""
+    from retrieval.index.factory import open_index
+
+    def indexed(search: SearchAs) -> set[str]:
+        index = open_index(search.settings.index)
+        try:
+            return {chunk_id.rsplit("#", 1)[0] for chunk_id in index.all_acls()}
+        finally:
+            index.close()
+
+    fake = FakeConfluence().start()
+    try:
+        fake.add_user("u-alice", "Alice", ALICE)
+        fake.add_group("eng", ["u-alice"])
+        fake.add_space("ENG", "Engineering", groups=["eng"])
+        home = fake.add_page("ENG", "Home", "<p>Welcome to the engineering space.</p>")
+        hr = fake.add_page("ENG", "HR", "<p>Where people operations keep notes.</p>", parent=home)
+        bands = fake.add_page("ENG", "Salary bands", "<p>Salary bands per level.</p>", parent=hr)
+        archive = fake.add_page("ENG", "Archive", "<p>Old deploy notes.</p>", parent=home)
+        ids = {"home": home, "hr": hr, "bands": bands, "archive": archive}
+        page = {name: f"wiki:page:{page_id}" for name, page_id in ids.items()}
+        source = make_source_config(fake, "wiki", token_file=tmp_path / "t", spaces=["ENG"])
+        source["exclude"] = ["ENG/Home/HR/**"]  # below HR, not HR itself
+        config = write_config(tmp_path, source)
+        first = run_ingest(config)["sources"]["wiki"]
+        assert first["added"] == 3 and first["documents_failed"] == []
+        search = SearchAs(config)
+        assert indexed(search) == {page["home"], page["hr"], page["archive"]}
+        assert page["bands"] not in search.docs("salary bands per level", ALICE)
+
+        # An exclude added later drops what was indexed, and an edit does not bring it back.
+        source["exclude"] = ["ENG/Home/HR/**", "ENG/Home/Archive"]
+        write_config(tmp_path, source)
+        second = run_ingest(config)["sources"]["wiki"]
+        assert second["deleted"] == 1
+        assert indexed(search) == {page["home"], page["hr"]}
+        fake.edit_page(archive, "<p>Old deploy notes, revised.</p>")
+        fake.edit_page(bands, "<p>Salary bands per level, revised.</p>")
+        third = run_ingest(config)["sources"]["wiki"]
+        assert third["added"] == third["changed"] == 0 and third["documents_failed"] == []
+        assert indexed(search) == {page["home"], page["hr"]}
+        search.close()
+    finally:
+        fake.stop()

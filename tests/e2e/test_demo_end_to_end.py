@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from core.acl import Principal
 from pipelines.parse import parse_file
 from pipelines.secure import AclPolicy
-from retrieval.embedding.embedder import get_embedder
+from retrieval.embedding.factory import get_embedder
 from retrieval.evaluate import evaluate, load_queries
 from retrieval.index.factory import open_index
 from retrieval.search import Searcher

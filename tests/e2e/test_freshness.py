@@ -13,7 +13,7 @@ import yaml
 
 from core.acl import Principal
 from pipelines.store import StagingStore
-from retrieval.embedding.embedder import get_embedder
+from retrieval.embedding.factory import get_embedder
 from retrieval.index.factory import open_index
 from retrieval.search import Searcher
 from trove import demo

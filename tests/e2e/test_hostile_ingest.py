@@ -15,7 +15,7 @@ import yaml
 from core.acl import Principal
 from pipelines import pii
 from pipelines.store import StagingStore
-from retrieval.embedding.embedder import get_embedder
+from retrieval.embedding.factory import get_embedder
 from retrieval.index.factory import open_index
 from retrieval.search import Searcher
 from tests.pipelines import hostile_files as hf
@@ -131,11 +131,11 @@ def test_every_bad_file_is_quarantined_with_the_right_reason(hostile_run):
         assert entry["reason"].strip()
     store = StagingStore.for_source(hostile_run["settings"].state.path, "share")
     try:
-        quarantine = {f["path"]: f for f in store.failures()}
+        quarantine = {f.path: f for f in store.failures()}
     finally:
         store.close()
     assert set(quarantine) == set(failed)
-    assert all(f["first_seen"] and f["last_seen"] for f in quarantine.values())
+    assert all(f.first_seen and f.last_seen for f in quarantine.values())
 
 
 def test_every_good_file_is_searchable(hostile_run):

@@ -116,7 +116,7 @@ def ingested(corpus, tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.model
 def test_hybrid_beats_both_single_retrievers_without_leaks(ingested, golden):
-    from retrieval.embedding.embedder import get_embedder
+    from retrieval.embedding.factory import get_embedder
     from retrieval.index.factory import open_index
     from retrieval.search import Searcher
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from pipelines.chunk import ChunkingError, chunk_document
 from pipelines.models import ELEMENT_SEPARATOR, Chunk, ParsedDocument, ParsedElement
-from retrieval.embedding.embedder import resolve_model_path
+from retrieval.embedding.base import resolve_model_path
 from retrieval.embedding.tokens import HFTokenCounter, load_tokenizer
 
 # -- helpers ---------------------------------------------------------------------

@@ -22,7 +22,7 @@ from tokenizers.pre_tokenizers import BertPreTokenizer, ByteLevel
 
 from pipelines.chunk import chunk_document
 from pipelines.models import ELEMENT_SEPARATOR, ParsedDocument, ParsedElement
-from retrieval.embedding.embedder import resolve_model_path
+from retrieval.embedding.base import resolve_model_path
 from retrieval.embedding.tokens import HFTokenCounter, _additive_across_whitespace, load_tokenizer
 
 

@@ -52,7 +52,7 @@ class CheckedHarness(Harness):
         embed_pending(self.store, self.encoder, self.cache)
         write_pending(self.store, self.index, self.cache, self.encoder.model_id)
         self.index.refresh()
-        return {**self.store.last_run(), "scan": scan}
+        return {**self.store.last_run().to_dict(), "scan": scan}
 
     def lose_index(self, name: str) -> None:
         self.index.close()

@@ -285,7 +285,7 @@ def test_a_hostile_batch_through_the_worker_pool_quarantines_each_and_parses_the
     with make_parse_fn(config.limits, workers=2) as parse:
         result = parse_pending(store, parse)
         totals = dict(parse.ocr_totals)
-    failed = {f["path"]: f["reason_class"] for f in result.failures}
+    failed = {f.path: f.reason_class for f in result.failures}
     assert failed == {
         "bomb.png": "decompression_bomb",
         "truncated.png": "malformed",

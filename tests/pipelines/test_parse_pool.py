@@ -49,10 +49,10 @@ def _outcome(store: StagingStore, result: StageResult) -> dict[str, Any]:
     manifest_ids = sorted(row.doc_id for row in store.pending())
     return {
         "counts": result.counts,
-        "failures": result.failures,
+        "failures": [f.to_dict() for f in result.failures],
         "counter": store.counter("run.parse"),
         "recorded": [
-            {k: v for k, v in f.items() if k not in ("first_seen", "last_seen")}
+            {k: v for k, v in f.to_dict().items() if k not in ("first_seen", "last_seen")}
             for f in store.failures()
         ],
         "pending": manifest_ids,

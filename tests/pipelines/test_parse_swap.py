@@ -46,7 +46,7 @@ def _scan(root: Path, tmp_path: Path) -> StagingStore:
     )
     store = StagingStore(tmp_path / "state" / "staging.db")
     scan_source(config, store, AclPolicy.from_config(config.acl))
-    assert {row.document["path"] for row in store.pending("added")} == {
+    assert {row.path for row in store.pending("added")} == {
         "handbook/welcome.txt",
         "handbook/other.txt",
     }
@@ -64,9 +64,9 @@ def _parse(store: StagingStore) -> dict[str, object]:
 
 def _assert_failed_closed(outcome: dict[str, object]) -> None:
     result = outcome["result"]
-    failures = {f["path"]: f for f in result.failures}
-    assert failures["handbook/welcome.txt"]["reason_class"] == "changed_during_sync"
-    assert "welcome.txt" in failures["handbook/welcome.txt"]["reason"]
+    failures = {f.path: f for f in result.failures}
+    assert failures["handbook/welcome.txt"].reason_class == "changed_during_sync"
+    assert "welcome.txt" in failures["handbook/welcome.txt"].reason
     texts = outcome["texts"]
     assert all(SECRET not in text for text in texts.values())
     assert any("parking" in text for text in texts.values())  # the rest of the batch parsed
@@ -90,7 +90,7 @@ def test_a_parent_folder_swapped_for_a_link_fails_closed(tmp_path):
     os.symlink(outside, root / "handbook")
     (outside / "other.txt").write_text("Another public page about parking.")
     outcome = _parse(store)
-    failures = {f["path"]: f["reason_class"] for f in outcome["result"].failures}
+    failures = {f.path: f.reason_class for f in outcome["result"].failures}
     assert failures["handbook/welcome.txt"] == "changed_during_sync"
     assert all(SECRET not in text for text in outcome["texts"].values())
 
@@ -98,7 +98,7 @@ def test_a_parent_folder_swapped_for_a_link_fails_closed(tmp_path):
 def test_an_unchanged_file_still_parses_and_carries_its_identity(tmp_path):
     root, _ = _tree(tmp_path)
     store = _scan(root, tmp_path)
-    (row,) = [r for r in store.pending("added") if r.document["path"] == "handbook/welcome.txt"]
+    (row,) = [r for r in store.pending("added") if r.path == "handbook/welcome.txt"]
     doc = source_document_of(row)
     st = os.stat(root / "handbook" / "welcome.txt")
     assert doc.identity == FileIdentity.of(st)
@@ -113,7 +113,7 @@ def test_a_file_rewritten_in_place_after_the_scan_is_not_parsed_as_the_old_versi
     path = root / "handbook" / "welcome.txt"
     path.write_text(PUBLIC + " Now with more text.")
     os.utime(path, ns=(1, 1))  # a different mtime, whatever the clock's resolution
-    failures = {f["path"]: f["reason_class"] for f in _parse(store)["result"].failures}
+    failures = {f.path: f.reason_class for f in _parse(store)["result"].failures}
     assert failures == {"handbook/welcome.txt": "changed_during_sync"}
 
 

@@ -105,7 +105,7 @@ class Pipeline:
         embed_pending(self.store, self.encoder, self.cache)
         write_pending(self.store, self.index, self.cache, self.encoder.model_id)
         self.index.refresh()
-        return {**self.store.last_run(), "scan": scan.counts}
+        return {**self.store.last_run().to_dict(), "scan": scan.counts}
 
     @property
     def encoder_texts(self) -> list[str]:

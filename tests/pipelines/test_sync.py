@@ -141,7 +141,7 @@ class Harness:
             return {"scan": scan}
         write_pending(self.store, self.index, self.cache, self.encoder.model_id)
         self.index.refresh()
-        return {**self.store.last_run(), "scan": scan}
+        return {**self.store.last_run().to_dict(), "scan": scan}
 
     def docs_found(self, query: str, principal: Principal) -> set[str]:
         return {h.chunk_id.split("#")[0] for h in self.index.search_lexical(query, principal, 50)}

@@ -11,8 +11,8 @@ import pytest
 from core.acl import Acl, Principal
 from retrieval.index.base import (
     IndexBackend,
+    IndexBackendError,
     IndexCorruptError,
-    IndexError_,
     IndexNotFoundError,
     WriteBatch,
 )
@@ -253,7 +253,7 @@ def test_dimension_mismatch_on_open(tmp_path, rng):
     path = tmp_path / "ix"
     with EmbeddedIndex.open(path, create=True, dimensions=DIM) as ix:
         ix.apply(WriteBatch(upserts=doc_records("d1", ["x"], STAFF, rng)))
-    with pytest.raises(IndexError_, match=f"holds {DIM}-dimensional"):
+    with pytest.raises(IndexBackendError, match=f"holds {DIM}-dimensional"):
         EmbeddedIndex.open(path, dimensions=DIM * 2)
 
 
@@ -275,5 +275,5 @@ def test_corrupt_files_raise_index_corrupt_error(tmp_path, rng):
 def test_closed_index_refuses_calls(tmp_path):
     ix = EmbeddedIndex.open(tmp_path / "ix", create=True, dimensions=DIM)
     ix.close()
-    with pytest.raises(IndexError_, match="closed"):
+    with pytest.raises(IndexBackendError, match="closed"):
         ix.search_lexical("x", ALICE, 1)

@@ -18,7 +18,7 @@ from tests.retrieval.api.helpers import live_server, make_service, make_settings
 def url(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("llamaindex")
     service = make_service(tmp)
-    with live_server(create_app(make_settings(tmp), service=service)) as srv:
+    with live_server(create_app(make_settings(tmp).api, service)) as srv:
         yield srv.url
     service.close()
 

@@ -29,7 +29,7 @@ def tiny_cross_encoder(tmp_path_factory):
     """A 2-layer BERT cross-encoder with the MiniLM tokenizer, saved to a local folder."""
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from retrieval.embedding.embedder import resolve_model_path
+    from retrieval.embedding.base import resolve_model_path
 
     path = tmp_path_factory.mktemp("cross-encoder")
     tok = AutoTokenizer.from_pretrained(resolve_model_path("all-MiniLM-L6-v2"))

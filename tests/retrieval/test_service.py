@@ -320,16 +320,16 @@ def test_search_and_document_lookup_expand_the_caller_through_the_group_director
 
 
 def test_start_up_warms_the_index_unless_told_not_to(tmp_path, monkeypatch):
-    """from_settings readies the index's first dense search (its int8 kernel), as it
+    """build_retrieval_service readies the index's first dense search (its int8 kernel), as it
     readies the query model, so a server's first request does not pay for either."""
-    from retrieval.service import RetrievalService
     from tests.retrieval.api.helpers import make_settings
+    from trove.wiring import build_retrieval_service
 
     build_index(tmp_path / "index").close()
     warmed = []
     monkeypatch.setattr(EmbeddedIndex, "warm_up", lambda self: warmed.append(self.root))
     for warm_up, expected in ((False, []), (True, [tmp_path / "index"])):
-        service = RetrievalService.from_settings(make_settings(tmp_path), warm_up=warm_up)
+        service = build_retrieval_service(make_settings(tmp_path), warm_up=warm_up)
         try:
             assert [Path(p).resolve() for p in warmed] == [p.resolve() for p in expected]
         finally:

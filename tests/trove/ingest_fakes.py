@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.embedding.embedder import load_model_tokenizer, resolve_model_path
+from retrieval.embedding.base import load_model_tokenizer, resolve_model_path
 
 DIM = 16
 
@@ -47,6 +47,6 @@ class CountingEmbedder:
 
 def use_embedder(monkeypatch, embedder: CountingEmbedder) -> None:
     """Make every Dagster asset of `trove ingest` use ``embedder``."""
-    import assets.resources
+    import trove.wiring
 
-    monkeypatch.setattr(assets.resources, "get_embedder", lambda *a, **k: embedder)
+    monkeypatch.setattr(trove.wiring, "build_embedder", lambda *a, **k: embedder)

@@ -108,7 +108,7 @@ def test_secrets_are_not_printed(tmp_path, monkeypatch):
 
 def test_embedding_backend_defaults_to_the_measured_choice_and_gpus_to_torch():
     from retrieval.embedding.config import EmbeddingConfig
-    from retrieval.embedding.embedder import DEFAULT_BACKEND
+    from retrieval.embedding.factory import DEFAULT_BACKEND
 
     assert EmbeddingConfig().backend == DEFAULT_BACKEND == "onnx-int8"
     # ONNX Runtime runs on the CPU only: naming a GPU without a backend picks torch ...

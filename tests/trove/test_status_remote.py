@@ -21,7 +21,7 @@ def test_remote_sources_report_without_calling_the_remote_system(tmp_path):
     GroupDirectory.in_state_dir(settings.state.path).replace_source(
         GroupSnapshot("wiki", {"wiki:group:eng": frozenset({"a@acme.com"})})
     )
-    status = source_status(settings, settings.sources[0], datetime.now(UTC))
+    status = source_status(settings, settings.sources[0], datetime.now(UTC)).to_dict()
     assert status["type"] == "confluence"
     assert "not_computed" in status["pending"]
     assert status["groups"]["groups"] == 1 and status["groups"]["memberships"] == 1

@@ -35,12 +35,11 @@ from typing import Any
 
 from retrieval.index.base import ChunkRecord
 from trove.bench.fusion import _MemoEncoder
-from trove.bench.query import document_batches
+from trove.bench.query_opensearch import write_records
 
 PROJECT = Path(__file__).resolve().parents[2]
 GOLDEN_SETS = ("18f-handbook", "demo")
 TOLERANCE = 0.01
-WRITE_BATCH = 2_000
 
 
 @dataclass(frozen=True)
@@ -119,27 +118,6 @@ def records_with_vectors(settings: Any, index: Any, model_id: str) -> list[Chunk
     ]
 
 
-def write_records(config: Any, records: Sequence[ChunkRecord]) -> dict[str, Any]:
-    """Bulk-write ``records`` into a new OpenSearch index; chunks, seconds, chunks/s."""
-    from retrieval.index.base import WriteBatch
-    from retrieval.index.opensearch.index import OpenSearchIndex
-
-    dimensions = len(records[0].vector)
-    t0 = time.perf_counter()
-    with OpenSearchIndex.open(config, create=True, dimensions=dimensions) as index:
-        for batch in document_batches(records, WRITE_BATCH):
-            index.apply(WriteBatch(upserts=batch))
-        indexed = index.stats().chunks
-    seconds = time.perf_counter() - t0
-    if indexed != len(records):
-        raise RuntimeError(f"OpenSearch holds {indexed} chunks, {len(records)} were written")
-    return {
-        "chunks": indexed,
-        "seconds": round(seconds, 2),
-        "chunks_per_s": round(indexed / seconds, 1),
-    }
-
-
 def _metrics(report: Any, k: int) -> dict[str, Any]:
     return {
         f"recall@{k}": round(report.mean("recall") or 0.0, 4),
@@ -174,20 +152,17 @@ def compare_set(
     settings_grid: Sequence[Setting] = SETTINGS,
 ) -> dict[str, Any]:
     """Every setting on the embedded index of ``config_path`` and on its OpenSearch copy."""
-    from retrieval.embedding.embedder import get_embedder
     from retrieval.evaluate import evaluate, load_queries
     from retrieval.index.factory import open_index
     from retrieval.index.opensearch.index import OpenSearchIndex
     from retrieval.search import Searcher
     from trove.bench.opensearch_node import drop_prefix, index_config
     from trove.config import load_settings
+    from trove.wiring import build_embedder
 
     settings = load_settings(config_path)
     golden = load_queries(queries_path)
-    cfg = settings.embedding
-    embedder = get_embedder(
-        cfg.model, device=cfg.device, batch_size=cfg.batch_size, backend=cfg.backend
-    )
+    embedder = build_embedder(settings.embedding)
     encoder = _MemoEncoder(embedder)  # one query vector per query, shared by both backends
     embedded = open_index(settings.index)
     prefix = f"trove-bench-{uuid.uuid4().hex[:8]}"
@@ -271,7 +246,7 @@ def _overlap(a: list[list[str]], b: list[list[str]]) -> float:
 
 def filtered_recall(url: str, chunks: int, queries: int = 50) -> dict[str, Any]:
     """Filtered k-NN exactness on ``chunks`` generated chunks (trove/bench/corpus.py)."""
-    from retrieval.embedding.embedder import get_embedder
+    from retrieval.embedding.factory import get_embedder
     from retrieval.index.opensearch.index import OpenSearchIndex
     from trove.bench import corpus as bench_corpus
     from trove.bench import filtered_recall as fr

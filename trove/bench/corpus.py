@@ -1,7 +1,7 @@
 """The 18F replication corpus for ``trove bench query``.
 
 Embedding a million chunks with the real model would take hours on two cores
-(~30-90 texts/s), so the benchmark corpus is made in two steps:
+(docs/benchmarks.md#embedding-backends), so the benchmark corpus is made in two steps:
 
 1. **Base chunks.** Every Markdown page of ``../shared/corpora/18f-handbook`` is
    parsed and chunked by Trove's own pipeline (``pipelines.parse.parse_file`` and
@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +33,7 @@ import numpy as np
 
 from core.acl import Acl, Principal
 from retrieval.index.base import ChunkRecord
+from trove.bench.errors import BenchError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HANDBOOK = REPO_ROOT.parent / "shared" / "corpora" / "18f-handbook"
@@ -45,7 +46,7 @@ MAIN_PRINCIPAL = Principal.of("bench-user", ["all-staff", "contractors"], tenant
 SELECTIVE_PRINCIPAL = Principal.of("auditor-7", ["auditors"], tenant="audit")
 
 
-class CorpusUnavailableError(RuntimeError):
+class CorpusUnavailableError(BenchError):
     """The 18F handbook is not beside the checkout (``../shared/corpora``)."""
 
 
@@ -116,7 +117,7 @@ def _embed_pages(root: Path, max_chunks: int | None) -> tuple[BaseCorpus, bool]:
     from pipelines.chunk import chunk_document
     from pipelines.errors import ParseError
     from pipelines.parse import parse_file
-    from retrieval.embedding.embedder import get_embedder
+    from retrieval.embedding.factory import get_embedder
     from retrieval.embedding.tokens import HFTokenCounter
 
     embedder = get_embedder()
@@ -252,3 +253,15 @@ def bench_queries(chunks: list[BaseChunk], n: int, *, seed: int = 1) -> list[str
     if not titles:
         raise CorpusUnavailableError("the handbook gave no section titles to query with")
     return [titles[i % len(titles)] for i in range(n)]
+
+
+def document_batches(records: Iterable[ChunkRecord], size: int) -> Iterator[list[ChunkRecord]]:
+    """Batches of about ``size`` records that end at a document boundary (upserts replace)."""
+    batch: list[ChunkRecord] = []
+    for r in records:
+        if len(batch) >= size and r.doc_id != batch[-1].doc_id:
+            yield batch
+            batch = []
+        batch.append(r)
+    if batch:
+        yield batch

@@ -32,7 +32,7 @@ def sample_chunks(n: int, corpus: Path = DEFAULT_CORPUS, min_tokens: int = 150) 
     from pipelines.chunk import HFTokenCounter, chunk_document
     from pipelines.errors import ParseError
     from pipelines.parse import parse_file
-    from retrieval.embedding.embedder import get_embedder
+    from retrieval.embedding.factory import get_embedder
 
     counter = HFTokenCounter(get_embedder().tokenizer)
     texts: list[str] = []
@@ -53,7 +53,7 @@ def compare(
     texts: list[str], backends: tuple[str, ...] = BACKENDS, repeats: int = 3
 ) -> dict[str, Any]:
     """Per backend: texts/s (median), speed-up over torch, cosine to torch (mean, min)."""
-    from retrieval.embedding.embedder import get_embedder
+    from retrieval.embedding.factory import get_embedder
 
     if "torch" not in backends:
         raise ValueError(f"the comparison needs torch as the reference, got {backends}")

@@ -21,9 +21,14 @@ import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from retrieval.evaluate import GoldenQuery, SearchFn
+    from retrieval.models import Passage
+    from retrieval.search import Searcher
 
 RRF_KS = (10, 30, 60)
 DENSE_WEIGHTS = (0.3, 0.5, 0.7)
@@ -67,24 +72,30 @@ class _MemoEncoder:
         return self._memo[text]
 
 
+def golden_search(searcher: Searcher, mode: str, k: int) -> SearchFn:
+    """The golden-set search function of one searcher and mode (for ``evaluate``)."""
+
+    def search(query: GoldenQuery) -> list[Passage]:
+        return searcher.search(query.query, query.principal(), k=k, mode=mode)
+
+    return search
+
+
 def sweep(
     config: str | Path, queries: str | Path, grid: list[Setting] | None = None, k: int = 10
 ) -> list[dict[str, Any]]:
     """Evaluate every setting of ``grid`` on an ingested index; one dict per setting."""
     from core.runtime import configure_offline_environment
-    from retrieval.embedding.embedder import get_embedder
     from retrieval.evaluate import evaluate, load_queries
     from retrieval.index.factory import open_index
     from retrieval.search import Searcher
     from trove.config import load_settings
+    from trove.wiring import build_embedder
 
     configure_offline_environment()
     settings = load_settings(config)
     golden = load_queries(queries)
-    cfg = settings.embedding
-    encoder = _MemoEncoder(
-        get_embedder(cfg.model, device=cfg.device, batch_size=cfg.batch_size, backend=cfg.backend)
-    )
+    encoder = _MemoEncoder(build_embedder(settings.embedding))
     index = open_index(settings.index)
     rows: list[dict[str, Any]] = []
     try:
@@ -104,7 +115,7 @@ def sweep(
             )
             report = evaluate(
                 golden,
-                lambda q, s=searcher, m=setting.mode: s.search(q.query, q.principal(), k=k, mode=m),
+                golden_search(searcher, setting.mode, k),
                 k=k,
                 may_read=may_read,
             )
@@ -121,7 +132,7 @@ def sweep(
                     "ndcg@10": round(report.mean("ndcg") or 0.0, 4),
                     "citation_hit_rate": report.citation_hit_rate,
                     "leaks": report.leaks,
-                    "backend": cfg.backend,
+                    "backend": settings.embedding.backend,
                 }
             )
     finally:

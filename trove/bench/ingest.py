@@ -33,14 +33,12 @@ from typing import Any
 
 import yaml
 
+from trove.bench.errors import BenchError
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CORPUS = REPO_ROOT.parent / "shared" / "corpora" / "18f-handbook"
 SOURCE = "handbook"
 INCLUDE = "**/*.md"
-
-
-class BenchError(RuntimeError):
-    """The benchmark cannot run or its inputs disagree; the message says why."""
 
 
 class _StageClock:
@@ -130,7 +128,7 @@ def _embedded_texts(settings: Any, embedder: Any) -> list[str]:
 
     counter = HFTokenCounter(embedder.tokenizer)
     texts: dict[str, str] = {}
-    for doc in FilesystemConnector(settings.sources[0]).scan(known={}).documents:
+    for doc in FilesystemConnector(settings.sources[0].scope()).scan(known={}).documents:
         try:
             parsed = parse_document(doc)
         except ParseError:
@@ -220,8 +218,9 @@ def run(
     :raises BenchError: corpus missing, or the re-chunked texts disagree with the ingest.
     """
     from core.runtime import configure_offline_environment
+    from retrieval.embedding.base import resolve_model_path
     from retrieval.embedding.config import EmbeddingConfig
-    from retrieval.embedding.embedder import get_embedder, resolve_model_path
+    from retrieval.embedding.factory import get_embedder
     from trove.config import load_settings
     from trove.ingest import run_ingest
 
@@ -229,7 +228,11 @@ def run(
     backend = backend or EmbeddingConfig().backend
     files = corpus_files(Path(corpus) if corpus else DEFAULT_CORPUS, max_documents)
     keep = workdir is not None
-    work = Path(workdir) if keep else Path(tempfile.mkdtemp(prefix="trove-bench-ingest-"))
+    work = (
+        Path(workdir)
+        if workdir is not None
+        else Path(tempfile.mkdtemp(prefix="trove-bench-ingest-"))
+    )
     work.mkdir(parents=True, exist_ok=True)
     try:
         config = _prepare(work, Path(corpus) if corpus else DEFAULT_CORPUS, files, backend)

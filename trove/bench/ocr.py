@@ -153,6 +153,8 @@ def render_page(
     if noise:
         rng = random.Random(seed)
         pixels = page.load()
+        if pixels is None:  # typed optional; a new in-memory image always has pixels
+            raise RuntimeError("Pillow gave no pixel access to a new image")
         for _ in range(int(width * height * noise)):
             x, yy = rng.randrange(width), rng.randrange(height)
             pixels[x, yy] = rng.choice((0, 96, 160))

@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from retrieval.index.config import IndexConfig
+from trove.bench.errors import BenchError
 
 NODE_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "opensearch_node.py"
 START_TIMEOUT_S = 900
 
 
-class NodeError(RuntimeError):
+class NodeError(BenchError):
     """No OpenSearch node could be reached or started; the message says why."""
 
 

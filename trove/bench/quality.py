@@ -20,7 +20,7 @@ Every row is scored by :func:`retrieval.evaluate.evaluate` over distinct
 documents (recall@k, MRR@10, nDCG@10) plus the mean number of distinct
 documents in the k passages. ``summary`` gives each row's worst and mean
 nDCG@10 and recall@k over the sets, which is how the default was chosen
-(docs/benchmarks.md, "Retrieval quality").
+(docs/benchmarks.md#retrieval-quality).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from trove.bench.fusion import _MemoEncoder
+from trove.bench.fusion import _MemoEncoder, golden_search
 
 PROJECT = Path(__file__).resolve().parents[2]
 GOLDEN_SETS = ("18f-handbook", "python-library", "postgresql-manual")
@@ -157,6 +157,7 @@ def llamaindex_retrievers(
     from llama_index.core.embeddings import BaseEmbedding
     from llama_index.core.llms import MockLLM
     from llama_index.core.retrievers import QueryFusionRetriever
+    from llama_index.core.retrievers.fusion_retriever import FUSION_MODES
     from llama_index.core.schema import TextNode
     from llama_index.retrievers.bm25 import BM25Retriever
     from pydantic import PrivateAttr
@@ -193,24 +194,33 @@ def llamaindex_retrievers(
         retriever = QueryFusionRetriever(
             [bm25, dense],
             llm=MockLLM(),
-            mode=mode,
+            mode=FUSION_MODES(mode),
             similarity_top_k=top,
             num_queries=1,
             use_async=False,
         )
-        out[mode] = lambda q, r=retriever: [n.node.node_id for n in r.retrieve(q)]
+        out[mode] = _node_ids(retriever)
     return out
+
+
+def _node_ids(retriever: Any) -> Callable[[str], list[str]]:
+    """``query -> chunk ids`` of one LlamaIndex retriever."""
+
+    def retrieve(query: str) -> list[str]:
+        return [n.node.node_id for n in retriever.retrieve(query)]
+
+    return retrieve
 
 
 def run_set(name: str, k: int = 10, peers: bool = True) -> dict[str, Any]:
     """Every Trove stage and peer row on one golden set (its index must exist)."""
-    from retrieval.embedding.embedder import get_embedder
     from retrieval.evaluate import evaluate, load_queries
     from retrieval.index.base import IndexNotFoundError
     from retrieval.index.factory import open_index
     from retrieval.models import Passage
     from retrieval.search import Searcher, passage_from_record
     from trove.config import load_settings
+    from trove.wiring import build_embedder
 
     config, queries = golden_set_paths(name)
     settings = load_settings(config)
@@ -219,10 +229,7 @@ def run_set(name: str, k: int = 10, peers: bool = True) -> dict[str, Any]:
         index = open_index(settings.index)
     except IndexNotFoundError as exc:
         return {"skipped": f"{exc}: run `trove ingest -c {config.relative_to(PROJECT)}`"}
-    cfg = settings.embedding
-    embedder = get_embedder(
-        cfg.model, device=cfg.device, batch_size=cfg.batch_size, backend=cfg.backend
-    )
+    embedder = build_embedder(settings.embedding)
     encoder = _MemoEncoder(embedder)
     candidates = settings.retrieval.candidates
     rows: list[dict[str, Any]] = []
@@ -247,7 +254,7 @@ def run_set(name: str, k: int = 10, peers: bool = True) -> dict[str, Any]:
             started = time.perf_counter()
             report = evaluate(
                 golden,
-                lambda q, s=searcher, m=stage.mode: s.search(q.query, q.principal(), k, mode=m),
+                golden_search(searcher, stage.mode, k),
                 k=k,
                 may_read=may_read,
             )

@@ -1,6 +1,6 @@
 """``trove bench query``: hybrid and lexical latency, memory and open time, beside peers.
 
-Steps (see docs/benchmarks.md, "Query speed"):
+Steps (see docs/benchmarks.md#query-speed):
 
 1. The 18F replication corpus of ``chunks`` rows (trove/bench/corpus.py): base
    chunks embedded once with the real model and cached, replicas perturbed.
@@ -21,24 +21,20 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from core.acl import Principal
-from retrieval.index.base import ChunkRecord
 from trove.bench import corpus as bench_corpus
+from trove.bench.errors import BenchError
 
 BUILD_BATCH = 100_000
 PEER_MAX_CHUNKS = 100_000
-# Peers are 10-1000x slower per query: a fixed subset keeps a run in minutes.
+# Peers are far slower per query (docs/benchmarks.md#query-speed-latest): a fixed
+# subset keeps a run in minutes.
 PEER_QUERIES = 30
 DEFAULT_CACHE = Path.home() / ".cache" / "trove" / "bench"
 SERVE_TIMEOUT_S = 3600
-
-
-class BenchError(RuntimeError):
-    """The benchmark could not run; the message says which step failed."""
 
 
 def _principal_json(p: Principal) -> dict[str, Any]:
@@ -60,7 +56,7 @@ def build_index(base: bench_corpus.BaseCorpus, chunks: int, path: Path) -> dict[
     records = bench_corpus.replicate(base.chunks, base.vectors, chunks)
     with EmbeddedIndex.open(path, create=True, dimensions=base.vectors.shape[1]) as index:
         # Batches end at a document boundary: an upsert replaces every chunk of its document.
-        for batch in document_batches(records, BUILD_BATCH):
+        for batch in bench_corpus.document_batches(records, BUILD_BATCH):
             for r in batch:
                 readable["main"] += r.acl.permits(bench_corpus.MAIN_PRINCIPAL)
                 readable["selective"] += r.acl.permits(bench_corpus.SELECTIVE_PRINCIPAL)
@@ -75,18 +71,6 @@ def build_index(base: bench_corpus.BaseCorpus, chunks: int, path: Path) -> dict[
     }
     marker.write_text(json.dumps(facts))
     return facts
-
-
-def document_batches(records: Iterable[ChunkRecord], size: int) -> Iterator[list[ChunkRecord]]:
-    """Batches of about ``size`` records that end at a document boundary (upserts replace)."""
-    batch: list[ChunkRecord] = []
-    for r in records:
-        if len(batch) >= size and r.doc_id != batch[-1].doc_id:
-            yield batch
-            batch = []
-        batch.append(r)
-    if batch:
-        yield batch
 
 
 def _serve(index_path: Path, queries: list[str]) -> dict[str, Any]:
@@ -200,7 +184,7 @@ def _peers(
 ) -> tuple[dict[str, Any], dict[str, float]]:
     if chunks > PEER_MAX_CHUNKS:
         return {}, {}
-    from retrieval.embedding.embedder import get_embedder
+    from retrieval.embedding.factory import get_embedder
     from trove.bench.query_peers import llamaindex_peer, rank_bm25_peer
 
     records = list(bench_corpus.replicate(base.chunks, base.vectors, chunks))

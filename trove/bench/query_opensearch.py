@@ -28,6 +28,7 @@ from typing import Any
 
 from retrieval.index.base import ChunkRecord
 from trove.bench import corpus as bench_corpus
+from trove.bench.errors import BenchError
 from trove.bench.query_serve import percentiles, timed
 
 CANDIDATES = 50
@@ -42,11 +43,10 @@ def measure(url: str, records: Sequence[ChunkRecord], queries: list[str]) -> dic
     """Write ``records`` to a new index on the node at ``url``, time the queries, drop it."""
     from opensearchpy import OpenSearch
 
-    from retrieval.embedding.embedder import get_embedder
+    from retrieval.embedding.factory import get_embedder
     from retrieval.index.opensearch.index import OpenSearchIndex
     from retrieval.search import Searcher
     from trove.bench import filtered_recall
-    from trove.bench.backends import write_records
     from trove.bench.opensearch_node import drop_prefix, index_config, node_memory, node_version
 
     main, selective = bench_corpus.MAIN_PRINCIPAL, bench_corpus.SELECTIVE_PRINCIPAL
@@ -125,3 +125,31 @@ def ratios(embedded: dict[str, Any], opensearch: dict[str, Any]) -> dict[str, fl
         for p in ("p50_ms", "p95_ms"):
             out[f"{name}_{p[:3]}"] = round(slow[p] / fast[p], 1) if fast[p] > 0 else float("inf")
     return out
+
+
+# Records per bulk request: batches end at a document boundary (upserts replace).
+WRITE_BATCH = 2_000
+
+
+def write_records(config: Any, records: Sequence[ChunkRecord]) -> dict[str, Any]:
+    """Bulk-write ``records`` into a new OpenSearch index; chunks, seconds, chunks/s."""
+    from retrieval.index.base import WriteBatch
+    from retrieval.index.opensearch.index import OpenSearchIndex
+
+    vector = records[0].vector
+    if vector is None:
+        raise BenchError("the records carry no vectors: embed them before writing")
+    dimensions = len(vector)
+    t0 = time.perf_counter()
+    with OpenSearchIndex.open(config, create=True, dimensions=dimensions) as index:
+        for batch in bench_corpus.document_batches(records, WRITE_BATCH):
+            index.apply(WriteBatch(upserts=batch))
+        indexed = index.stats().chunks
+    seconds = time.perf_counter() - t0
+    if indexed != len(records):
+        raise RuntimeError(f"OpenSearch holds {indexed} chunks, {len(records)} were written")
+    return {
+        "chunks": indexed,
+        "seconds": round(seconds, 2),
+        "chunks_per_s": round(indexed / seconds, 1),
+    }

@@ -41,6 +41,7 @@ def llamaindex_peer(
     from llama_index.core.embeddings import BaseEmbedding
     from llama_index.core.llms import MockLLM
     from llama_index.core.retrievers import QueryFusionRetriever
+    from llama_index.core.retrievers.fusion_retriever import FUSION_MODES
     from llama_index.core.schema import TextNode
     from llama_index.retrievers.bm25 import BM25Retriever
     from pydantic import PrivateAttr
@@ -74,7 +75,7 @@ def llamaindex_peer(
     retriever = QueryFusionRetriever(
         [bm25, vector_index.as_retriever(similarity_top_k=50)],
         llm=MockLLM(),
-        mode="reciprocal_rerank",
+        mode=FUSION_MODES.RECIPROCAL_RANK,
         similarity_top_k=10,
         num_queries=1,
         use_async=False,

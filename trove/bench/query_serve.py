@@ -17,15 +17,22 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
 from core.acl import Principal
 
+
+class FusionSettings(TypedDict):
+    fusion: str
+    rrf_k: int
+    candidates: int
+
+
 # The fusion settings docs/benchmarks.md reports (RRF, 50 candidates per retriever);
 # fusion itself is a few microseconds, the candidate count costs a little.
-MEASURED_FUSION = {"fusion": "rrf", "rrf_k": 60, "candidates": 50}
+MEASURED_FUSION: FusionSettings = {"fusion": "rrf", "rrf_k": 60, "candidates": 50}
 
 
 def rss_mb() -> tuple[float, float]:
@@ -64,7 +71,7 @@ def timed(fn: Callable[[str], Any], queries: list[str]) -> list[float]:
 def serve(
     index_path: Path, queries: list[str], main: Principal, selective: Principal
 ) -> dict[str, Any]:
-    from retrieval.embedding.embedder import get_embedder
+    from retrieval.embedding.factory import get_embedder
     from retrieval.index.embedded import EmbeddedIndex, ranking
     from retrieval.search import Searcher
 
@@ -147,7 +154,8 @@ def serve(
 
 def _torch_hybrid(index: Any, queries: list[str], main: Principal) -> dict[str, Any]:
     """Hybrid latency with the ``torch`` query encoder (``embedding.backend: torch``)."""
-    from retrieval.embedding.embedder import EmbeddingError, get_embedder
+    from retrieval.embedding.base import EmbeddingError
+    from retrieval.embedding.factory import get_embedder
     from retrieval.search import Searcher
 
     try:

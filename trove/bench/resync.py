@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from trove.bench.errors import BenchError
 from trove.ingest import run_ingest
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[2].parent / "shared/corpora/18f-handbook"
@@ -33,10 +34,6 @@ def _children_cpu_s() -> float:
     """CPU-seconds of the waited-for child processes so far (user + system)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
-
-
-class BenchmarkError(RuntimeError):
-    pass
 
 
 def _config(corpus: Path, workdir: Path) -> Path:
@@ -79,7 +76,7 @@ def run(
 ) -> dict[str, Any]:
     corpus = Path(corpus or DEFAULT_CORPUS)
     if not corpus.is_dir():
-        raise BenchmarkError(f"corpus not found: {corpus} (pass --corpus)")
+        raise BenchError(f"corpus not found: {corpus} (pass --corpus)")
     with tempfile.TemporaryDirectory(prefix="trove-resync-") as tmp:
         work = Path(workdir or tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -101,7 +98,7 @@ def run(
             )
             graph.append(_timed_process([sys.executable, "-c", _GRAPH_RESYNC, str(config)]))
     if again["chunks_embedded"] or again["documents_parsed"]:
-        raise BenchmarkError(f"the re-sync was not a no-op: {again}")
+        raise BenchError(f"the re-sync was not a no-op: {again}")
     return {
         "corpus": str(corpus),
         "documents": first["documents_seen"],

@@ -42,6 +42,7 @@ import httpx
 import psutil
 
 from retrieval.evaluate import percentile
+from trove.bench.errors import BenchError
 
 DEFAULT_DURATION_S = 15.0
 DEFAULT_CLIENTS = 16
@@ -49,7 +50,7 @@ DEFAULT_THREADS = 2
 READY_TIMEOUT_S = 180.0
 
 
-class ServeBenchError(RuntimeError):
+class ServeBenchError(BenchError):
     """The benchmark could not run (no index, a server that did not start...)."""
 
 
@@ -132,9 +133,9 @@ def in_process(settings: Any, askers: Sequence[Asker], threads: int, duration_s:
     """The engine and the whole service in this process: 1 thread and ``threads``."""
     from core.acl import Principal
     from retrieval.models import NO_FILTERS
-    from retrieval.service import RetrievalService
+    from trove.wiring import build_retrieval_service
 
-    service = RetrievalService.from_settings(settings)
+    service = build_retrieval_service(settings)
     principals = {a: Principal.of(a.user, list(a.groups), a.tenant) for a in set(askers)}
     try:
 

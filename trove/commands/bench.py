@@ -32,20 +32,16 @@ def bench_query(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Hybrid query latency, lexical latency, memory and open time on a generated index."""
-    from trove.bench.query import BenchError, run
+    from trove.bench.query import run
 
-    try:
-        result = run(
-            chunks,
-            queries=queries,
-            peers=peers,
-            workdir=workdir,
-            backend=backend,
-            opensearch_url=opensearch_url,
-        )
-    except BenchError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    result = run(
+        chunks,
+        queries=queries,
+        peers=peers,
+        workdir=workdir,
+        backend=backend,
+        opensearch_url=opensearch_url,
+    )
     typer.echo(json.dumps(result, indent=None if as_json else 2))
 
 
@@ -84,24 +80,18 @@ def bench_serve(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """The API and MCP under load beside the in-process engine on the same index (JSON)."""
-    from core.errors import ConfigError
-    from retrieval.evaluate import EvalError
-    from trove.bench.serve import ServeBenchError, run
+    from trove.bench.serve import run
     from trove.demo import QUERIES_FILE
 
-    try:
-        result = run(
-            config,
-            queries or QUERIES_FILE,
-            duration_s=duration,
-            clients=clients,
-            threads=threads,
-            workers=workers,
-            mcp=mcp,
-        )
-    except (ServeBenchError, EvalError, ConfigError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    result = run(
+        config,
+        queries or QUERIES_FILE,
+        duration_s=duration,
+        clients=clients,
+        threads=threads,
+        workers=workers,
+        mcp=mcp,
+    )
     typer.echo(json.dumps(result, indent=None if as_json else 2))
 
 
@@ -114,13 +104,9 @@ def bench_resync(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """First ingest vs an unchanged re-sync of the same corpus."""
-    from trove.bench.resync import BenchmarkError, run
+    from trove.bench.resync import run
 
-    try:
-        result = run(corpus)
-    except BenchmarkError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    result = run(corpus)
     typer.echo(json.dumps(result, indent=None if as_json else 2))
 
 

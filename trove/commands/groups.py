@@ -29,11 +29,11 @@ def sync(
     """Sync group memberships now (`trove ingest` also does this first)."""
     from connectors.errors import ConnectorError
     from pipelines.groups import sync_groups
-    from retrieval.directory import GroupDirectory
+    from trove.wiring import open_directory
 
     settings = _settings(config)
     names = sources or [s.name for s in settings.sources if s.has_groups]
-    directory = GroupDirectory.in_state_dir(settings.state.path)
+    directory = open_directory(settings)
     out: dict[str, dict[str, int]] = {}
     try:
         for name in names:
@@ -59,10 +59,10 @@ def sync(
 @groups_app.command("status")
 def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """When each source's groups were last synced, and how many."""
-    from retrieval.directory import GroupDirectory
+    from trove.wiring import open_directory
 
     settings = _settings(config)
-    info = GroupDirectory.in_state_dir(settings.state.path).status()
+    info = open_directory(settings).status()
     rows = {s.name: info.get(s.name) for s in settings.sources if s.has_groups}
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
@@ -82,15 +82,11 @@ def expand(
 ) -> None:
     """Show the principal a search would run as after group expansion."""
     from core.acl import Principal
-    from retrieval.directory import GroupDirectory
+    from trove.wiring import open_directory
 
     settings = _settings(config)
-    try:
-        given = Principal.of(user, [g for g in (groups or "").split(",") if g.strip()])
-    except ValueError as exc:  # InvalidIdentity: a name with no canonical form
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    expanded = GroupDirectory.in_state_dir(settings.state.path).expand(given)
+    given = Principal.of(user, [g for g in (groups or "").split(",") if g.strip()])
+    expanded = open_directory(settings).expand(given)
     added = sorted(expanded.groups - given.groups)
     if as_json:
         typer.echo(

@@ -10,7 +10,6 @@ from typing import Annotated, Any
 
 import typer
 
-from core.errors import ConfigError
 from trove.config import Settings, find_config, load_settings
 
 index_app = typer.Typer(help="Index lifecycle: rebuild, readiness, stats.", no_args_is_help=True)
@@ -25,11 +24,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable
 
 
 def _settings(config: str | None) -> Settings:
-    try:
-        return load_settings(find_config(config))
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    return load_settings(find_config(config))
 
 
 def expected_chunks_by_source(settings: Settings) -> dict[str, int]:
@@ -54,7 +49,7 @@ def status_of(settings: Settings) -> dict[str, Any]:
     embedded adds ``path``; OpenSearch adds ``hosts``, ``alias``, ``physical_index``,
     ``version``, ``cluster_name``, ``hybrid_filter`` (3.x) and ``health``.
     """
-    from retrieval.index.base import IndexError_
+    from retrieval.index.base import IndexBackendError
 
     cfg = settings.index
     report: dict[str, Any] = {"backend": cfg.backend, "ready": False, "error": None}
@@ -64,7 +59,7 @@ def status_of(settings: Settings) -> dict[str, Any]:
         report["path"] = str(cfg.path)
         try:
             index = EmbeddedIndex.open(cfg.path)
-        except IndexError_ as exc:
+        except IndexBackendError as exc:
             report["error"] = str(exc)
             return report
         try:
@@ -80,27 +75,27 @@ def status_of(settings: Settings) -> dict[str, Any]:
 
     report.update({"hosts": list(cfg.hosts), "alias": f"{cfg.index_prefix}-chunks"})
     try:
-        index = OpenSearchIndex.open(cfg)
-    except (IndexError_, ValueError) as exc:  # ValueError: contradictory auth settings
+        remote = OpenSearchIndex.open(cfg)
+    except (IndexBackendError, ValueError) as exc:  # ValueError: contradictory auth settings
         report["error"] = str(exc)
         return report
     try:
-        cluster = index.cluster
+        cluster = remote.cluster
         report.update(
             {
                 "version": cluster.number,
                 "cluster_name": cluster.cluster_name,
                 "hybrid_filter": cluster.supports_hybrid_filter,
-                "physical_index": index.physical_index(),
-                "health": index.client.cluster.health(index=index.alias).get("status"),
+                "physical_index": remote.physical_index(),
+                "health": remote.client.cluster.health(index=remote.alias).get("status"),
             }
         )
-        report.update(_stats(index.stats()))
+        report.update(_stats(remote.stats()))
         report["ready"] = True
     except TransportError as exc:
         report["error"] = f"OpenSearch answered {exc.status_code}: {exc.error}"
     finally:
-        index.close()
+        remote.close()
     return report
 
 
@@ -150,14 +145,8 @@ def rebuild_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Blue/green rebuild: copy into a new index version, validate, swap the alias atomically."""
-    from retrieval.index.base import IndexError_
-
     settings = _settings(config)
-    try:
-        report = rebuild_index(settings, validate=validate, keep_old=keep_old)
-    except IndexError_ as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+    report = rebuild_index(settings, validate=validate, keep_old=keep_old)
     if report is None:
         message = "not needed for the embedded backend: every write already commits atomically"
         typer.echo(json.dumps({"rebuilt": False, "reason": message}) if as_json else message)

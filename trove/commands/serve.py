@@ -31,27 +31,15 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def _settings(config: str | None):
-    from core.errors import ConfigError
     from trove.config import find_config, load_settings
 
-    try:
-        return load_settings(find_config(config))
-    except ConfigError as exc:
-        raise _fail(str(exc)) from exc
+    return load_settings(find_config(config))
 
 
 def _service(settings):
-    from retrieval.audit import AuditError
-    from retrieval.auth import AuthError
-    from retrieval.embedding.embedder import EmbeddingError
-    from retrieval.index.base import IndexError_
-    from retrieval.rerank import RerankError
-    from retrieval.service import RetrievalService
+    from trove.wiring import build_retrieval_service
 
-    try:
-        return RetrievalService.from_settings(settings)
-    except (AuthError, AuditError, EmbeddingError, IndexError_, RerankError) as exc:
-        raise _fail(str(exc), code=1) from exc
+    return build_retrieval_service(settings)
 
 
 WorkersOption = Annotated[
@@ -76,7 +64,7 @@ def serve(
     """Serve the retrieval API (OpenAPI docs at /docs)."""
     import uvicorn
 
-    from retrieval.api.app import WORKERS_ENV_VAR, create_app
+    from trove.wiring import WORKERS_ENV_VAR, create_api_app
 
     settings = _settings(config)
     if workers > 1:
@@ -86,7 +74,7 @@ def serve(
         os.environ[CONFIG_ENV_VAR] = str(find_config(config).resolve())
         os.environ[WORKERS_ENV_VAR] = str(workers)
         uvicorn.run(
-            "retrieval.api.app:create_app_from_environment",
+            "trove.wiring:create_app_from_environment",
             factory=True,
             workers=workers,
             host=host,
@@ -96,7 +84,9 @@ def serve(
         return
     service = _service(settings)
     try:
-        uvicorn.run(create_app(settings, service=service), host=host, port=port, access_log=False)
+        uvicorn.run(
+            create_api_app(settings, service=service), host=host, port=port, access_log=False
+        )
     finally:
         service.close()
 
@@ -110,7 +100,7 @@ def token(
 ) -> None:
     """Print an HS256 token signed with the configured secret (for local use)."""
     from core.config import parse_duration
-    from retrieval.auth import AuthConfigError, mint_token
+    from retrieval.auth import mint_token
 
     settings = _settings(config)
     secret = settings.api.jwt_secret
@@ -129,7 +119,7 @@ def token(
                 issuer=settings.api.jwt_issuer,
             )
         )
-    except (ValueError, AuthConfigError) as exc:
+    except ValueError as exc:  # a bad --ttl, name or secret (AuthConfigError): bad input, 2
         raise _fail(str(exc)) from exc
 
 
@@ -184,15 +174,12 @@ def tool_schema(
 def _probes(settings, queries: Path) -> list[Any]:
     from retrieval.api.loadtest import Probe
     from retrieval.auth import mint_token
-    from retrieval.evaluate import EvalError, load_queries
+    from retrieval.evaluate import load_queries
 
     if settings.api.jwt_secret is None:
         raise _fail("the load test mints tokens with api.jwt_secret; none is configured")
     secret = settings.api.jwt_secret.get_secret_value()
-    try:
-        golden = load_queries(queries)
-    except EvalError as exc:
-        raise _fail(str(exc)) from exc
+    golden = load_queries(queries)
     return [
         Probe(
             q.query,
@@ -220,15 +207,12 @@ def load_test(
     duration: Annotated[float, typer.Option(help="Seconds.", min=0.1, max=120)] = 30.0,
 ) -> None:
     """Load-test a loopback server: concurrent searches as each query's user; JSON report."""
-    from retrieval.api.loadtest import LoadTestError, run_load_test
+    from retrieval.api.loadtest import run_load_test
     from trove.demo import QUERIES_FILE
 
     settings = _settings(config)
     probes = _probes(settings, queries or QUERIES_FILE)
-    try:
-        report = run_load_test(url, probes, clients=clients, duration_s=duration)
-    except LoadTestError as exc:
-        raise _fail(str(exc)) from exc
+    report = run_load_test(url, probes, clients=clients, duration_s=duration)
     typer.echo(json.dumps(report, indent=2))
     if report["errors"]:
         raise typer.Exit(1)
@@ -314,13 +298,10 @@ def best_threshold(positives: list[float], negatives: list[float]) -> dict[str, 
 
 def evaluate_stages(service, queries: Path, *, k: int = 8) -> dict[str, Any]:
     """Run golden queries through the service with each stage switched on or off."""
-    from retrieval.evaluate import EvalError, Retrieved, evaluate, load_queries
+    from retrieval.evaluate import Retrieved, evaluate, load_queries
     from retrieval.service import StageOptions, passages_of
 
-    try:
-        golden = load_queries(queries)
-    except EvalError as exc:
-        raise _fail(str(exc)) from exc
+    golden = load_queries(queries)
     index = service.index
     report: dict[str, Any] = {"k": k, "queries": len(golden), "reranker": service.reranker.name}
     members: dict[str, tuple[str, ...]] = {}

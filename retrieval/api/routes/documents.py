@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
@@ -12,7 +12,7 @@ from retrieval.service import MAX_DOC_ID_CHARS
 
 router = APIRouter(prefix="/v1", tags=["documents"])
 
-ERRORS = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "Missing, malformed, badly signed or expired token."},
     403: {"model": ErrorOut, "description": "A tenant the token does not carry."},
     404: {"model": ErrorOut, "description": "Absent, or not readable by the caller."},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from fastapi import APIRouter, Response
 
@@ -12,7 +13,7 @@ from retrieval.models import NO_FILTERS
 
 router = APIRouter(prefix="/v1", tags=["search"])
 
-ERRORS = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "Missing, malformed, badly signed or expired token."},
     403: {"model": ErrorOut, "description": "A tenant the token does not carry."},
     413: {"model": ErrorOut, "description": "Request body too large."},

@@ -54,7 +54,8 @@ def load_npy(path: Path) -> np.ndarray:
     """Memory-mapped when possible (empty arrays cannot be mapped).
 
     Returned as a plain ``ndarray`` view of the map: ``np.memmap``'s Python-level
-    ``__getitem__`` cost ~1 us per scalar lookup, a third of a query's record reads.
+    ``__getitem__`` was a large share of a query's record reads
+    (docs/benchmarks.md#why-the-query-path-is-built-this-way).
     """
     try:
         return np.asarray(np.load(path, mmap_mode="r", allow_pickle=False))
@@ -153,14 +154,15 @@ class Blob(_PreadFile):
     """Read side of :func:`write_blob`: random access to item ``i`` without loading the file.
 
     Items are read with ``os.pread``, not through a memory map: on current Linux
-    kernels a fault in a mapped file maps a whole page-cache folio (measured:
-    ~0.9 MB of resident memory per random 1 KB read of ``meta.bin``), so a
-    server reading a few records per query would soon hold the whole file.
+    kernels a fault in a mapped file maps a whole page-cache folio, far more
+    than the record read (measured: docs/benchmarks.md#why-the-query-path-is-built-this-way),
+    so a server reading a few records per query would soon hold the whole file.
 
     ``mapped=True`` reads through a memory map instead, for a column small
-    enough to be resident whole (chunk ids: ~45 MB at 1M chunks) and read often
-    (50 ids per retriever per query): a slice of the map costs ~0.3 us where a
-    ``pread`` costs ~2 us, a third of a lexical search at 100k chunks.
+    enough to be resident whole (chunk ids) and read often (50 ids per retriever
+    per query): a slice of the map costs a fraction of a ``pread``, whose calls
+    were a large share of a lexical search
+    (docs/benchmarks.md#why-the-query-path-is-built-this-way).
     """
 
     def __init__(self, data_path: Path, offsets_path: Path, *, mapped: bool = False):
@@ -191,9 +193,9 @@ class Blob(_PreadFile):
         """Items ``indices``, in that order; those not in the page cache come from disk together.
 
         A query's records are a handful of random items: read one after another
-        from a cold file, each waits for the disk in turn (10 records, 4.7 ms at
-        100k chunks). Here the cached ones are read first without waiting, the
-        kernel is asked for all the others at once, and only then are they read.
+        from a cold file, each waits for the disk in turn. Here the cached ones are
+        read first without waiting, the kernel is asked for all the others at once,
+        and only then are they read.
         """
         if self._map is not None or not self._flags:
             return [self.get(i) for i in indices]
@@ -220,7 +222,7 @@ class Blob(_PreadFile):
         indices = np.asarray(indices, dtype=np.int64)
         if self._map is None:
             return [item.decode() for item in self.get_many(indices.tolist())]
-        # Slicing the map per item costs ~0.2 us; two numpy scalar reads per item cost more.
+        # Slicing the map per item is cheap; two numpy scalar reads per item cost more.
         mapped = self._map
         starts = self.offsets[indices].tolist()
         ends = self.offsets[indices + 1].tolist()
@@ -232,16 +234,14 @@ class RowReader(_PreadFile):
 
     For the few rows a dense search rescores in float32 (64 of 100k, ~800 of 1M):
     a fault in the map costs more than the read, and each one leaves pages mapped
-    that must be released again (:func:`release_pages`). Measured on 64 random
-    rows of a 100k x 384 file: 0.14 ms against 0.57 ms for the gather through the
-    map plus its release; at 1M rows the dense search's p50 fell from 79 to 51 ms.
+    that must be released again (:func:`release_pages`); dense search got faster
+    at 100k and 1M rows (measured: docs/benchmarks.md#why-the-query-path-is-built-this-way).
 
     A row already in the page cache is read alone (``RWF_NOWAIT``, Linux). One that
     is not is read with the 128 KiB around it, as a fault in the map would read
     ahead: a single-page ``pread`` per cold row would warm a cold 1M index one
-    page at a time (its first 200 queries: p50 128 ms against 96 ms through the
-    map). Like :class:`Blob`, it keeps its descriptor open for the segment's
-    lifetime.
+    page at a time, slower than through the map. Like :class:`Blob`, it keeps its
+    descriptor open for the segment's lifetime.
     """
 
     def __init__(self, path: Path) -> None:
@@ -271,7 +271,7 @@ class RowReader(_PreadFile):
         """The rows at ``indices`` (in that order), as a fresh ``(len(indices), d)`` array."""
         out = np.empty((len(indices), self.shape[1]), dtype=self.dtype)
         fd = self._open_fd()
-        view = memoryview(out.reshape(-1).view(np.uint8))
+        view = out.reshape(-1).view(np.uint8).data  # a writable memoryview of `out`
         size = self._row_bytes
         wanted = np.asarray(indices, dtype=np.int64).tolist()
         prefetched = False

@@ -42,8 +42,8 @@ from retrieval.analysis import DEFAULT_ANALYZER, Analyzer
 from retrieval.index.base import (
     ChunkRecord,
     DocumentState,
+    IndexBackendError,
     IndexCorruptError,
-    IndexError_,
     IndexGeneration,
     IndexNotFoundError,
     IndexStats,
@@ -161,7 +161,7 @@ class EmbeddedIndex:
         index._snapshot = index._load_latest()
         existing = index._snapshot.manifest.dimensions
         if dimensions is not None and existing and existing != dimensions:
-            raise IndexError_(
+            raise IndexBackendError(
                 f"the index at {root} holds {existing}-dimensional vectors, the caller uses "
                 f"{dimensions}; rebuild the index after changing the embedding model"
             )
@@ -189,7 +189,7 @@ class EmbeddedIndex:
 
         The kernel is torch's, verified in a child process the first time on a
         machine (int8_kernel.py, a few seconds, then cached on disk), and importing
-        torch takes ~2 s: a server calls this at start-up so that its first request
+        torch takes seconds: a server calls this at start-up so that its first request
         does not wait. Nothing to do when every segment is small enough for the
         float32 scan, or with ``dense_kernel="numpy"``.
         """
@@ -215,7 +215,7 @@ class EmbeddedIndex:
     def _snap(self) -> Snapshot:
         snap = self._snapshot
         if snap is None or self._closed:
-            raise IndexError_(f"the index at {self.root} is closed")
+            raise IndexBackendError(f"the index at {self.root} is closed")
         return snap
 
     def _load_latest(self) -> Snapshot:

@@ -2,7 +2,8 @@
 
 The first pass (quantized.py) scores int8 rows with ``aten._weight_int8pack_mm``,
 a private torch op (no stability promise, not in torch's documented API), because
-it is ~5x faster than numpy here (docs/benchmarks.md). Its CPU kernels are
+it is several times faster than numpy here
+(docs/benchmarks.md#measured-alternatives-dense-first-pass). Its CPU kernels are
 specialised per instruction set, and they are not safe for every shape: with
 torch 2.13's AVX-512 kernel, a block of 1-3 rows whose codes are not 16-byte
 aligned segfaults (aligned loads), and an inner dimension that is not a multiple
@@ -49,6 +50,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from retrieval.index.embedded.int8_probe import capability_of
 
 log = logging.getLogger(__name__)
 
@@ -389,8 +392,6 @@ def _import_verified(dimensions: int, verdict: Verdict) -> tuple[Int8Kernel | No
         op = torch.ops.aten._weight_int8pack_mm
     except (ImportError, AttributeError, RuntimeError) as exc:
         return None, f"torch's kernel is not available in this process: {exc!r}"
-    from retrieval.index.embedded.int8_probe import capability_of
-
     here = (str(torch.__version__), capability_of(torch))
     if here != (verdict.torch, verdict.capability):
         return None, f"verified for torch {verdict.torch} on {verdict.capability}, this " + (

@@ -7,9 +7,9 @@ bytes per row instead of 1,536.
 
 The first pass uses torch's int8-weight kernel ``aten._weight_int8pack_mm``
 (bfloat16 query, int8 rows, per-row scale): measured on this project's 2-core
-AVX2 machines at ~4 ms per 100k rows, against ~20-24 ms for numpy's float32
-BLAS scan of the same rows (float16/bfloat16 BLAS, binary codes with popcount
-and int8 ``_int_mm`` were slower: see docs/benchmarks.md). It is a private op
+AVX2 machines several times faster than numpy's float32 BLAS scan of the same
+rows (float16/bfloat16 BLAS, binary codes with popcount and int8 ``_int_mm``
+were slower: docs/benchmarks.md#measured-alternatives-dense-first-pass). It is a private op
 whose kernels crash on some shapes, so it runs only where a child process
 verified it, on the shapes it verified (:mod:`int8_kernel`). Otherwise, or with
 ``dense_kernel="numpy"``, numpy converts blocks of codes to float32 (slower,
@@ -51,7 +51,8 @@ _KERNEL_REL = 2.0**-7
 _KERNEL_ABS = 2.0**-12
 _SLACK = 1e-5  # float32 rounding of the "exact" rescoring itself
 # From this many rows the first pass is split in two halves, the second on a helper
-# thread when one is idle (retrieval/parallel.py): 100k rows 5.6 -> 3.3 ms on 2 cores.
+# thread when one is idle (retrieval/parallel.py; measured:
+# docs/benchmarks.md#why-the-query-path-is-built-this-way).
 SPLIT_MIN_ROWS = 32_768
 
 
@@ -135,8 +136,8 @@ class QuantizedVectors:
         Each half of a split pass masks its scores and picks its own ``n`` best on
         the thread that scanned it, so the second core does that share too; the best
         ``n`` of the two short lists are the best ``n`` of the segment. With the
-        smaller candidate count (ranking.py), a dense search over 100k rows at k=50
-        went from p50 6.1 to 5.5 ms (interleaved in one process, same top 50).
+        smaller candidate count (ranking.py) it made dense search faster for the
+        same top k (docs/benchmarks.md#why-the-query-path-is-built-this-way).
         """
         if readable.shape != (self.rows,) or readable.dtype != np.bool_:
             raise ValueError(f"readable must be a bool mask of {self.rows} rows")

@@ -38,9 +38,9 @@ _SPARSE_MASK = 8
 # may skip its postings (see _maxscore).
 _COMMON_TERM = 20
 # MaxScore is tried only when the common terms' postings number at least this share of
-# the segment's rows. Below it, scoring them in bulk costs less than the attempt: at
-# 100k rows a failed attempt costs ~0.1 ms, and a success saves no more than that
-# until the common postings approach the row count.
+# the segment's rows. Below it, scoring them in bulk costs less than the attempt: a
+# success saves no more than a failed attempt costs until the common postings
+# approach the row count (docs/benchmarks.md#why-the-query-path-is-built-this-way).
 _PRUNE_MIN_COMMON = 1.0
 # Scoring a candidate row by binary search in every posting list costs about as much,
 # per list, as scoring _LOOKUP_COST postings in bulk (numpy call overhead included).
@@ -75,7 +75,7 @@ def _merge(
     scores = np.concatenate([s for _, _, s in hits])
     order = np.lexsort((rows, seg_ix, -scores))[:k]
     top_seg, top_rows = seg_ix[order], rows[order]
-    # Each segment's ids in one call: per-row reads cost ~1 us each, 50 per retriever.
+    # Each segment's ids in one call: per-row reads add up, 50 per retriever.
     ids = [""] * len(order)
     for s in np.unique(top_seg).tolist():
         at = np.flatnonzero(top_seg == s)
@@ -128,10 +128,10 @@ def lexical_top_k(
 
     hits = []
     for seg_ix, (found, mask, norm) in enumerate(zip(postings, masks, norms, strict=True)):
-        terms = {t: p for t, p in found.items() if t in weight}
-        if not terms:
+        weighted = {t: p for t, p in found.items() if t in weight}
+        if not weighted:
             continue
-        scored = _lexical_segment(terms, weight, mask, norm, k, params.k1)
+        scored = _lexical_segment(weighted, weight, mask, norm, k, params.k1)
         if scored is None:
             continue
         cand, scores = scored
@@ -353,8 +353,8 @@ def dense_top_k(
 QUANTIZED_MIN_ROWS = 32_768
 # First-pass candidates rescored before the bound is applied: k and a quarter, at
 # least 64. The int8 order is nearly the exact one, so more candidates only cost
-# reads: at k=50 on the 100k benchmark, 200 candidates meant 200 rows read per
-# query, 64 candidates 72 rows (the bound adds the few it must), 0.35 ms less.
+# reads; the bound still adds every row that could beat the k-th
+# (docs/benchmarks.md#why-the-query-path-is-built-this-way).
 _MIN_CANDIDATES = 64
 # Counts first passes abandoned because a rescored row broke the error bound (never
 # seen; kept so a test or an operator can tell).

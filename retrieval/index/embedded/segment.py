@@ -433,8 +433,7 @@ def merge_segments(parts: Sequence[tuple[Segment, np.ndarray, AclTable]]) -> Seg
         vectors.append(np.asarray(seg.vectors)[keep])
         doc_len.append(seg.doc_len[keep])
         modified.append(np.asarray(seg.modified)[keep])
-        for row in keep:
-            row = int(row)
+        for row in keep.tolist():
             ids.append(seg.ids.get(row))
             meta.append(seg.meta.get(row))
             d = int(seg.row_doc[row])

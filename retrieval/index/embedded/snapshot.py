@@ -19,6 +19,7 @@ import numpy as np
 from core.acl import Principal
 from retrieval.index.base import MIXED, DocumentState, IndexCorruptError
 from retrieval.index.embedded.acl_table import AclTable
+from retrieval.index.embedded.bm25 import idf_okapi_raw, length_norm
 from retrieval.index.embedded.files import load_npy
 from retrieval.index.embedded.manifest import Manifest, SegmentEntry
 from retrieval.index.embedded.segment import Segment, to_epoch
@@ -166,8 +167,6 @@ class Snapshot:
         key = (k1, b)
         norms = self._length_norms.get(key)
         if norms is None:
-            from retrieval.index.embedded.bm25 import length_norm
-
             avgdl = self.avgdl or 1.0
             norms = [length_norm(v.segment.doc_len, avgdl, k1, b) for v in self.views]
             with self._lock:
@@ -189,8 +188,6 @@ class Snapshot:
     def okapi_average_idf(self) -> float:
         """Mean raw okapi idf over every term with a live occurrence (see ``bm25.py``)."""
         if self._okapi_average_idf is None:
-            from retrieval.index.embedded.bm25 import idf_okapi_raw
-
             df: dict[str, int] = {}
             for view in self.views:
                 seg = view.segment

@@ -2,16 +2,16 @@
 
 A query's dense scan is one matrix-vector product: memory-bound, so a second
 thread gains little on an idle machine and loses badly on a busy one. Measured
-on the project's shared 2-core machines: numpy's float32 scan of 100k rows took
-p50 24 / p95 100 ms with OpenBLAS's default two threads against 16 / 56 ms on
-one; torch's int8 kernel on 1M rows p50 95 / p95 125 ms on two threads against
-80 / 85 ms on one. A server gets its parallelism from concurrent queries instead;
-a query alone on a quiet machine splits its int8 pass in two halves, each on one
-thread, the second on an idle helper (:mod:`retrieval.parallel`): explicit
-threads that never spin, used only while a core is free.
+on the project's shared 2-core machines, numpy's float32 scan and torch's int8
+kernel were both faster on one thread than on two
+(docs/benchmarks.md#measured-alternatives-dense-first-pass). A server gets its
+parallelism from concurrent queries instead; a query alone on a quiet machine
+splits its int8 pass in two halves, each on one thread, the second on an idle
+helper (:mod:`retrieval.parallel`): explicit threads that never spin, used only
+while a core is free.
 
 BLAS threads are limited through ``threadpoolctl`` when it is installed (a
-scoped limit costs ~10 us); without it BLAS keeps its default.
+scoped limit is cheap); without it BLAS keeps its default.
 """
 
 from __future__ import annotations

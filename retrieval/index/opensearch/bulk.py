@@ -5,7 +5,8 @@ when the cluster pushes back.
   item's status is checked and a refused item is reported, never dropped.
 * **Retry with backoff.** Items refused with 429 (queue full) or 502/503/504, and
   whole requests that fail the same way or cannot connect, are retried with
-  exponential backoff and jitter, up to ``max_retries`` times.
+  exponential backoff and jitter, up to ``max_retries`` times
+  (:class:`core.retry.RetryBudget`, the policy the connectors use too).
 * **Backpressure.** Requests are sent one at a time and the action iterable is
   consumed lazily, so a producer can never run ahead of the cluster; on a 429
   the chunk size halves (down to ``min_actions``) and grows back by a quarter
@@ -30,6 +31,7 @@ from typing import Any, Literal
 
 from opensearchpy import exceptions as os_errors
 
+from core.retry import RetryBudget, RetryPolicy
 from retrieval.index.opensearch.errors import BulkWriteError, ItemFailure
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,12 @@ class BulkPolicy:
             raise ValueError(f"max_bytes must be >= 1024, got {self.max_bytes}")
         if self.max_retries < 0 or self.initial_backoff_s < 0 or self.max_backoff_s < 0:
             raise ValueError("retries and backoff times must be >= 0")
+
+    def retry_policy(self) -> RetryPolicy:
+        """``max_retries`` retries per chunk, however long they take."""
+        return RetryPolicy.attempts_only(
+            self.max_retries, self.initial_backoff_s, self.max_backoff_s
+        )
 
 
 @dataclass(frozen=True)
@@ -172,17 +180,13 @@ class BulkWriter:
 
     # -- sending
 
-    def _backoff(self, attempt: int) -> float:
-        base = min(self.policy.max_backoff_s, self.policy.initial_backoff_s * (2**attempt))
-        return base * (0.5 + 0.5 * self._jitter())
-
     def _throttled(self, report: BulkReport) -> None:
         report.throttled += 1
         self._chunk_size = max(self.policy.min_actions, self._chunk_size // 2)
 
     def _send_with_retries(self, chunk: list[tuple[BulkAction, str]], report: BulkReport) -> None:
         pending = chunk
-        attempt = 0
+        budget = RetryBudget(self.policy.retry_policy(), self._jitter)
         while pending:
             try:
                 items = self._send(pending, report)
@@ -192,24 +196,23 @@ class BulkWriter:
                     self._send_with_retries(pending[:half], report)
                     pending = pending[half:]
                     continue
-                if not _is_transient(exc) or attempt >= self.policy.max_retries:
+                if not _is_transient(exc) or not budget.can_retry():
                     raise
                 if exc.status_code == 429:
                     self._throttled(report)
-                delay = self._backoff(attempt)
+                delay = budget.after_failure(spent_s=0.0).delay_s
                 log.warning("bulk request failed (%s); retrying in %.1f s", exc, delay)
                 self._sleep(delay)
-                attempt += 1
                 continue
             retry: list[tuple[BulkAction, str]] = []
             saw_429 = False
             for (action, lines), item in zip(pending, items, strict=True):
-                result = item.get(action.op) or next(iter(item.values()), {})
+                result: dict[str, Any] = item.get(action.op) or next(iter(item.values()), {})
                 status = int(result.get("status", 500))
                 if status < 300:
                     report.succeeded += 1
                     continue
-                if status in TRANSIENT_STATUSES and attempt < self.policy.max_retries:
+                if status in TRANSIENT_STATUSES and budget.can_retry():
                     saw_429 = saw_429 or status == 429
                     retry.append((action, lines))
                     continue
@@ -234,10 +237,9 @@ class BulkWriter:
             if saw_429:
                 self._throttled(report)
             report.retried_items += len(retry)
-            delay = self._backoff(attempt)
+            delay = budget.after_failure(spent_s=0.0).delay_s
             log.warning("%d bulk items refused transiently; retrying in %.1f s", len(retry), delay)
             self._sleep(delay)
-            attempt += 1
             pending = retry
 
     def _send(self, chunk: list[tuple[BulkAction, str]], report: BulkReport) -> list[dict]:

@@ -63,7 +63,7 @@ def default_aws_credentials() -> Any:
     except ImportError as exc:
         raise OpenSearchUnavailableError(
             "index.auth.aws_region is set, which signs requests with AWS SigV4: install "
-            "botocore (`pip install botocore`)"
+            "botocore (`pip install 'trove[aws]'`)"
         ) from exc
     credentials = botocore.session.get_session().get_credentials()
     if credentials is None:
@@ -106,7 +106,7 @@ def client_options(
         options["client_cert"] = str(config.client_cert)
     if config.client_key is not None:
         options["client_key"] = str(config.client_key)
-    if basic:
+    if auth.username is not None and auth.password is not None:  # basic, checked above
         options["http_auth"] = (auth.username, auth.password.get_secret_value())
     elif auth.aws_region:
         options["http_auth"] = Urllib3AWSV4SignerAuth(

@@ -1,13 +1,13 @@
-"""Errors of the OpenSearch backend, all under the index's own ``IndexError_``."""
+"""Errors of the OpenSearch backend, all under the index's own ``IndexBackendError``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from retrieval.index.base import IndexError_
+from retrieval.index.errors import IndexBackendError
 
 
-class OpenSearchUnavailableError(IndexError_):
+class OpenSearchUnavailableError(IndexBackendError):
     """The cluster cannot be reached, rejects our credentials or is unhealthy."""
 
 
@@ -15,7 +15,7 @@ class OpenSearchVersionError(OpenSearchUnavailableError):
     """The cluster answers but is too old (or not OpenSearch) for what Trove needs."""
 
 
-class RebuildError(IndexError_):
+class RebuildError(IndexBackendError):
     """A blue/green rebuild stopped before swapping the alias; the old index still serves."""
 
 
@@ -33,7 +33,7 @@ class ItemFailure:
         return f"{self.op} {self.id!r}: {self.status} {self.error_type}: {self.reason}"
 
 
-class BulkWriteError(IndexError_):
+class BulkWriteError(IndexBackendError):
     """Some bulk items failed: a bulk response is HTTP 200 even when items fail."""
 
     def __init__(self, message: str, failures: list[ItemFailure]):

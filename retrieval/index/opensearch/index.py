@@ -34,7 +34,7 @@ from core.acl import Acl, Principal
 from retrieval.index.base import (
     ChunkRecord,
     DocumentState,
-    IndexError_,
+    IndexBackendError,
     IndexGeneration,
     IndexNotFoundError,
     IndexStats,
@@ -136,7 +136,7 @@ class OpenSearchIndex:
             is known, else at the first upsert) when the alias does not exist.
         :raises OpenSearchUnavailableError: unreachable, refused or too old (the message says).
         :raises IndexNotFoundError: no alias yet and ``create`` is false.
-        :raises IndexError_: the existing index holds vectors of other dimensions.
+        :raises IndexBackendError: the existing index holds vectors of other dimensions.
         """
         if dimensions is not None and dimensions < 1:
             raise ValueError(f"dimensions must be >= 1, got {dimensions}")
@@ -166,13 +166,13 @@ class OpenSearchIndex:
         if targets:
             existing = mapping_dimensions(self.client, targets[0])
             if dimensions is not None and existing != dimensions:
-                raise IndexError_(
+                raise IndexBackendError(
                     f"the OpenSearch index {targets[0]} holds {existing}-dimensional vectors, "
                     f"the caller uses {dimensions}; run `trove index rebuild` after changing "
                     "the embedding model, or use a new index_prefix"
                 )
             self._dimensions, self._exists = existing, True
-            self._add_missing_fields(targets[0])
+            self._add_missing_fields(targets[0], existing)
             return
         if not create:
             raise IndexNotFoundError(
@@ -182,14 +182,14 @@ class OpenSearchIndex:
         if dimensions is not None:
             self._create(dimensions)
 
-    def _add_missing_fields(self, physical: str) -> None:
+    def _add_missing_fields(self, physical: str, dimensions: int) -> None:
         """Add the fields the mapping gained since the index was created (additive)."""
         mapping = self.client.indices.get_mapping(index=physical)
         have = next(iter(mapping.values()))["mappings"].get("properties", {})
-        wanted = self.layout.body(self._dimensions)["mappings"]["properties"]
+        wanted = self.layout.body(dimensions)["mappings"]["properties"]
         conflicts = queries.mapping_conflicts(have, wanted)
         if conflicts:
-            raise IndexError_(
+            raise IndexBackendError(
                 f"the OpenSearch index {physical} (behind alias {self.alias!r}) has a mapping "
                 f"Trove cannot use: {'; '.join(conflicts)}. Use a new index_prefix, or delete "
                 "the index and run `trove ingest` again"
@@ -202,7 +202,7 @@ class OpenSearchIndex:
         name = create_first_index(self.client, self.layout, dimensions)
         self._dimensions = mapping_dimensions(self.client, name)
         if self._dimensions != dimensions:
-            raise IndexError_(
+            raise IndexBackendError(
                 f"the OpenSearch index {name} holds {self._dimensions}-dimensional vectors, "
                 f"the caller uses {dimensions}"
             )
@@ -226,7 +226,7 @@ class OpenSearchIndex:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise IndexError_(f"the OpenSearch index {self.alias!r} is closed")
+            raise IndexBackendError(f"the OpenSearch index {self.alias!r} is closed")
 
     # ------------------------------------------------------------------ searching
 
@@ -536,11 +536,13 @@ class OpenSearchIndex:
                 index=self.alias, body=body, params={"conflicts": "proceed", "refresh": "true"}
             )
             if response.get("failures"):
-                raise IndexError_(f"{what}: delete-by-query failed: {response['failures'][:3]}")
+                raise IndexBackendError(
+                    f"{what}: delete-by-query failed: {response['failures'][:3]}"
+                )
             deleted += int(response.get("deleted", 0))
             if not response.get("version_conflicts"):
                 return deleted
-        raise IndexError_(
+        raise IndexBackendError(
             f"{what}: documents kept changing during delete-by-query "
             f"({response.get('version_conflicts')} version conflicts after {_DBQ_ATTEMPTS} tries)"
         )

@@ -32,7 +32,7 @@ from typing import Any
 from opensearchpy import OpenSearch, helpers
 from opensearchpy import exceptions as os_errors
 
-from retrieval.index.base import IndexError_, IndexGeneration
+from retrieval.index.base import IndexBackendError, IndexGeneration
 from retrieval.index.opensearch import queries
 from retrieval.index.opensearch.bulk import BulkAction, BulkPolicy, BulkWriter
 from retrieval.index.opensearch.documents import VECTOR_FIELD
@@ -79,7 +79,7 @@ def mapping_dimensions(client: OpenSearch, index: str) -> int:
     props = next(iter(mapping.values()))["mappings"].get("properties", {})
     vector = props.get(VECTOR_FIELD)
     if not vector or "dimension" not in vector:
-        raise IndexError_(f"index {index} has no {VECTOR_FIELD!r} knn_vector field")
+        raise IndexBackendError(f"index {index} has no {VECTOR_FIELD!r} knn_vector field")
     return int(vector["dimension"])
 
 

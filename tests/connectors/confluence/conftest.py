@@ -51,7 +51,8 @@ def connector_for(fake: FakeConfluence, sleeps: list[float]) -> Iterator[Connect
     def build(source_overrides: dict[str, Any] | None = None, **block: Any) -> ConfluenceConnector:
         entry = make_source_config(fake, "wiki", **{"spaces": ["ENG", "OPS"], **block})
         entry.update(source_overrides or {})
-        connector = ConfluenceConnector(SourceConfig.model_validate(entry), sleep=sleeps.append)
+        config = SourceConfig.model_validate(entry)
+        connector = ConfluenceConnector(config.scope(), config.confluence, sleep=sleeps.append)
         built.append(connector)
         return connector
 

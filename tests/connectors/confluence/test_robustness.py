@@ -118,7 +118,7 @@ def test_missing_token_is_a_clear_error(
     monkeypatch.delenv(TOKEN_ENV)
     config = SourceConfig.model_validate(make_source_config(fake, "wiki"))
     with pytest.raises(ConnectorError, match=TOKEN_ENV):
-        ConfluenceConnector(config)
+        ConfluenceConnector(config.scope(), config.connector_settings)
 
 
 def test_token_from_a_file(
@@ -127,7 +127,8 @@ def test_token_from_a_file(
     monkeypatch.delenv(TOKEN_ENV)
     entry = make_source_config(fake, "wiki", token_file=tmp_path / "secrets" / "confluence")
     assert entry["confluence"]["api_token"] == {"file": str(tmp_path / "secrets" / "confluence")}
-    connector = ConfluenceConnector(SourceConfig.model_validate(entry), sleep=lambda _: None)
+    config = SourceConfig.model_validate(entry)
+    connector = ConfluenceConnector(config.scope(), config.confluence, sleep=lambda _: None)
     try:
         assert len(list(connector.list_ids())) == 7  # every global space: SANDBOX too
     finally:
@@ -137,7 +138,7 @@ def test_token_from_a_file(
 def test_wrong_source_type_is_refused(tmp_path: Path) -> None:
     config = SourceConfig(name="files", path=tmp_path)
     with pytest.raises(ValueError, match="confluence"):
-        ConfluenceConnector(config)
+        ConfluenceConnector(config.scope(), config.connector_settings)
 
 
 def test_a_long_retry_after_is_waited_in_full_and_an_exhausted_budget_is_said(

@@ -48,7 +48,8 @@ def s3_connector(s3_source):
     made: list[S3Connector] = []
 
     def build(**overrides: Any) -> S3Connector:
-        connector = S3Connector(s3_source(**overrides))
+        source = s3_source(**overrides)
+        connector = S3Connector(source.scope(), source.s3)
         made.append(connector)
         return connector
 

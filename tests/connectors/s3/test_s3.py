@@ -223,7 +223,7 @@ def test_acl_rules_from_the_source_config_decide(fake_s3, s3_source):
     fake_s3.seed()
     source = s3_source()
     policy = AclPolicy.from_config(source.acl)
-    connector = S3Connector(source)
+    connector = S3Connector(source.scope(), source.s3)
     try:
         docs = listed(run(connector))
     finally:
@@ -258,7 +258,7 @@ def test_keys_from_env_and_file_and_never_in_messages(fake_s3, s3_source, tmp_pa
     source = s3_source(
         access_key_id={"env": "TEST_S3_KEY_ID"}, secret_access_key={"file": str(secret_file)}
     )
-    connector = S3Connector(source)
+    connector = S3Connector(source.scope(), source.s3)
     # s3:ListBucket is enough to list (the keys were read: moto checks them now) ...
     docs = listed(run(connector))
     assert len(docs) == 4
@@ -271,7 +271,7 @@ def test_keys_from_env_and_file_and_never_in_messages(fake_s3, s3_source, tmp_pa
     connector.close()
 
     monkeypatch.setenv("TEST_S3_KEY_ID", "AKIAWRONGWRONGWRONG1")
-    wrong = S3Connector(source)
+    wrong = S3Connector(source.scope(), source.s3)
     with pytest.raises(SourceAuthError) as info:
         run(wrong)
     text = f"{info.value} {info.value.__cause__}"
@@ -288,11 +288,10 @@ def test_listing_needs_list_bucket_as_aws_documents_it(fake_s3, s3_source, monke
     monkeypatch.setenv("TEST_S3_KEY_ID", key_id)
     monkeypatch.setenv("TEST_S3_SECRET", secret)
     fake_s3.enable_auth()
-    connector = S3Connector(
-        s3_source(
-            access_key_id={"env": "TEST_S3_KEY_ID"}, secret_access_key={"env": "TEST_S3_SECRET"}
-        )
+    source = s3_source(
+        access_key_id={"env": "TEST_S3_KEY_ID"}, secret_access_key={"env": "TEST_S3_SECRET"}
     )
+    connector = S3Connector(source.scope(), source.s3)
     with pytest.raises(SourceAuthError) as info:
         run(connector)
     assert "AccessDenied" in str(info.value) and "s3:ListBucket" in str(info.value)
@@ -303,7 +302,7 @@ def test_a_missing_secret_names_where_it_was_looked_for(s3_source, monkeypatch):
     monkeypatch.delenv("TEST_S3_UNSET", raising=False)
     source = s3_source(access_key_id={"env": "TEST_S3_UNSET"})
     with pytest.raises(ConnectorError, match="TEST_S3_UNSET"):
-        S3Connector(source)
+        S3Connector(source.scope(), source.s3)
 
 
 def test_an_unreachable_endpoint_is_source_unavailable(s3_connector):

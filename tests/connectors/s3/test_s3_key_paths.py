@@ -10,7 +10,6 @@ from __future__ import annotations
 from connectors.s3.connector import S3Connector
 from core.acl import Principal
 from pipelines.config import SourceConfig
-from pipelines.secure import AclPolicy
 from tests.connectors.s3.fake import FakeS3, make_source_config
 
 ODD_HR_KEYS = ["hr/./salaries.md", "public/../hr/bonus.md", "hr//pay.md", "/hr/leading.md"]
@@ -31,7 +30,7 @@ def test_dot_segments_match_no_default_glob_and_slashes_are_held_to_the_hr_rule(
     b = fake_s3.bucket
     # `**` never matches a `.` or `..` segment: such keys are only listed when named.
     assert sorted(docs) == [f"{b}//hr/leading.md", f"{b}/hr//pay.md", f"{b}/public/handbook.md"]
-    policy = AclPolicy.from_config(connector.config.acl)
+    policy = connector.scope.acl
     for path in (f"{b}//hr/leading.md", f"{b}/hr//pay.md"):
         acl = policy.acl_for(docs[path])
         assert acl.permits(HR) and not acl.permits(STAFF), path
@@ -46,13 +45,14 @@ def test_keys_with_dot_segments_named_by_include_are_held_to_every_folder(
     data = make_source_config(fake_s3, "archive", tmp_path)
     data["acl"]["default"] = {"allow_groups": ["staff"]}
     data["include"] = ["**/*", f"{b}/*/../**", f"{b}/hr/./*"]
-    connector = S3Connector(SourceConfig.model_validate(data))
+    source = SourceConfig.model_validate(data)
+    connector = S3Connector(source.scope(), source.s3)
     try:
         docs = listing(connector)
     finally:
         connector.close()
     assert len(docs) == len(ODD_HR_KEYS)
-    policy = AclPolicy.from_config(connector.config.acl)
+    policy = connector.scope.acl
     for path, doc in docs.items():
         # As written no rule matches a `.`/`..` segment (default: staff); as the
         # place it names it is under hr/: only who both allow, never all staff.

@@ -58,7 +58,8 @@ def make_connector(
 
     def build(name: str = "sp", **overrides: Any) -> SharePointConnector:
         block = make_source_config(fake, name, tmp_path, **overrides)
-        connector = SharePointConnector(SourceConfig.model_validate(block), sleep=sleeps.append)
+        config = SourceConfig.model_validate(block)
+        connector = SharePointConnector(config.scope(), config.sharepoint, sleep=sleeps.append)
         made.append(connector)
         return connector
 

@@ -132,7 +132,8 @@ def test_the_connector_uses_msal_when_no_token_url_is_set(fake, tmp_path, monkey
     del block["sharepoint"]["token_url"]
     block["sharepoint"]["client_secret"] = {"env": "SP_TEST_SECRET"}
 
-    connector = SharePointConnector(SourceConfig.model_validate(block), sleep=lambda s: None)
+    config = SourceConfig.model_validate(block)
+    connector = SharePointConnector(config.scope(), config.sharepoint, sleep=lambda s: None)
     docs = [d for b in connector.changes(None) for d in b.documents]
 
     assert len(docs) == 4
@@ -182,7 +183,8 @@ def test_a_trove_yaml_source_reaches_the_fake_without_code_injection(fake, tmp_p
     (tmp_path / "trove.yaml").write_text(yaml.safe_dump({"sources": [source]}))
 
     settings = load_settings(tmp_path / "trove.yaml")
-    connector = SharePointConnector(settings.source("sharepoint-eng"))
+    source = settings.source("sharepoint-eng")
+    connector = SharePointConnector(source.scope(), source.sharepoint)
     try:
         docs = [d for b in connector.changes(None) for d in b.documents]
     finally:

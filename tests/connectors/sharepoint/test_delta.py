@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -214,7 +215,8 @@ def test_a_failure_mid_run_resumes_from_the_last_next_link(fake, make_connector)
 
 def test_excluded_paths_are_skipped_and_moves_into_them_reported_deleted(fake, make_connector):
     connector = make_connector()
-    connector.config.exclude.append("**/Restricted/**")
+    scope = connector.scope
+    connector.scope = dataclasses.replace(scope, exclude=(*scope.exclude, "**/Restricted/**"))
     batches = run(connector)
     assert "Documents/Restricted/salaries.txt" not in {d.path for d in docs_of(batches).values()}
     fake.rename_file(fake.ids["api"], "api.txt", new_folder="Restricted")

@@ -93,7 +93,8 @@ def test_throttling_past_the_budget_fails_the_run_with_a_clear_error(fake, make_
 def test_secrets_and_tokens_never_reach_logs_or_errors(fake, tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
     block = make_source_config(fake, "sp", tmp_path, retry={"max_attempts": 2})
-    connector = SharePointConnector(SourceConfig.model_validate(block), sleep=lambda s: None)
+    config = SourceConfig.model_validate(block)
+    connector = SharePointConnector(config.scope(), config.sharepoint, sleep=lambda s: None)
     fake.throttle_next(1, "1")
     list(connector.changes(None))
     connector.fetch(document_id("sp", fake.ids["drive"], fake.ids["design"]))
@@ -104,15 +105,16 @@ def test_secrets_and_tokens_never_reach_logs_or_errors(fake, tmp_path, caplog):
     # A wrong secret: Entra's refusal is reported, the secret is not.
     (tmp_path / "wrong").write_text("Wr0ng-Secret-Value~xyz")
     block["sharepoint"]["client_secret"] = {"file": str(tmp_path / "wrong")}
-    bad = SharePointConnector(SourceConfig.model_validate(block), sleep=lambda s: None)
+    config = SourceConfig.model_validate(block)
+    bad = SharePointConnector(config.scope(), config.sharepoint, sleep=lambda s: None)
     with pytest.raises(SourceAuthError) as refused:
         list(bad.changes(None))
     assert "invalid_client" in str(refused.value) and "AADSTS7000215" in str(refused.value)
 
     # A token Graph does not accept: a 401 names the URL, not the token.
+    config = SourceConfig.model_validate(make_source_config(fake, "sp", tmp_path))
     stale = SharePointConnector(
-        SourceConfig.model_validate(make_source_config(fake, "sp", tmp_path)),
-        token_provider=lambda scope: "stale-token-value",
+        config.scope(), config.sharepoint, token_provider=lambda scope: "stale-token-value"
     )
     with pytest.raises(SourceAuthError) as unauthorised:
         list(stale.changes(None))

@@ -48,7 +48,8 @@ def _connector(
     if trust:
         settings["authority_ca_bundle"] = str(entra.ca_bundle)
     settings.update(block)
-    return SharePointConnector(SourceConfig.model_validate(source), sleep=lambda _: None)
+    config = SourceConfig.model_validate(source)
+    return SharePointConnector(config.scope(), config.sharepoint, sleep=lambda _: None)
 
 
 def _certificate(tmp_path: Path, name: str) -> tuple[Path, bytes]:

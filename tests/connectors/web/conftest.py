@@ -45,7 +45,8 @@ def web_connector(fake_web: FakeWeb, sleeps: Sleeps):
         top = {k: web.pop(k) for k in ("include", "exclude", "limits", "acl") if k in web}
         data = source or make_source_config(fake_web, "site", **web)
         data.update(top)
-        connector = WebConnector(SourceConfig.model_validate(data), sleep=sleeps)
+        config = SourceConfig.model_validate(data)
+        connector = WebConnector(config.scope(), config.web, sleep=sleeps)
         made.append(connector)
         return connector
 

@@ -12,8 +12,8 @@ from connectors.errors import ConnectorError
 from connectors.web.connector import CrawlIncomplete, PageGone, PageNotIndexable, WebConnector
 from connectors.web.guard import BlockedAddress
 from core.acl import Principal
+from core.acl_policy import AclPolicy
 from pipelines.config import SourceConfig
-from pipelines.secure import AclPolicy
 from tests.connectors.web.fake import FakeWeb, html_page, make_source_config
 
 

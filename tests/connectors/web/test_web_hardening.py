@@ -19,8 +19,8 @@ from connectors.web.state import PageState, dump_state
 from connectors.web.urls import normalise, path_of
 from core.acl import Acl, AclLayer, Principal
 from core.acl_config import SourceAclConfig
+from core.acl_policy import AclPolicy
 from pipelines.config import SourceConfig
-from pipelines.secure import AclPolicy
 from tests.connectors.web.fake import make_source_config
 
 RULES = [
@@ -369,7 +369,7 @@ def test_a_callers_client_cannot_bypass_pinning(fake_web):
         make_source_config(fake_web, "site", allow_private_addresses=False)
     )
     with pytest.raises(ValueError, match="pinned"):
-        WebConnector(source, http=httpx.Client())
+        WebConnector(source.scope(), source.web, http=httpx.Client())
 
 
 def test_case_insensitive_sources_need_lower_case_globs(fake_web, web_connector):

@@ -14,8 +14,8 @@ import pytest
 from connectors.web.guard import AddressGuard, BlockedAddress, is_public
 from connectors.web.urls import normalise
 from core.acl import Acl, Principal
+from core.acl_policy import AclPolicy
 from pipelines.config import SourceConfig
-from pipelines.secure import AclPolicy
 from tests.connectors.web.fake import make_source_config
 
 BOARD_ONLY = [{"match": "/internal/**", "allow_groups": ["board"]}]

@@ -28,7 +28,7 @@ def app(workdir, service):
     settings = make_settings(
         workdir, rate_limit_per_minute=100_000, unauthenticated_rate_limit_per_minute=100_000
     )
-    return create_app(settings, service=service)
+    return create_app(settings.api, service)
 
 
 @pytest.fixture(scope="module")

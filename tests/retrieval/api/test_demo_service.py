@@ -16,11 +16,11 @@ from retrieval.api.loadtest import LoadTestError, Probe, run_load_test
 from retrieval.auth import mint_token
 from retrieval.client import TroveClient
 from retrieval.evaluate import load_queries
-from retrieval.service import RetrievalService
 from tests.retrieval.api.helpers import live_server
 from trove import demo
 from trove.config import load_settings
 from trove.ingest import run_ingest
+from trove.wiring import build_retrieval_service
 
 pytestmark = pytest.mark.model
 
@@ -38,8 +38,8 @@ def deployment(tmp_path_factory):
         )
     run_ingest(config)
     settings = load_settings(config)
-    service = RetrievalService.from_settings(settings)
-    with live_server(create_app(settings, service=service)) as server:
+    service = build_retrieval_service(settings)
+    with live_server(create_app(settings.api, service)) as server:
         yield server.url, service, config
     service.close()
 

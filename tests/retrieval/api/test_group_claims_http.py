@@ -48,7 +48,7 @@ def client(tmp_path):
     service = make_service(
         tmp_path, index=build_index(tmp_path / "index", docs), identity=directory
     )
-    yield TestClient(create_app(make_settings(tmp_path), service=service))
+    yield TestClient(create_app(make_settings(tmp_path).api, service))
     service.close()
 
 

@@ -21,7 +21,7 @@ def test_not_ready_when_the_index_is_closed(tmp_path):
     from tests.retrieval.api.helpers import make_service, make_settings
 
     service = make_service(tmp_path)
-    app = create_app(make_settings(tmp_path), service=service)
+    app = create_app(make_settings(tmp_path).api, service)
     service.index.close()
     client = TestClient(app, raise_server_exceptions=False)
     if True:
@@ -45,7 +45,7 @@ def test_an_unwritable_audit_log_is_a_503_that_names_no_file(tmp_path):
     from tests.retrieval.api.helpers import make_service, make_settings
 
     service = make_service(tmp_path)
-    app = create_app(make_settings(tmp_path), service=service)
+    app = create_app(make_settings(tmp_path).api, service)
     service.audit.close()
     service.audit = AuditLog(Path("/dev/full"))  # a full disk: every write fails
     client = TestClient(app, raise_server_exceptions=False)

@@ -39,7 +39,7 @@ def operations(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("schemathesis")
     limits = {"rate_limit_per_minute": 1_000_000, "unauthenticated_rate_limit_per_minute": 10**6}
     service = make_service(tmp, audit_log=None, **limits)
-    app = create_app(make_settings(tmp, audit_log=None, **limits), service=service)
+    app = create_app(make_settings(tmp, audit_log=None, **limits).api, service)
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     ops = {(op.ok().method.upper(), op.ok().path): op.ok() for op in schema.get_all_operations()}
     yield ops

@@ -129,7 +129,7 @@ def test_body_size_limit_is_413(http):
 
 def test_rate_limit_per_principal(tmp_path):
     service = make_service(tmp_path, rate_limit_per_minute=3)
-    app = create_app(make_settings(tmp_path, rate_limit_per_minute=3), service=service)
+    app = create_app(make_settings(tmp_path, rate_limit_per_minute=3).api, service)
     try:
         with live_server(app) as srv, httpx.Client(base_url=srv.url) as client:
             bob = auth(token("bob", ("staff",)))

@@ -69,14 +69,14 @@ def test_per_worker_limits_never_exceed_the_configured_ones(tmp_path, workers):
     settings: Settings = make_settings(
         tmp_path, rate_limit_per_minute=100, unauthenticated_rate_limit_per_minute=10
     )
-    split = per_worker_limits(settings, workers)
-    assert split.api.rate_limit_per_minute * workers >= 100  # a spread caller gets its due
-    assert split.api.rate_limit_per_minute * workers < 100 + workers  # and no more
-    assert split.api.unauthenticated_rate_limit_per_minute * workers < 10 + workers
-    assert split.api.unauthenticated_rate_limit_per_minute >= 1
+    split = per_worker_limits(settings.api, workers)
+    assert split.rate_limit_per_minute * workers >= 100  # a spread caller gets its due
+    assert split.rate_limit_per_minute * workers < 100 + workers  # and no more
+    assert split.unauthenticated_rate_limit_per_minute * workers < 10 + workers
+    assert split.unauthenticated_rate_limit_per_minute >= 1
     assert settings.api.rate_limit_per_minute == 100  # the original is left alone
     # One search per core across all workers (one worker: the service's own default).
-    slots = split.api.max_concurrent_searches or (os.cpu_count() or 1)
+    slots = split.max_concurrent_searches or (os.cpu_count() or 1)
     assert slots >= 1 and (slots - 1) * workers < (os.cpu_count() or 1)
 
 

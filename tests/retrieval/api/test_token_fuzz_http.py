@@ -35,7 +35,7 @@ def service(tmp_path_factory):
 @pytest.fixture(scope="module")
 def api(service, tmp_path_factory):
     settings_ = make_settings(tmp_path_factory.mktemp("fuzz-app"), **UNLIMITED)
-    return TestClient(create_app(settings_, service=service), raise_server_exceptions=False)
+    return TestClient(create_app(settings_.api, service), raise_server_exceptions=False)
 
 
 @pytest.fixture(scope="module")

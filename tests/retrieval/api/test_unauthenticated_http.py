@@ -34,7 +34,7 @@ def limited(tmp_path):
     """An app allowing 5 failed authentications per address per minute."""
     service = make_service(tmp_path, rate_limit_per_minute=1_000)
     settings = make_settings(tmp_path, unauthenticated_rate_limit_per_minute=5)
-    app = create_app(settings, service=service)
+    app = create_app(settings.api, service)
     yield app, service
     service.close()
 
@@ -94,7 +94,7 @@ def test_the_audit_log_stays_bounded_under_a_flood_of_bad_tokens(tmp_path):
     service.audit.close()
     service.audit = AuditLog(tmp_path / "flood.jsonl", refusals_per_minute=10, clock=clock)
     app = create_app(
-        make_settings(tmp_path, unauthenticated_rate_limit_per_minute=100_000), service=service
+        make_settings(tmp_path, unauthenticated_rate_limit_per_minute=100_000).api, service
     )
     client = _client(app, "203.0.113.50")
     # Through HTTP, then the same path in bulk (service.authenticate is what each
@@ -119,7 +119,7 @@ def test_the_audit_log_stays_bounded_under_a_flood_of_bad_tokens(tmp_path):
 
 def test_the_per_principal_limit_counts_every_spelling_of_a_user_once(tmp_path):
     service = make_service(tmp_path, rate_limit_per_minute=3)
-    client = TestClient(create_app(make_settings(tmp_path), service=service))
+    client = TestClient(create_app(make_settings(tmp_path).api, service))
     try:
         statuses = [
             client.post("/v1/search", json=QUERY, headers=auth(token(user, ("staff",))))

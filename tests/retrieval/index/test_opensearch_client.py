@@ -12,7 +12,7 @@ from opensearchpy import Urllib3AWSV4SignerAuth
 from opensearchpy import exceptions as os_errors
 
 from core.acl import Principal
-from retrieval.index.base import IndexError_
+from retrieval.index.base import IndexBackendError
 from retrieval.index.config import IndexConfig, OpenSearchAuthConfig
 from retrieval.index.opensearch import queries as q
 from retrieval.index.opensearch.client import check_ready, client_options, parse_version
@@ -266,10 +266,10 @@ def test_delete_by_query_retries_version_conflicts_then_gives_up():
     assert calls[0] == {"conflicts": "proceed", "refresh": "true"}
 
     client.delete_by_query = lambda **kw: {"deleted": 0, "version_conflicts": 4, "failures": []}
-    with pytest.raises(IndexError_, match="4 version conflicts after 3 tries"):
+    with pytest.raises(IndexBackendError, match="4 version conflicts after 3 tries"):
         index._delete_by_query(q.docs_query(["d1"]), "deleting d1")
     client.delete_by_query = lambda **kw: {"failures": [{"cause": "shard down"}]}
-    with pytest.raises(IndexError_, match="shard down"):
+    with pytest.raises(IndexBackendError, match="shard down"):
         index._delete_by_query(q.docs_query(["d1"]), "deleting d1")
 
 

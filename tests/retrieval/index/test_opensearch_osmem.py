@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from core.acl import Acl, Principal
 from pipelines.store import StagingStore
-from retrieval.index.base import IndexError_, IndexNotFoundError, WriteBatch
+from retrieval.index.base import IndexBackendError, IndexNotFoundError, WriteBatch
 from retrieval.index.config import IndexConfig
 from retrieval.index.factory import open_index
 from retrieval.index.opensearch.bulk import BulkAction, BulkWriter
@@ -92,7 +92,7 @@ def test_versioned_index_behind_an_alias_with_the_app_mapping(index, node):
     assert props["chunk_text"]["analyzer"] == "trove_text"  # the embedded index's analysis
     settings = index.client.indices.get_settings(index=f"{index.alias}-v0001")
     assert settings[f"{index.alias}-v0001"]["settings"]["index"]["knn"] == "true"
-    with pytest.raises(IndexError_, match="16-dimensional vectors, the caller uses 17"):
+    with pytest.raises(IndexBackendError, match="16-dimensional vectors, the caller uses 17"):
         OpenSearchIndex.open(config_for(node), dimensions=DIM + 1)
     # The factory picks this backend from the config.
     reopened = open_index(config_for(node))

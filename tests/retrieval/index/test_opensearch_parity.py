@@ -20,8 +20,9 @@ from retrieval.index.config import IndexConfig
 from retrieval.index.opensearch.index import OpenSearchIndex
 from trove import demo
 from trove.bench import filtered_recall
-from trove.bench.backends import SETTINGS, TOLERANCE, compare_set, write_records
+from trove.bench.backends import SETTINGS, TOLERANCE, compare_set
 from trove.bench.opensearch_node import drop_prefix, index_config
+from trove.bench.query_opensearch import write_records
 from trove.ingest import run_ingest
 
 pytestmark = [pytest.mark.opensearch, pytest.mark.model]

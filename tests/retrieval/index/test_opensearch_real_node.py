@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from core.acl import Acl, Principal
-from retrieval.index.base import IndexError_, WriteBatch
+from retrieval.index.base import IndexBackendError, WriteBatch
 from retrieval.index.config import IndexConfig
 from retrieval.index.opensearch import queries
 from retrieval.index.opensearch.bulk import BulkAction, BulkPolicy, BulkWriter
@@ -125,7 +125,7 @@ def test_a_mapping_conflict_on_an_existing_index_names_the_field(opensearch_pref
     client.indices.create(index=f"{prefix}-chunks-v0001", body=body)
     client.indices.put_alias(index=f"{prefix}-chunks-v0001", name=f"{prefix}-chunks")
     with pytest.raises(
-        IndexError_, match=r"'acl_allow_users' is mapped as text, Trove needs keyword"
+        IndexBackendError, match=r"'acl_allow_users' is mapped as text, Trove needs keyword"
     ):
         OpenSearchIndex.open(config_for(url, prefix))
 
@@ -247,7 +247,7 @@ def test_the_node_down_before_ingest_is_a_clear_error():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with pytest.raises(IndexError_, match=rf"127\.0\.0\.1:{port}"):
+    with pytest.raises(IndexBackendError, match=rf"127\.0\.0\.1:{port}"):
         OpenSearchIndex.open(
             config_for(f"http://127.0.0.1:{port}", "down", timeout_s=2), create=True, dimensions=DIM
         )

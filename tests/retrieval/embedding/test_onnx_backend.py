@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval.embedding.embedder import Embedder, EmbeddingError, get_embedder, resolve_model_path
+from retrieval.embedding.base import EmbeddingError, resolve_model_path
+from retrieval.embedding.factory import get_embedder
 from retrieval.embedding.onnx_backend import (
     FORMAT_VERSION,
     QUERY_FILE,
@@ -26,6 +27,7 @@ from retrieval.embedding.onnx_backend import (
     build_onnx_model,
     default_cache_dir,
 )
+from retrieval.embedding.torch_backend import TorchEmbedder
 
 TEXTS = [
     "Annual leave can be carried over up to 240 hours into the next leave year.",
@@ -43,7 +45,7 @@ TEXTS = [
 def test_get_embedder_honours_the_backend(tmp_path):
     torch_emb = get_embedder("all-MiniLM-L6-v2", backend="torch")
     onnx_emb = get_embedder("all-MiniLM-L6-v2", backend="onnx-int8", cache_dir=tmp_path)
-    assert isinstance(torch_emb, Embedder)
+    assert isinstance(torch_emb, TorchEmbedder)
     assert isinstance(onnx_emb, OnnxEmbedder)
     assert onnx_emb.backend == "onnx-int8"
     assert get_embedder("all-MiniLM-L6-v2", backend="onnx-int8", cache_dir=tmp_path) is onnx_emb
@@ -53,7 +55,7 @@ def test_get_embedder_honours_the_backend(tmp_path):
 
 def test_model_ids_differ_between_backends_because_they_key_the_embedding_cache(tmp_path):
     ids = {
-        Embedder("all-MiniLM-L6-v2").model_id,
+        TorchEmbedder("all-MiniLM-L6-v2").model_id,
         OnnxEmbedder("all-MiniLM-L6-v2", quantize=True, cache_dir=tmp_path).model_id,
         OnnxEmbedder("all-MiniLM-L6-v2", quantize=False, cache_dir=tmp_path).model_id,
     }

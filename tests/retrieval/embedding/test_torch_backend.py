@@ -1,4 +1,5 @@
-"""Embedding: model resolution (no model needed) and the real MiniLM (marked `model`)."""
+"""The torch backend and the shared model helpers: resolution (no model needed), then the real
+MiniLM (marked `model`). The rules every backend keeps are in ``conformance.py``."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import retrieval.embedding.embedder as embed_module
-from retrieval.embedding.embedder import Embedder, EmbeddingError, get_embedder, resolve_model_path
+import retrieval.embedding.base as embed_base
+from retrieval.embedding.base import EmbeddingError, resolve_model_path
+from retrieval.embedding.factory import get_embedder
+from retrieval.embedding.torch_backend import TorchEmbedder
 
 # -- resolution (cheap) ------------------------------------------------------------
 
@@ -25,7 +28,7 @@ def test_minilm_names_resolve_to_the_packaged_copy(name):
 
 
 def test_minilm_name_passes_through_when_the_package_is_missing(monkeypatch):
-    monkeypatch.setattr(embed_module, "_packaged_minilm_path", lambda: None)
+    monkeypatch.setattr(embed_base, "_packaged_minilm_path", lambda: None)
     assert resolve_model_path("sentence-transformers/all-MiniLM-L6-v2") == (
         "sentence-transformers/all-MiniLM-L6-v2"
     )
@@ -48,22 +51,22 @@ def test_empty_model_name_is_rejected():
 
 
 def test_constructor_is_cheap_and_checks_batch_size():
-    emb = Embedder("all-MiniLM-L6-v2", batch_size=8)
+    emb = TorchEmbedder("all-MiniLM-L6-v2", batch_size=8)
     assert emb._model is None  # nothing loaded yet
     assert emb.texts_encoded == 0
     assert emb.model_id.startswith("sentence-transformers/all-MiniLM-L6-v2@")
     assert emb.model_id.endswith(resolve_model_path("all-MiniLM-L6-v2"))
     with pytest.raises(EmbeddingError, match="0"):
-        Embedder(batch_size=0)
+        TorchEmbedder(batch_size=0)
 
 
 def test_both_minilm_names_share_one_model_id():
     assert (
-        Embedder("all-MiniLM-L6-v2").model_id
-        == Embedder("sentence-transformers/all-MiniLM-L6-v2").model_id
+        TorchEmbedder("all-MiniLM-L6-v2").model_id
+        == TorchEmbedder("sentence-transformers/all-MiniLM-L6-v2").model_id
     )
-    other = Embedder("all-MiniLM-L6-v2").model_id
-    assert Embedder("/nonexistent/other-model").model_id != other
+    other = TorchEmbedder("all-MiniLM-L6-v2").model_id
+    assert TorchEmbedder("/nonexistent/other-model").model_id != other
 
 
 def test_get_embedder_caches_per_configuration_without_loading():
@@ -77,13 +80,13 @@ def test_get_embedder_caches_per_configuration_without_loading():
 def test_unloadable_model_raises_embedding_error_naming_it(tmp_path):
     empty = tmp_path / "not-a-model"
     empty.mkdir()
-    emb = Embedder(str(empty))
+    emb = TorchEmbedder(str(empty))
     with pytest.raises(EmbeddingError, match="not-a-model"):
         emb.warm_up()
 
 
 def test_tokenizer_loads_without_the_weights():
-    emb = Embedder("all-MiniLM-L6-v2")
+    emb = TorchEmbedder("all-MiniLM-L6-v2")
     tok = emb.tokenizer
     assert tok.is_fast
     assert emb._model is None
@@ -174,7 +177,7 @@ def test_warm_up_loads_once_across_threads(monkeypatch):
             pass
 
     monkeypatch.setattr(sentence_transformers, "SentenceTransformer", SlowFakeModel)
-    emb = Embedder("all-MiniLM-L6-v2")
+    emb = TorchEmbedder("all-MiniLM-L6-v2")
     threads = [threading.Thread(target=emb.warm_up) for _ in range(4)]
     for t in threads:
         t.start()
@@ -184,14 +187,14 @@ def test_warm_up_loads_once_across_threads(monkeypatch):
     assert loads == [emb.path]
 
 
-def test_set_torch_threads_is_capped_at_available_cores(monkeypatch):
-    monkeypatch.setattr(embed_module, "_batch_threads", None)
-    cores = embed_module._available_cores()
-    assert embed_module.set_torch_threads(10_000) == cores
-    assert embed_module.set_torch_threads(None) == cores
-    assert embed_module.set_torch_threads(1) == 1
+def test_set_batch_threads_is_capped_at_available_cores(monkeypatch):
+    monkeypatch.setattr(embed_base, "_batch_threads", None)
+    cores = embed_base.available_cores()
+    assert embed_base.set_batch_threads(10_000) == cores
+    assert embed_base.set_batch_threads(None) == cores
+    assert embed_base.set_batch_threads(1) == 1
     with pytest.raises(EmbeddingError, match="-2"):
-        embed_module.set_torch_threads(-2)
+        embed_base.set_batch_threads(-2)
 
 
 @pytest.mark.model
@@ -208,7 +211,7 @@ def test_torch_threads_per_call_stay_within_cores(embedder):
         embedder.encode_query("a query")
     finally:
         handle.remove()
-    cores = embed_module._available_cores()
+    cores = embed_base.available_cores()
     assert len(seen) == 2
     assert 1 <= seen[0] <= cores  # documents: up to every core
     assert seen[1] == 1  # queries: one thread

@@ -1,0 +1,17 @@
+"""One list of the formats Trove reads: what connectors hand over is what the parser reads."""
+
+from __future__ import annotations
+
+from core.formats import DOCUMENT_TYPES, IMAGE_TYPES, SUPPORTED_TYPES
+from pipelines import ocr, parse
+
+
+def test_the_parser_has_one_reader_per_supported_type():
+    assert set(parse._FORMATS) == SUPPORTED_TYPES
+    assert parse.SUPPORTED_TYPES is SUPPORTED_TYPES
+
+
+def test_images_are_the_ocr_stages_and_the_rest_are_documents():
+    assert ocr.IMAGE_TYPES == IMAGE_TYPES
+    assert not DOCUMENT_TYPES & IMAGE_TYPES
+    assert all(t == t.lower() and not t.startswith(".") for t in SUPPORTED_TYPES)
