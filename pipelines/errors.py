@@ -7,6 +7,7 @@ Callers (Dagster assets, the CLI) record a :class:`PipelineError` as a
 from __future__ import annotations
 
 from core.errors import TroveError
+from pipelines.records import FailureReason
 
 
 class PipelineError(TroveError):
@@ -19,25 +20,9 @@ class PipelineError(TroveError):
         self.reason = reason
 
 
-# Why a document was quarantined, in a word a dashboard can group by.
-REASON_CLASSES: tuple[str, ...] = (
-    "too_large",  # over limits.max_bytes
-    "zip_bomb",  # archive member count, uncompressed size or ratio over the limits
-    "encrypted",  # password-protected PDF, Office file or e-mail
-    "empty",  # no bytes, whitespace only, or no extractable text
-    "unsupported",  # no parser for the type (or its optional dependency is missing)
-    "type_mismatch",  # the content is not what the extension says
-    "malformed",  # the parser refused the content
-    "timeout",  # the parser ran past limits.timeout_s and was killed
-    "parser_crash",  # the parser process died or raised an unexpected error
-    "limit_exceeded",  # pages, characters or elements over the limits
-    "unreadable",  # the file could not be read at all (permissions, vanished)
-    "changed_during_sync",  # a link, or another or modified file, since the scan read it
-    "needs_ocr",  # only scanned pages or an image, and tesseract is not installed (or ocr: off)
-    "decompression_bomb",  # an image or page whose pixel count is over limits.max_image_pixels
-    "too_many_pages",  # more pages to OCR than limits.max_ocr_pages
-    "ocr_timeout",  # OCR of one document ran past limits.ocr_timeout_s in total
-)
+# Why a document was quarantined, in a word a dashboard can group by: the values of
+# FailureReason, the one list (each value's meaning is commented there).
+REASON_CLASSES: tuple[str, ...] = tuple(str(reason) for reason in FailureReason)
 
 
 class ParseError(PipelineError):
@@ -48,7 +33,7 @@ class ParseError(PipelineError):
     one of :data:`REASON_CLASSES` (the subclass's default unless given).
     """
 
-    reason_class: str = "malformed"
+    reason_class: FailureReason = FailureReason.MALFORMED
 
     def __init__(
         self, reason: str, *, path: str | None = None, reason_class: str | None = None
@@ -60,64 +45,64 @@ class ParseError(PipelineError):
                 raise ValueError(
                     f"unknown reason class {reason_class!r} (valid: {', '.join(REASON_CLASSES)})"
                 )
-            self.reason_class = reason_class
+            self.reason_class = FailureReason(reason_class)
 
 
 class UnsupportedFormatError(ParseError):
     """The file type has no parser (the reason lists the supported types)."""
 
-    reason_class = "unsupported"
+    reason_class = FailureReason.UNSUPPORTED
 
 
 class TooLargeError(ParseError):
-    reason_class = "too_large"
+    reason_class = FailureReason.TOO_LARGE
 
 
 class ZipBombError(ParseError):
-    reason_class = "zip_bomb"
+    reason_class = FailureReason.ZIP_BOMB
 
 
 class EncryptedDocumentError(ParseError):
-    reason_class = "encrypted"
+    reason_class = FailureReason.ENCRYPTED
 
 
 class EmptyDocumentError(ParseError):
-    reason_class = "empty"
+    reason_class = FailureReason.EMPTY
 
 
 class TypeMismatchError(ParseError):
-    reason_class = "type_mismatch"
+    reason_class = FailureReason.TYPE_MISMATCH
 
 
 class ParseTimeoutError(ParseError):
-    reason_class = "timeout"
+    reason_class = FailureReason.TIMEOUT
 
 
 class ParserCrashError(ParseError):
-    reason_class = "parser_crash"
+    reason_class = FailureReason.PARSER_CRASH
 
 
 class LimitExceededError(ParseError):
-    reason_class = "limit_exceeded"
+    reason_class = FailureReason.LIMIT_EXCEEDED
 
 
 class ChangedDuringSyncError(ParseError):
     """The file is no longer the one the scan read (swapped, replaced by a link, gone)."""
 
-    reason_class = "changed_during_sync"
+    reason_class = FailureReason.CHANGED_DURING_SYNC
 
 
 class NeedsOcrError(ParseError):
-    reason_class = "needs_ocr"
+    reason_class = FailureReason.NEEDS_OCR
 
 
 class DecompressionBombError(ParseError):
-    reason_class = "decompression_bomb"
+    reason_class = FailureReason.DECOMPRESSION_BOMB
 
 
 class TooManyPagesError(ParseError):
-    reason_class = "too_many_pages"
+    reason_class = FailureReason.TOO_MANY_PAGES
 
 
 class OcrTimeoutError(ParseError):
-    reason_class = "ocr_timeout"
+    reason_class = FailureReason.OCR_TIMEOUT

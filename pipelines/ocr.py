@@ -54,9 +54,6 @@ from pipelines.errors import (
 OcrMode = Literal["auto", "off", "always"]
 OCR_MODES: tuple[str, ...] = ("auto", "off", "always")
 
-IMAGE_TYPES: frozenset[str] = frozenset({"png", "jpg", "jpeg", "tif", "tiff", "bmp", "webp"})
-"""Image extensions that become documents through OCR."""
-
 MIN_TEXT_CHARS = 16
 """A PDF page whose text layer has fewer visible characters than this is OCR'd (``auto``)."""
 

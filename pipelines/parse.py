@@ -53,7 +53,7 @@ from typing import Any, Literal
 import yaml
 
 from connectors.models import SourceDocument
-from core.formats import SUPPORTED_TYPES
+from core.formats import IMAGE_TYPES, SUPPORTED_TYPES
 from pipelines.config import LimitsConfig
 from pipelines.errors import (
     EmptyDocumentError,
@@ -67,7 +67,6 @@ from pipelines.errors import (
 from pipelines.local_file import private_copy
 from pipelines.models import ELEMENT_SEPARATOR, ParsedDocument, ParsedElement
 from pipelines.ocr import (
-    IMAGE_TYPES,
     MIN_TEXT_CHARS,
     OcrBudget,
     OcrPage,

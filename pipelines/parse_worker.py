@@ -67,10 +67,11 @@ from types import ModuleType, TracebackType
 from typing import Any
 
 from connectors.models import SourceDocument
+from core.formats import IMAGE_TYPES
 from pipelines.config import LimitsConfig
 from pipelines.errors import ParseError, ParserCrashError, ParseTimeoutError
 from pipelines.models import ParsedDocument
-from pipelines.ocr import IMAGE_TYPES, OcrSettings
+from pipelines.ocr import OcrSettings
 
 DEFAULT_TARGET = "pipelines.parse:parse_file"
 PRELOAD_MODULE = "pipelines.parse_preload"

@@ -112,31 +112,40 @@ def merge_adjacent(
     if max_merged < 1:
         raise ValueError(f"max_merged must be >= 1, got {max_merged}")
     groups: list[list[RankedPassage]] = []  # in order of each group's best (first) member
+    # Only chunks of one document version can be adjacent: each item is compared with
+    # its own document's groups (in the same order), not with every group.
+    by_doc: dict[tuple[str, str], list[list[RankedPassage]]] = {}
     for item in ranked:
+        same_doc = by_doc.setdefault(item.doc_key, [])
         home = None
-        for group in groups:
+        width = item.last_ord - item.first_ord + 1
+        for group in same_doc:
             size = sum(m.last_ord - m.first_ord + 1 for m in group)
-            width = item.last_ord - item.first_ord + 1
             if size + width <= max_merged and any(_adjacent(m, item) for m in group):
                 home = group
                 break
         if home is None:
-            groups.append([item])
+            group = [item]
+            groups.append(group)
+            same_doc.append(group)
             continue
         home.append(item)
-        _absorb_neighbours(groups, home, max_merged)
+        _absorb_neighbours(groups, same_doc, home, max_merged)
     merged = [combine(g) for g in groups]
     return merged, len(ranked) - len(merged)
 
 
 def _absorb_neighbours(
-    groups: list[list[RankedPassage]], home: list[RankedPassage], max_merged: int
+    groups: list[list[RankedPassage]],
+    same_doc: list[list[RankedPassage]],
+    home: list[RankedPassage],
+    max_merged: int,
 ) -> None:
     # A chunk that bridges two groups (3 and 5, then 4) joins them into one.
     changed = True
     while changed:
         changed = False
-        for other in groups:
+        for other in same_doc:
             if other is home:
                 continue
             size = sum(m.last_ord - m.first_ord + 1 for m in [*home, *other])
@@ -146,6 +155,7 @@ def _absorb_neighbours(
                 first, second = sorted((home, other), key=lambda g: positions[id(g)])
                 first.extend(second)
                 del groups[positions[id(second)]]
+                del same_doc[next(i for i, g in enumerate(same_doc) if g is second)]
                 home = first
                 changed = True
                 break

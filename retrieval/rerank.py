@@ -78,6 +78,10 @@ def evidence_scores(
     known = [c.dense for c in candidates if c.dense is not None]
     floor = min(known) if known else 0.0
     query_terms = set(analyzer.analyze(query))
+    # Stemming keeps a word's first character (it rewrites suffixes; only a leading
+    # apostrophe, which the word split never leaves, is dropped), so a word whose first
+    # character starts no query term cannot be one: it is never analysed.
+    initials = {term[0] for term in query_terms if term}
     seen: set[str] = set()  # words analysed so far in this call
     matching: dict[str, str] = {}  # those of them whose term is a query term -> the term
     out = []
@@ -87,6 +91,8 @@ def evidence_scores(
         if query_terms:
             words = set(analyzer.words(c.passage.text))
             for word in words.difference(seen):
+                if word[:1] not in initials and not word.startswith("'"):
+                    continue
                 term = analyzer.term(word)
                 if term is not None and term in query_terms:
                     matching[word] = term

@@ -7,7 +7,7 @@ import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -23,6 +23,9 @@ from retrieval.api.loadtest import LoadTestError
 from retrieval.evaluate import EvalError, evaluate, load_queries
 from trove.bench.errors import BenchError
 from trove.config import Settings, find_config, load_settings
+
+if TYPE_CHECKING:
+    from trove.ingest import IngestReport
 
 err = Console(stderr=True)
 out = Console()
@@ -137,15 +140,21 @@ def _progress_bars(enabled: bool):
 
 def _ingest(
     config_path: Path, show_progress: bool, verbose: bool = False, retry_failed: bool = False
-) -> dict[str, Any]:
-    from trove.ingest import run_ingest
+) -> IngestReport:
+    from trove.ingest import ingest as run
 
     with _progress_bars(show_progress and not verbose):
-        return run_ingest(
+        return run(
             config_path,
             log_level="DEBUG" if verbose else "WARNING",
             retry_failed=retry_failed,
         )
+
+
+def _print_lines(lines: list[str]) -> None:
+    """Print a report's text rendering: its Rich markup styles it, nothing is guessed."""
+    for line in lines:
+        out.print(line, highlight=False)
 
 
 @app.callback()
@@ -168,41 +177,17 @@ def ingest(
     ] = False,
 ) -> None:
     """Sync every configured source into the index (incremental: unchanged files are skipped)."""
+    from trove.ingest import ingest_lines
+
     _, path = _settings(config)
-    summary = _ingest(
+    report = _ingest(
         path, show_progress=sys.stderr.isatty(), verbose=verbose, retry_failed=retry_failed
     )
-    partial = sorted(n for n, s in summary["sources"].items() if s.get("sync_error"))
     if as_json:
-        out.print_json(data=summary)
-        if partial:
-            raise typer.Exit(3)
-        return
-    for name, s in summary["sources"].items():
-        out.print(
-            f"[bold]{name}[/]: {s['documents_seen']} seen, {s['added']} added, "
-            f"{s['changed']} changed, {s['deleted']} deleted, {s['acl_only']} ACL-only, "
-            f"{s['documents_parsed']} parsed, {s['chunks_written']} chunks written, "
-            f"{s['chunks_embedded']} embedded"
-        )
-        for failure in s["documents_failed"]:
-            out.print(
-                f"  [yellow]quarantined[/] {failure['path']} "
-                f"({failure.get('reason_class', 'malformed')}): {failure['reason']}",
-                highlight=False,
-            )
-        if s.get("index_repair"):
-            out.print(
-                f"  [yellow]rebuilt[/] {s['rebuilt']} documents: {s['index_repair']['reason']}",
-                highlight=False,
-            )
-        if s.get("sync_error"):
-            out.print(
-                f"  [yellow]listing stopped early[/]: {s['sync_error']} "
-                "(what was listed is indexed; the next run resumes from there)",
-                highlight=False,
-            )
-    if partial:
+        out.print_json(data=report.to_dict())
+    else:
+        _print_lines(ingest_lines(report))
+    if report.partial:
         raise typer.Exit(3)
 
 
@@ -349,47 +334,15 @@ def _negative_line(negative: dict) -> str:
 @app.command()
 def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """Per source: last sync, documents, chunks, pending changes, failures, staleness vs SLA."""
-    from trove.status import status as compute_status
+    from trove.status import status_lines, status_report
 
     settings, _ = _settings(config)
-    report = compute_status(settings)
+    report = status_report(settings)
     if as_json:
-        out.print_json(data=report)
-        if not report["ok"]:
-            raise typer.Exit(1)
-        return
-    for name, s in report["sources"].items():
-        if "freshness" not in s:
-            continue  # its state is unreadable: the ERROR line below says so
-        fresh = s["freshness"]
-        age = f"{fresh['age_seconds'] / 60:.0f} min ago" if fresh["age_seconds"] is not None else ""
-        pending = s["pending"]
-        pending_text = (
-            pending["error"]
-            if "error" in pending
-            else ", ".join(f"{v} {k}" for k, v in pending.items() if v) or "none"
-        )
-        out.print(
-            f"[bold]{name}[/]: last sync {s['last_sync'] or 'never'} {age} "
-            f"({fresh['state'].replace('_', ' ')}), {s['documents']} documents, "
-            f"{s['chunks']} chunks, "
-            f"pending: {pending_text}, {len(s['failures'])} failed"
-        )
-        for failure in s["failures"]:
-            out.print(f"  [yellow]failed[/] {failure['path']}: {failure['reason']}")
-    i = report["index"]
-    if i["ready"]:
-        out.print(f"index ({i['backend']}): {i['chunks']} chunks, {i['documents']} documents")
+        out.print_json(data=report.to_dict())
     else:
-        out.print(f"index ({i['backend']}): not ready: {i['error']}")
-    for hint in report.get("hints", ()):
-        out.print(f"[bold yellow]HINT[/] {hint['source']}: {hint['hint']}", highlight=False)
-    for problem in report["problems"]:
-        out.print(
-            f"[bold red]ERROR[/] {problem['source']}: {problem['error']}. Fix: {problem['fix']}",
-            highlight=False,
-        )
-    if report["problems"]:
+        _print_lines(status_lines(report))
+    if not report.ok:
         raise typer.Exit(1)
 
 
@@ -406,11 +359,11 @@ def demo(
     try:
         config_path = demo_data.prepare(workdir)
         out.print(f"[bold]Ingesting the demo corpus[/] into {workdir} …")
-        summary = _ingest(config_path, show_progress=sys.stderr.isatty())["sources"]
-        for name, s in summary.items():
+        report = _ingest(config_path, show_progress=sys.stderr.isatty())
+        for name, s in report.sources.items():
             out.print(
-                f"  {name}: {s['documents_seen']} documents, {s['chunks_written']} chunks, "
-                f"{len(s['documents_failed'])} failed"
+                f"  {name}: {s.documents_seen} documents, {s.chunks_written} chunks, "
+                f"{len(s.documents_failed)} failed"
             )
         settings = load_settings(config_path)
         searcher = _open_searcher(settings)

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rich.markup import escape
+
 from core.errors import TroveError
 from pipelines.idle import idle_scan, record_idle_run
 from pipelines.run_records import RunSummary
@@ -54,25 +56,26 @@ class IngestReport:
 def ingest_lines(report: IngestReport) -> list[str]:
     """The report as ``trove ingest`` prints it: a line per source, then what went wrong.
 
-    Lines use Rich markup.
+    Lines use Rich markup; names, paths and reasons are escaped (a path may hold ``[``).
     """
     lines: list[str] = []
     for name, s in report.sources.items():
         lines.append(
-            f"[bold]{name}[/]: {s.documents_seen} seen, {s.added} added, "
+            f"[bold]{escape(name)}[/]: {s.documents_seen} seen, {s.added} added, "
             f"{s.changed} changed, {s.deleted} deleted, {s.acl_only} ACL-only, "
             f"{s.documents_parsed} parsed, {s.chunks_written} chunks written, "
             f"{s.chunks_embedded} embedded"
         )
         lines.extend(
-            f"  [yellow]quarantined[/] {f.path} ({f.reason_class}): {f.reason}"
+            f"  [yellow]quarantined[/] {escape(f.path)} ({f.reason_class}): {escape(f.reason)}"
             for f in s.documents_failed
         )
         if s.index_repair is not None:
-            lines.append(f"  [yellow]rebuilt[/] {s.rebuilt} documents: {s.index_repair.reason}")
+            reason = escape(s.index_repair.reason)
+            lines.append(f"  [yellow]rebuilt[/] {s.rebuilt} documents: {reason}")
         if s.sync_error:
             lines.append(
-                f"  [yellow]listing stopped early[/]: {s.sync_error} "
+                f"  [yellow]listing stopped early[/]: {escape(s.sync_error)} "
                 "(what was listed is indexed; the next run resumes from there)"
             )
     return lines

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from rich.markup import escape
+
 from connectors.errors import ConnectorError
 from connectors.registry import open_connector
 from pipelines.config import SourceConfig
@@ -403,7 +405,8 @@ def _pending_text(pending: PendingChanges) -> str:
 
 def status_lines(report: StatusReport) -> list[str]:
     """The report as ``trove status`` prints it: one line per source (and per failure),
-    the index, then hints and errors. Lines use Rich markup."""
+    the index, then hints and errors. Lines use Rich markup; what comes from a source,
+    the index or a message is escaped (a path may hold ``[``)."""
     lines: list[str] = []
     for name, source in report.sources.items():
         s = source.status
@@ -413,17 +416,22 @@ def status_lines(report: StatusReport) -> list[str]:
         age = f"{fresh.age_seconds / 60:.0f} min ago" if fresh.age_seconds is not None else ""
         last = s.last_sync.isoformat() if s.last_sync else "never"
         lines.append(
-            f"[bold]{name}[/]: last sync {last} {age} "
+            f"[bold]{escape(name)}[/]: last sync {last} {age} "
             f"({fresh.state.replace('_', ' ')}), {s.documents} documents, "
             f"{s.chunks} chunks, "
-            f"pending: {_pending_text(s.pending)}, {len(s.failures)} failed"
+            f"pending: {escape(_pending_text(s.pending))}, {len(s.failures)} failed"
         )
-        lines.extend(f"  [yellow]failed[/] {f.path}: {f.reason}" for f in s.failures)
+        lines.extend(
+            f"  [yellow]failed[/] {escape(f.path)}: {escape(f.reason)}" for f in s.failures
+        )
     i = report.index
     if i["ready"]:
         lines.append(f"index ({i['backend']}): {i['chunks']} chunks, {i['documents']} documents")
     else:
-        lines.append(f"index ({i['backend']}): not ready: {i['error']}")
-    lines.extend(f"[bold yellow]HINT[/] {h.source}: {h.hint}" for h in report.hints)
-    lines.extend(f"[bold red]ERROR[/] {p.source}: {p.error}. Fix: {p.fix}" for p in report.problems)
+        lines.append(f"index ({i['backend']}): not ready: {escape(str(i['error']))}")
+    lines.extend(f"[bold yellow]HINT[/] {escape(h.source)}: {escape(h.hint)}" for h in report.hints)
+    lines.extend(
+        f"[bold red]ERROR[/] {escape(p.source)}: {escape(p.error)}. Fix: {escape(p.fix)}"
+        for p in report.problems
+    )
     return lines

@@ -46,6 +46,12 @@ refused) the source is down and the run stops; so it does when
 :data:`_UNAVAILABLE_IN_A_ROW` pages in a row lose their lookups that way (the
 permission API down while the rest answers). A node or space whose lookup ran
 out of retries is remembered for the run, so the pages under it fail at once.
+A page's attachment listing that runs out of retries is judged the same way
+(and counts in the same row): the page's failure, neither it nor its
+attachments indexed from a partial read, kept in the cursor; the next run reads
+the page again with its attachments (listed without bytes, so the pipeline
+fetches only the versions it lacks). :meth:`ConfluenceConnector.list_ids`
+raises instead, since a listing without those attachments would delete them.
 
 Scope: the source's ``include``/``exclude`` globs match a page's path and an
 attachment's own path (:func:`~connectors.confluence.documents.page_path`,
@@ -127,15 +133,21 @@ _DATE_ERROR = re.compile(r"date|lastmodified|updated|time", re.I)
 _MAX_DEPTH = 200
 # ``fetch`` reuses the caches of the read that just ran, if it is this recent.
 _RUN_REUSE_S = 600.0
-# Pages in a row whose permission lookups ran out of retries while the source still
-# served the pages themselves: past this, the permission API is taken to be down and
-# the run stops, rather than every page waiting out a retry budget of its own.
+# Pages in a row whose own reads (permission lookups, attachment listings) ran out of
+# retries while the source still served the pages themselves: past this, that API is
+# taken to be down and the run stops, rather than every page waiting out a retry
+# budget of its own.
 _UNAVAILABLE_IN_A_ROW = 5
 
 
 class PermissionLookupFailed(ConnectorError):
     """Who may read a document could not be established: a per-document failure,
     retried next run (never a deletion, never a guessed ACL)."""
+
+
+class AttachmentListingFailed(ConnectorError):
+    """A page's attachments could not be listed: the page's failure, retried next run;
+    neither the page nor its attachments are indexed from a partial read."""
 
 
 @dataclass(frozen=True)
@@ -307,11 +319,9 @@ class ConfluenceConnector:
             place = None
         path = place.path if place is not None else page_path(space.key, [], node.title)
         try:
-            attachments = (
-                list(self.client.page_attachments(node.id, self._limit))
-                if self.settings.include_attachments
-                else []
-            )
+            # One whose attachments cannot be listed stops the listing: without them
+            # the pipeline would delete its indexed attachments.
+            attachments = self._attachments(run, node.id)
         except NotFound:
             return  # deleted while we listed
         page_wanted = place is None or self._in_scope(path)
@@ -354,18 +364,10 @@ class ConfluenceConnector:
         if parsed is None:
             raise DocumentNotFound(f"{doc_id!r} is not a document id of source {self.source!r}")
         kind, native = parsed
-        run = self._run
-        if run is None or time.monotonic() - run.started > _RUN_REUSE_S:
-            run = self._run = _Run(self)
+        run = self._fetch_run()
         try:
             if kind == PAGE:
-                if self._scoped:  # where the page sits decides, before its body is read
-                    head = self._place_in_source(run, self.client.page(native, body=False))
-                    self._refuse_outside_scope(doc_id, head.path)
-                data = self.client.page(native, body=True)
-                place = self._place_in_source(run, data)  # the version read: its own place
-                self._refuse_outside_scope(doc_id, place.path)
-                return self._page_document(self._access(run, place), data)
+                return self._read_page(run, doc_id, native)[1]
             att = self.client.attachment(native)
             page_id = att.get("pageId")
             title = str(att.get("title") or "")
@@ -378,6 +380,29 @@ class ConfluenceConnector:
             return self._attachment_document(ctx, att, content=self.client.download(str(link)))
         except NotFound as exc:
             raise DocumentNotFound(f"{doc_id} no longer exists ({exc})") from exc
+
+    def _fetch_run(self) -> _Run:
+        """The caches of the read that just ran, if it is recent; a new run's otherwise."""
+        run = self._run
+        if run is None or time.monotonic() - run.started > _RUN_REUSE_S:
+            run = self._run = _Run(self)
+        return run
+
+    def _read_page(self, run: _Run, doc_id: str, native: str) -> tuple[PageContext, SourceDocument]:
+        """One page by id, with its body, and where it sits and who may read it.
+
+        :raises DocumentGone: it is outside the source's ``include``/``exclude``.
+        :raises NotFound: it is gone.
+        :raises PermissionLookupFailed: who may read it could not be established.
+        """
+        if self._scoped:  # where the page sits decides, before its body is read
+            head = self._place_in_source(run, self.client.page(native, body=False))
+            self._refuse_outside_scope(doc_id, head.path)
+        data = self.client.page(native, body=True)
+        place = self._place_in_source(run, data)  # the version read: its own place
+        self._refuse_outside_scope(doc_id, place.path)
+        ctx = self._access(run, place)
+        return ctx, self._page_document(ctx, data)
 
     def sync_groups(self) -> GroupSnapshot:
         """Every group (by id, and by name as an alias) with its members' identities.
@@ -532,11 +557,7 @@ class ConfluenceConnector:
         page_doc = document_id(self.source, PAGE, page_id)
         try:
             place = self._place(run, space, data)
-            attachments = (
-                list(self.client.page_attachments(page_id, self._limit))
-                if self.settings.include_attachments
-                else []
-            )
+            attachments = self._attachments(run, page_id)
             page_wanted = self._in_scope(place.path)
             if not page_wanted and not any(
                 self._attachment_in_scope(place.path, att) for att in attachments
@@ -548,7 +569,7 @@ class ConfluenceConnector:
                 )
                 return
             ctx = self._access(run, place)
-        except PermissionLookupFailed as exc:
+        except (PermissionLookupFailed, AttachmentListingFailed) as exc:
             out.failures.append(DocumentFailure(page_doc, space.key, str(exc)))
             out.retry.append(f"{PAGE}:{page_id}")
             return
@@ -671,14 +692,22 @@ class ConfluenceConnector:
             next_link = nxt
 
     def _retry_failed(self, state: SyncState) -> ChangeBatch:
-        """Documents whose permission lookup failed last run, read again by id."""
+        """Documents whose permission lookup or attachment listing failed last run, read
+        again by id; a page with its attachments, which CQL names only once they change."""
         out = _Batch()
         for key in sorted(set(state.retry)):
             kind, _, native = key.partition(":")
             doc_id = document_id(self.source, kind, native)
+            ctx: PageContext | None = None
+            attachments: list[dict[str, Any]] = []
             try:
-                doc = self.fetch(doc_id)
-            except DocumentGone:  # gone, or outside include/exclude now
+                if kind == PAGE:
+                    run = self._fetch_run()
+                    ctx, doc = self._read_page(run, doc_id, native)
+                    attachments = self._attachments(run, native)
+                else:
+                    doc = self.fetch(doc_id)
+            except (DocumentGone, NotFound):  # gone, or outside include/exclude now
                 out.deleted.append(doc_id)
             except ConnectorError as exc:
                 out.failures.append(DocumentFailure(doc_id, doc_id, f"retry failed: {exc}"))
@@ -686,9 +715,13 @@ class ConfluenceConnector:
             else:
                 out.documents.append(doc)
                 state.remember(key, doc.version, doc.modified_at)  # CQL's overlap: no re-read
+                if ctx is not None:
+                    for att in attachments:
+                        # Without bytes: the pipeline fetches only the versions it lacks.
+                        self._emit_attachment(ctx, att, out, state, download=False)
         log.info(
             "confluence %s: %d document(s) from the last run's failed permission lookups "
-            "read again; %d still failing",
+            "or attachment listings read again; %d still failing",
             self.source,
             len(set(state.retry)),
             len(out.retry),
@@ -870,17 +903,46 @@ class ConfluenceConnector:
         run.contexts[node.id] = ctx
         return ctx
 
+    def _attachments(self, run: _Run, page_id: str) -> list[dict[str, Any]]:
+        """The page's attachments, all types (none without ``include_attachments``).
+
+        :raises AttachmentListingFailed: the listing ran out of retries while the
+            source still serves the page (see :meth:`_judge_page_read`).
+        :raises NotFound: the page itself is gone.
+        :raises SourceUnavailable, SourceAuthError: the source itself is failing.
+        """
+        if not self.settings.include_attachments:
+            return []
+        try:
+            return list(self.client.page_attachments(page_id, self._limit))
+        except SourceUnavailable as exc:
+            self._judge_page_read(run, page_id, exc, "attachment listings")
+            raise AttachmentListingFailed(
+                f"attachments of page {page_id} could not be listed ({exc}); the page and "
+                "its attachments are not indexed, retried next run"
+            ) from None
+
     def _lookup_failed(
         self, run: _Run, page_id: str, exc: ConnectorError
     ) -> PermissionLookupFailed:
         """The page's own failure for a permission lookup that failed with ``exc``;
-        raises instead when the failure is not the page's.
+        raises instead when the failure is not the page's (see :meth:`_judge_page_read`)."""
+        self._judge_page_read(run, page_id, exc, "permission lookups")
+        return PermissionLookupFailed(
+            f"permissions of page {page_id} could not be read ({exc}); "
+            "not indexed, retried next run"
+        )
 
-        A 404 is a deletion only when the page itself answers 404. A lookup that ran
+    def _judge_page_read(self, run: _Run, page_id: str, exc: ConnectorError, what: str) -> None:
+        """Raise when a read about one page (``what``: its permission lookups, its
+        attachment listing) failed with ``exc`` for a reason that is not the page's.
+
+        A 404 is a deletion only when the page itself answers 404. A read that ran
         out of retries is the page's failure only while the source still serves the
         page itself: when that read fails too (every request failing, an unreachable
         host, refused credentials) its error stops the run, and so does the
-        :data:`_UNAVAILABLE_IN_A_ROW`-th such page in a row.
+        :data:`_UNAVAILABLE_IN_A_ROW`-th such page in a row (a successful
+        :meth:`_access` ends the row).
         """
         if isinstance(exc, NotFound):
             self._raise_if_gone(page_id)
@@ -890,14 +952,9 @@ class ConfluenceConnector:
             run.unavailable_in_a_row += 1
             if run.unavailable_in_a_row >= _UNAVAILABLE_IN_A_ROW:
                 raise SourceUnavailable(
-                    f"the permission lookups of {run.unavailable_in_a_row} pages in a row "
-                    f"still failed after their retries (the last: {exc}); the source's "
-                    "permissions cannot be read now"
+                    f"the {what} of {run.unavailable_in_a_row} pages in a row still failed "
+                    f"after their retries (the last: {exc}); the source cannot serve them now"
                 ) from None
-        return PermissionLookupFailed(
-            f"permissions of page {page_id} could not be read ({exc}); "
-            "not indexed, retried next run"
-        )
 
     def _raise_if_gone(self, page_id: str) -> None:
         """:class:`NotFound` when the page itself is gone: only its own 404 is a deletion.
@@ -1002,9 +1059,19 @@ class ConfluenceConnector:
         )
 
     def _emit_attachment(
-        self, ctx: PageContext, att: dict[str, Any], out: _Batch, state: SyncState | None
+        self,
+        ctx: PageContext,
+        att: dict[str, Any],
+        out: _Batch,
+        state: SyncState | None,
+        *,
+        download: bool = True,
     ) -> bool:
-        """Download a readable attachment into ``out``; a failure is recorded, never raised."""
+        """Download a readable attachment into ``out``; a failure is recorded, never raised.
+
+        ``download=False`` lists it without its bytes: the pipeline fetches it only
+        when its version is one the index lacks.
+        """
         title = str(att.get("title") or "")
         if extension(title) not in SUPPORTED_TYPES:
             log.debug("confluence %s: skipping attachment of unsupported type", self.source)
@@ -1022,18 +1089,20 @@ class ConfluenceConnector:
                 )
             )
             return False
-        link = att.get("downloadLink") or (att.get("_links") or {}).get("download")
-        if not link:
-            out.failures.append(DocumentFailure(att_doc, path, "no download link"))
-            return False
-        try:
-            content = self.client.download(str(link))
-        except NotFound:
-            out.deleted.append(att_doc)
-            return False
-        except ConnectorError as exc:
-            out.failures.append(DocumentFailure(att_doc, path, f"download failed: {exc}"))
-            return False
+        content: bytes | None = None
+        if download:
+            link = att.get("downloadLink") or (att.get("_links") or {}).get("download")
+            if not link:
+                out.failures.append(DocumentFailure(att_doc, path, "no download link"))
+                return False
+            try:
+                content = self.client.download(str(link))
+            except NotFound:
+                out.deleted.append(att_doc)
+                return False
+            except ConnectorError as exc:
+                out.failures.append(DocumentFailure(att_doc, path, f"download failed: {exc}"))
+                return False
         out.documents.append(self._attachment_document(ctx, att, content=content))
         if state is not None:
             version = att.get("version") or {}

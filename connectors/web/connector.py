@@ -18,6 +18,8 @@
   state (seen pages plus known pages it did not reach), so nothing is deleted
   merely for being missed. This relies on the pipeline committing the cursor
   together with the index, as it does: every indexed page has a cursor entry.
+  :meth:`WebConnector.fetch` of a URL outside the crawl's hosts or globs is a
+  ``DocumentGone`` (nothing is requested), so the pipeline drops the id.
 * **Cursor** (:mod:`connectors.web.state`): per URL its ETag/Last-Modified, the
   version, title and links. Every batch carries the state learned so far merged
   with the previous cursor, so a run that dies half way restarts from the start
@@ -208,7 +210,9 @@ class WebConnector:
 
         :raises PageGone: 404/410, or a redirect out of the crawl's scope.
         :raises PageNotIndexable: noindex, robots.txt disallows it, or not a document type.
-        :raises ConnectorError: not this source's id, out of scope, or the fetch failed.
+        :raises DocumentGone: the URL is outside the crawl's hosts or include/exclude
+            globs (nothing is requested).
+        :raises ConnectorError: not this source's id, or the fetch failed.
         """
         head = f"{self.source}:"
         url = normalise(doc_id[len(head) :]) if doc_id.startswith(head) else None
@@ -216,7 +220,8 @@ class WebConnector:
             raise ConnectorError(f"{doc_id!r} is not a document of source {self.source!r}")
         crawler = self._crawler({})
         if not crawler.in_scope(url):
-            raise ConnectorError(f"{doc_id!r} is outside the crawl's hosts or globs")
+            # The crawl's rule: an id from before an `exclude` was added never comes back.
+            raise DocumentGone(f"{doc_id!r} is outside the crawl's hosts or globs")
         outcome = crawler.fetch_one(url)
         if outcome.document is not None:
             doc = outcome.document

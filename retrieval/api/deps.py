@@ -53,7 +53,7 @@ def requested_tenant(value: str | None) -> str | None:
         return value
 
 
-def get_principal(
+async def get_principal(
     service: ServiceDep,
     metrics: MetricsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],

@@ -1,9 +1,14 @@
 """A bounded load test of ``POST /v1/search``, for loopback servers only.
 
-``clients`` concurrent workers (asyncio + httpx) send searches in a loop for
+``clients`` concurrent workers (asyncio + aiohttp) send searches in a loop for
 ``duration_s`` seconds, cycling through ``(query, token)`` pairs. The report
 counts every response by status and gives throughput and latency percentiles.
 Any status other than 200, and any transport error, is an error.
+
+The load generator shares the machine with the server it measures, so it must
+cost far less than the server per request: aiohttp's client costs a small
+fraction of httpx's CPU per request (measured in docs/benchmarks.md, "trove bench
+serve").
 
 Refuses any host but 127.0.0.1 / ::1 / localhost, and caps clients and duration,
 so it can never be pointed at someone else's service or run unbounded.
@@ -17,13 +22,14 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import httpx
 
 from core.errors import TroveError
 from retrieval.evaluate import percentile
+
+if TYPE_CHECKING:
+    import aiohttp
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 MAX_CLIENTS = 64
@@ -51,17 +57,22 @@ def check_target(url: str, clients: int, duration_s: float) -> None:
         raise LoadTestError(f"duration must be within (0, {MAX_DURATION_S}] s, got {duration_s}")
 
 
-async def _search(client: httpx.AsyncClient, probe: Probe) -> str:
+# aiohttp is imported when a load test runs: `trove` imports this module for its errors.
+Send = Callable[["aiohttp.ClientSession", Probe], Awaitable[str]]
+
+
+async def _search(session: aiohttp.ClientSession, probe: Probe) -> str:
     """One ``POST /v1/search``; its outcome: the status code, ``"200"`` for success."""
-    response = await client.post(
+    async with session.post(
         "/v1/search",
         json={"query": probe.query, "top_k": probe.top_k},
         headers={"Authorization": f"Bearer {probe.token}"},
-    )
-    return str(response.status_code)
+    ) as response:
+        await response.read()
+        return str(response.status)
 
 
-def mcp_search(path: str = "/mcp") -> Callable[[httpx.AsyncClient, Probe], Awaitable[str]]:
+def mcp_search(path: str = "/mcp") -> Send:
     """One ``search_knowledge`` tool call over streamable HTTP (stateless JSON-RPC).
 
     A tool error (``isError``) or a JSON-RPC error counts as ``"tool_error"``: a 200
@@ -69,8 +80,8 @@ def mcp_search(path: str = "/mcp") -> Callable[[httpx.AsyncClient, Probe], Await
     """
     counter = itertools.count(1)
 
-    async def call(client: httpx.AsyncClient, probe: Probe) -> str:
-        response = await client.post(
+    async def call(session: aiohttp.ClientSession, probe: Probe) -> str:
+        async with session.post(
             path,
             json={
                 "jsonrpc": "2.0",
@@ -85,10 +96,11 @@ def mcp_search(path: str = "/mcp") -> Callable[[httpx.AsyncClient, Probe], Await
                 "Authorization": f"Bearer {probe.token}",
                 "Accept": "application/json, text/event-stream",
             },
-        )
-        if response.status_code != 200:
-            return str(response.status_code)
-        body = response.json()
+        ) as response:
+            if response.status != 200:
+                await response.read()
+                return str(response.status)
+            body = await response.json()
         if "error" in body or body.get("result", {}).get("isError"):
             return "tool_error"
         return "200"
@@ -97,22 +109,24 @@ def mcp_search(path: str = "/mcp") -> Callable[[httpx.AsyncClient, Probe], Await
 
 
 async def _worker(
-    client: httpx.AsyncClient,
-    send: Callable[[httpx.AsyncClient, Probe], Awaitable[str]],
+    session: aiohttp.ClientSession,
+    send: Send,
     probes: Sequence[Probe],
     offset: int,
     deadline: float,
     latencies: list[float],
     statuses: Counter[str],
 ) -> None:
+    import aiohttp
+
     i = offset
     while time.perf_counter() < deadline:
         probe = probes[i % len(probes)]
         i += 1
         started = time.perf_counter()
         try:
-            statuses[await send(client, probe)] += 1
-        except httpx.HTTPError as exc:
+            statuses[await send(session, probe)] += 1
+        except (aiohttp.ClientError, TimeoutError) as exc:
             statuses[f"error:{type(exc).__name__}"] += 1
             continue
         latencies.append((time.perf_counter() - started) * 1000.0)
@@ -123,17 +137,20 @@ async def _run(
     probes: Sequence[Probe],
     clients: int,
     duration_s: float,
-    send: Callable[[httpx.AsyncClient, Probe], Awaitable[str]] = _search,
+    send: Send = _search,
 ) -> dict:
     latencies: list[float] = []
     statuses: Counter[str] = Counter()
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=30.0, limits=limits) as client:
+    import aiohttp
+
+    connector = aiohttp.TCPConnector(limit=clients)
+    timeout = aiohttp.ClientTimeout(total=30.0)
+    async with aiohttp.ClientSession(url, connector=connector, timeout=timeout) as session:
         started = time.perf_counter()
         deadline = started + duration_s
         await asyncio.gather(
             *(
-                _worker(client, send, probes, n * 7, deadline, latencies, statuses)
+                _worker(session, send, probes, n * 7, deadline, latencies, statuses)
                 for n in range(clients)
             )
         )
@@ -163,7 +180,7 @@ def run_load_test(
     *,
     clients: int = 16,
     duration_s: float = 30.0,
-    send: Callable[[httpx.AsyncClient, Probe], Awaitable[str]] | None = None,
+    send: Send | None = None,
 ) -> dict[str, Any]:
     """Run the load test and return its JSON-ready report.
 

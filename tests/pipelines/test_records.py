@@ -16,7 +16,7 @@ import pytest
 
 from connectors.models import FileIdentity, SourceDocument
 from core.acl import Acl
-from pipelines.errors import REASON_CLASSES
+from pipelines.errors import ParseError
 from pipelines.records import (
     ChangeClass,
     FailedDocument,
@@ -346,8 +346,19 @@ def test_a_scanned_document_keeps_what_the_listing_said(tmp_path):
     )
 
 
-def test_the_failure_reasons_are_the_parse_errors_reason_classes():
-    assert {str(r) for r in FailureReason} == set(REASON_CLASSES)
+def _subclasses(cls: type[ParseError]) -> list[type[ParseError]]:
+    return [cls, *(sub for direct in cls.__subclasses__() for sub in _subclasses(direct))]
+
+
+def test_every_parse_errors_reason_class_is_a_failure_reason():
+    classes = _subclasses(ParseError)
+    assert len(classes) > 10
+    for cls in classes:
+        assert isinstance(cls.reason_class, FailureReason), cls
+    given = ParseError("a.pdf has only scans", reason_class="needs_ocr")
+    assert given.reason_class is FailureReason.NEEDS_OCR
+    with pytest.raises(ValueError, match="unknown reason class 'scanned'"):
+        ParseError("a.pdf", reason_class="scanned")
 
 
 def test_count_changes_counts_every_class():

@@ -9,6 +9,9 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from retrieval.analysis import DEFAULT_ANALYZER, Analyzer
 from retrieval.models import Citation, Passage
 from retrieval.rerank import Candidate, evidence_scores, term_coverage
@@ -92,3 +95,16 @@ def test_unstemmed_and_custom_stop_word_analyzers_agree_too():
             assert evidence_scores(query, candidates, analyzer) == oracle_evidence_scores(
                 query, candidates, analyzer
             )
+
+
+EXCEPTIONAL_FORMS = "skis skies dying lying tying idly gently ugly early only singly sky news"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(min_size=1, max_size=40))
+def test_stemming_keeps_a_words_first_character(text):
+    """evidence_scores skips words whose first character starts no query term: exact
+    only if the stemmer never rewrites a word's first character."""
+    for word in [*DEFAULT_ANALYZER.words(text), *EXCEPTIONAL_FORMS.split()]:
+        term = DEFAULT_ANALYZER.term(word)
+        assert term is None or not term or term[0] == word[0], (word, term)

@@ -8,6 +8,7 @@ rendering says what the CLI prints for the same report today.
 from __future__ import annotations
 
 import io
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -189,7 +190,7 @@ def _config(tmp_path: Path) -> Path:
 
 
 def test_status_lines_say_what_the_cli_prints(report, tmp_path, monkeypatch):
-    monkeypatch.setattr(trove.status, "status", lambda settings, now=None: report.to_dict())
+    monkeypatch.setattr(trove.status, "status_report", lambda settings, now=None: report)
     printed = CliRunner().invoke(app, ["status", "--config", str(_config(tmp_path))])
     assert printed.exit_code == 1  # the report has problems
     lines = status_lines(report)
@@ -201,9 +202,10 @@ def test_status_lines_say_what_the_cli_prints(report, tmp_path, monkeypatch):
     # Two sources (one failure), the index, a hint, two errors; the unreadable source has none.
     assert len(rendered) == 7 and sum(line.startswith("ERROR") for line in rendered) == 2
     for line in rendered:
-        if "remote source" in line:
-            continue  # the CLI printed the not-computed note with its key after it
         assert _flat(line) in cli_lines, line
+    # The remote source's pending note is printed as it is, without its JSON key after it.
+    assert "pending: remote source: `trove ingest` syncs it, 0 failed" in cli_lines
+    assert "not_computed" not in cli_lines
 
 
 def _summary(**changes: object) -> RunSummary:
@@ -240,7 +242,7 @@ def test_the_ingest_report_renders_the_json_and_the_text_of_trove_ingest(tmp_pat
     assert data["sources"]["wiki"]["index_repair"]["rewritten_from_state"] == 3
     assert ingest.partial == ["wiki"]
 
-    monkeypatch.setattr(trove.ingest, "run_ingest", lambda *args, **kwargs: ingest.to_dict())
+    monkeypatch.setattr(trove.ingest, "ingest", lambda *args, **kwargs: ingest)
     printed = CliRunner().invoke(app, ["ingest", "--config", str(_config(tmp_path))])
     assert printed.exit_code == 3  # a listing stopped early
     rendered = _rendered(ingest_lines(ingest))
@@ -248,3 +250,47 @@ def test_the_ingest_report_renders_the_json_and_the_text_of_trove_ingest(tmp_pat
     cli_lines = _flat(printed.stdout)
     for line in rendered:
         assert _flat(line) in cli_lines, line
+
+
+def test_the_json_the_cli_prints_is_the_reports_own(report, tmp_path, monkeypatch):
+    monkeypatch.setattr(trove.status, "status_report", lambda settings, now=None: report)
+    config = str(_config(tmp_path))
+    printed = CliRunner().invoke(app, ["status", "--json", "--config", config])
+    assert printed.exit_code == 1  # the report has problems
+    assert json.loads(printed.stdout) == report.to_dict()
+
+    partial = IngestReport({"docs": _summary(), "wiki": _summary(sync_error="page 3 failed")})
+    monkeypatch.setattr(trove.ingest, "ingest", lambda *args, **kwargs: partial)
+    printed = CliRunner().invoke(app, ["ingest", "--json", "--config", config])
+    assert printed.exit_code == 3  # a listing stopped early
+    assert json.loads(printed.stdout) == partial.to_dict()
+
+    complete = IngestReport({"docs": _summary()})
+    monkeypatch.setattr(trove.ingest, "ingest", lambda *args, **kwargs: complete)
+    for flags in (["--json"], []):
+        printed = CliRunner().invoke(app, ["ingest", *flags, "--config", config])
+        assert printed.exit_code == 0, printed.stdout
+
+
+def test_paths_and_reasons_with_brackets_are_printed_as_they_are(tmp_path, monkeypatch):
+    # Rich markup in a file name or an error message must be text, not styling (or a crash).
+    odd = QuarantinedDocument(
+        "docs:x", "notes/[draft] [/x].md", "v1", "parse", "bad [bold]x[/bold]",
+        FailureReason.MALFORMED, NOW, NOW,
+    )  # fmt: skip
+    sources = {"docs": SourceReport(_status(failures=(odd,)), _agreement(ok=True))}
+    report = StatusReport(sources, {"backend": "embedded", "ready": True, "chunks": 1,
+                                    "documents": 1, "error": None}, (), ())  # fmt: skip
+    monkeypatch.setattr(trove.status, "status_report", lambda settings, now=None: report)
+    config = str(_config(tmp_path))
+    printed = CliRunner().invoke(app, ["status", "--config", config])
+    assert printed.exit_code == 0, printed.output
+    assert "failed notes/[draft] [/x].md: bad [bold]x[/bold]" in printed.stdout
+
+    failed = FailedDocument("notes/[draft] [/x].md", "bad [/x]", FailureReason.MALFORMED)
+    ingest = IngestReport({"docs": _summary(documents_failed=(failed,), sync_error="[/y] 503")})
+    monkeypatch.setattr(trove.ingest, "ingest", lambda *args, **kwargs: ingest)
+    printed = CliRunner().invoke(app, ["ingest", "--config", config])
+    assert printed.exit_code == 3, printed.output
+    assert "quarantined notes/[draft] [/x].md (malformed): bad [/x]" in printed.stdout
+    assert "listing stopped early: [/y] 503" in printed.stdout

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Response
+from starlette.concurrency import run_in_threadpool
 
 from retrieval.api.deps import CurrentPrincipal, MetricsDep, ServiceDep, requested_tenant
 from retrieval.api.schemas import ErrorOut, SearchRequest, SearchResponse
@@ -22,7 +23,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 @router.post("/search", response_model=SearchResponse, responses=ERRORS)
-def search(
+async def search(
     body: SearchRequest,
     principal: CurrentPrincipal,
     service: ServiceDep,
@@ -30,18 +31,31 @@ def search(
 ) -> Response:
     """Passages the caller may read that best answer ``query``, each with a citation."""
     service.check_tenant(principal, requested_tenant(body.tenant))
-    outcome = service.search(
-        principal,
-        body.query,
-        top_k=body.top_k,
-        filters=body.filters.to_filters() if body.filters else NO_FILTERS,
-        rerank=body.rerank,
-    )
-    started = time.perf_counter()
-    # Serialized here, once, by the model itself: FastAPI would validate the returned
-    # model again and encode it through jsonable_encoder (the schema stays documented
-    # by response_model).
-    content = SearchResponse.from_outcome(outcome).model_dump_json()
-    metrics.observe_stages({**outcome.stage_seconds, "serialize": time.perf_counter() - started})
-    metrics.observe_search(len(outcome.results), outcome.filtered_out, outcome.low_confidence)
+
+    def answer() -> bytes:
+        outcome = service.search(
+            principal,
+            body.query,
+            top_k=body.top_k,
+            filters=body.filters.to_filters() if body.filters else NO_FILTERS,
+            rerank=body.rerank,
+        )
+        started = time.perf_counter()
+        # Serialized here, once, by the model itself: FastAPI would validate the returned
+        # model again and encode it through jsonable_encoder (the schema stays documented
+        # by response_model).
+        content = SearchResponse.from_outcome(outcome).model_dump_json().encode()
+        metrics.observe_stages(
+            {**outcome.stage_seconds, "serialize": time.perf_counter() - started}
+        )
+        metrics.observe_search(len(outcome.results), outcome.filtered_out, outcome.low_confidence)
+        return content
+
+    # One search at a time per process (a worker per core): answer on the event loop,
+    # with no hand-off to a thread and back. Otherwise the searches share the cores in
+    # the thread pool, one hand-off per request.
+    if service.max_concurrent_searches == 1:
+        content = answer()
+    else:
+        content = await run_in_threadpool(answer)
     return Response(content, media_type="application/json")

@@ -93,3 +93,41 @@ def test_load_test_over_mcp_streamable_http(service):
         bad = [Probe("annual leave", "not-a-token")]
         refused = run_load_test(server.url, bad, clients=2, duration_s=0.5, send=mcp_search())
         assert refused["requests"] > 0 and refused["errors"] == refused["requests"], refused
+
+
+@pytest.mark.parametrize(("slots", "on_event_loop"), [(1, True), (2, False)])
+def test_one_search_slot_answers_on_the_event_loop(tmp_path, slots, on_event_loop):
+    """A worker with one search slot (a worker per core) answers on its event loop, with no
+    hand-off to a thread; with more slots the searches share the cores in the thread pool.
+    Either way the answer is the same."""
+    import asyncio
+
+    from fastapi.testclient import TestClient
+
+    from retrieval.api.app import create_app
+    from tests.retrieval.api.helpers import make_service
+
+    service = make_service(tmp_path, rate_limit_per_minute=100_000)
+    service.max_concurrent_searches = slots
+    searched_on_loop: list[bool] = []
+    search = service.search
+
+    def recording(*args, **kwargs):
+        try:
+            asyncio.get_running_loop()
+            searched_on_loop.append(True)
+        except RuntimeError:
+            searched_on_loop.append(False)
+        return search(*args, **kwargs)
+
+    service.search = recording  # type: ignore[method-assign]
+    try:
+        with TestClient(create_app(make_settings(tmp_path).api, service)) as client:
+            body = {"query": "annual leave days", "top_k": 3}
+            first = client.post("/v1/search", json=body, headers=auth(token()))
+            second = client.post("/v1/search", json=body, headers=auth(token()))
+    finally:
+        service.close()
+    assert first.status_code == second.status_code == 200
+    assert first.json()["results"] and first.json()["results"] == second.json()["results"]
+    assert searched_on_loop == [on_event_loop, on_event_loop]
