@@ -24,6 +24,7 @@ from assets.errors import permanent_source_errors
 from assets.freshness import failed_documents_check
 from assets.metadata import stage_metadata
 from assets.resources import TroveResource
+from core.acl_policy import AclPolicy
 from pipelines.checks import (
     ACL_COVERAGE_CHECK,
     FAILED_SLA_CHECK,
@@ -36,7 +37,6 @@ from pipelines.index_check import CORRUPT_INDEX_FIX, IndexCheck, check_index
 from pipelines.models import Chunk, ParsedDocument
 from pipelines.ocr import OcrSettings
 from pipelines.parse_worker import make_parse_fn, prestart_parse_workers
-from pipelines.secure import AclPolicy
 from pipelines.stages import (
     chunk_pending,
     embed_pending,

@@ -7,7 +7,7 @@
   (``known``), so an unchanged tree re-scans without reading file bodies.
 * Hidden files and folders (a name starting with ``.``) are always skipped.
 * Files carry no native permissions here: their ACL comes from the source's
-  rules in ``trove.yaml`` (see :mod:`pipelines.secure`).
+  rules in ``trove.yaml`` (see :mod:`core.acl_policy`).
 * Under the connector contract (:mod:`connectors.base`) every run is a full
   listing (one batch, ``complete``); the cursor is the previous scan's
   size/mtime/hash table, which is what lets an unchanged tree skip hashing.

@@ -17,7 +17,7 @@ spelling can only narrow who reads a document, never widen it:
   followed symbolic link is governed by its own path and its target's.
 
 When the readings disagree the document gets the intersection (:func:`intersect`).
-The ingestion stage that applies this policy is :mod:`pipelines.secure`; the web
+The scan (:mod:`pipelines.stages`) tags each document with this policy; the web
 connector uses it too, to pick the strictest of the paths a server may read.
 """
 

@@ -28,11 +28,11 @@ from dataclasses import dataclass
 
 from connectors.errors import ConnectorError
 from connectors.registry import open_connector
+from core.acl_policy import AclPolicy
 from pipelines.config import SourceConfig
 from pipelines.index_check import IndexCheck, check_index
 from pipelines.records import ChangeClass, count_changes
 from pipelines.run_records import RunCounters, RunSummary, ScanCounts, WriteCounts
-from pipelines.secure import AclPolicy
 from pipelines.store import CURSOR, RETRY_IDS, StagingStore
 from pipelines.sync import ChangeScan, compute_change_set
 from retrieval.index.base import IndexBackendError

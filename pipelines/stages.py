@@ -39,6 +39,7 @@ from connectors.base import Connector
 from connectors.models import SourceDocument
 from connectors.registry import open_connector
 from core.acl import Acl
+from core.acl_policy import AclPolicy
 from pipelines import progress
 from pipelines.config import InjectionConfig, PiiConfig, SourceConfig
 from pipelines.errors import ParseError
@@ -68,7 +69,6 @@ from pipelines.run_records import (
     TagCounts,
     WriteCounts,
 )
-from pipelines.secure import AclPolicy
 from pipelines.store import (
     CURSOR,
     PERMISSION_SYNCED_AT,

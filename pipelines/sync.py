@@ -47,10 +47,10 @@ from connectors.base import ChangeBatch, Connector, DocumentStamp
 from connectors.errors import ConnectorError, DocumentGone
 from connectors.models import DocumentFailure, FileIdentity, SourceDocument
 from core.acl import Acl
+from core.acl_policy import AclPolicy
 from pipelines.config import SourceConfig
 from pipelines.index_check import IndexCheck
 from pipelines.records import CONTENT_CHANGES, ChangeClass, PendingDocument, ScannedDocument
-from pipelines.secure import AclPolicy
 from pipelines.store import (
     CURSOR,
     PERMISSION_SYNCED_AT,

@@ -14,8 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from core.acl import Principal
+from core.acl_policy import AclPolicy
 from pipelines.parse import parse_file
-from pipelines.secure import AclPolicy
 from retrieval.embedding.factory import get_embedder
 from retrieval.evaluate import evaluate, load_queries
 from retrieval.index.factory import open_index

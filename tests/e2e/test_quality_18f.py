@@ -83,7 +83,7 @@ def test_questions_are_paraphrased_not_copied(golden, corpus):
 
 
 def test_acl_scenario_lets_askers_read_relevant_and_never_forbidden(golden, corpus):
-    from pipelines.secure import AclPolicy
+    from core.acl_policy import AclPolicy
 
     policy = AclPolicy.from_config(load_settings(CONFIG).sources[0].acl)
     files = [p.relative_to(corpus).as_posix() for p in corpus.rglob("*.md")]

@@ -14,9 +14,9 @@ from datetime import timedelta
 
 import pytest
 
+from core.acl_policy import AclPolicy
 from pipelines.config import InjectionConfig, PiiConfig
 from pipelines.index_check import check_index
-from pipelines.secure import AclPolicy
 from pipelines.stages import (
     chunk_pending,
     embed_pending,

@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 
-from pipelines.secure import AclPolicy
+from core.acl_policy import AclPolicy
 from pipelines.stages import scan_source
 from tests.pipelines.test_stages import Pipeline
 

@@ -263,9 +263,9 @@ def test_images_are_listed_as_supported_types():
 def test_a_hostile_batch_through_the_worker_pool_quarantines_each_and_parses_the_rest(
     tmp_path, page_image
 ):
+    from core.acl_policy import AclPolicy
     from pipelines.config import SourceConfig
     from pipelines.parse_worker import make_parse_fn
-    from pipelines.secure import AclPolicy
     from pipelines.stages import parse_pending, scan_source
     from pipelines.store import StagingStore
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
+from core.acl_policy import AclPolicy
 from pipelines import progress
 from pipelines.config import LimitsConfig, SourceConfig
 from pipelines.parse_worker import GuardedParser, ParseWorker, default_workers, make_parse_fn
-from pipelines.secure import AclPolicy
 from pipelines.stages import StageResult, parse_pending, scan_source
 from pipelines.store import StagingStore
 from tests.pipelines import hostile_files as hostile

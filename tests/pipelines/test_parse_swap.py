@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from connectors.models import FileIdentity
+from core.acl_policy import AclPolicy
 from pipelines.config import SourceConfig
 from pipelines.errors import ParseError
 from pipelines.local_file import open_checked, private_copy, read_checked
 from pipelines.parse_worker import make_parse_fn
-from pipelines.secure import AclPolicy
 from pipelines.stages import parse_pending, scan_source, source_document_of
 from pipelines.store import StagingStore
 

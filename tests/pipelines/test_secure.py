@@ -1,6 +1,6 @@
 from core.acl import Acl
 from core.acl_config import SourceAclConfig
-from pipelines.secure import AclPolicy
+from core.acl_policy import AclPolicy
 
 
 def policy(**kw) -> AclPolicy:

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from core.acl import Principal
+from core.acl_policy import AclPolicy
 from pipelines.config import InjectionConfig, PiiConfig, SourceConfig
 from pipelines.errors import ParseError
 from pipelines.models import ELEMENT_SEPARATOR, Chunk, ParsedDocument, ParsedElement, chunk_id_for
-from pipelines.secure import AclPolicy
 from pipelines.stages import (
     chunk_pending,
     embed_pending,

@@ -17,8 +17,8 @@ from connectors.base import ChangeBatch, DocumentStamp
 from connectors.errors import ConnectorError, DocumentGone
 from connectors.models import SourceDocument
 from core.acl import Acl, AclLayer, Principal
+from core.acl_policy import AclPolicy
 from pipelines.config import InjectionConfig, PiiConfig, SourceConfig
-from pipelines.secure import AclPolicy
 from pipelines.stages import (
     chunk_pending,
     embed_pending,

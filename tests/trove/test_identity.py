@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from connectors import principals
 from connectors.base import DirectoryUser, GroupSnapshot
 from core.acl import Acl, AclLayer, Principal
+from core.acl_policy import AclPolicy
 from core.errors import ConfigError
 from core.identity import InvalidIdentity, canonical_group, canonical_user
-from pipelines.secure import AclPolicy
 from pipelines.store import ManifestEntry
 from pipelines.sync import ACL_ONLY, UNCHANGED, classify
 from retrieval.directory import _SCHEMA, GroupDirectory

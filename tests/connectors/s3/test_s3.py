@@ -14,8 +14,8 @@ from connectors.http import SourceAuthError, SourceUnavailable
 from connectors.s3.client import ObjectNotFound, ObjectTooLarge
 from connectors.s3.connector import S3Connector
 from core.acl import Principal
+from core.acl_policy import AclPolicy
 from pipelines.config import SourceConfig
-from pipelines.secure import AclPolicy
 from tests.connectors.s3.fake import SAMPLE_OBJECTS, FakeS3, make_source_config
 
 MiB = 1024 * 1024

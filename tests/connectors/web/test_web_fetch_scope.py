@@ -12,8 +12,8 @@ import pytest
 
 from connectors.errors import DocumentGone
 from connectors.registry import open_connector
+from core.acl_policy import AclPolicy
 from pipelines.config import SourceConfig
-from pipelines.secure import AclPolicy
 from pipelines.store import StagingStore
 from pipelines.sync import RETRY_IDS, compute_change_set
 from tests.connectors.web.fake import make_source_config
