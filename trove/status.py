@@ -22,11 +22,11 @@ from rich.markup import escape
 
 from connectors.errors import ConnectorError
 from connectors.registry import open_connector
+from core.acl_policy import AclPolicy
 from pipelines.config import SourceConfig
 from pipelines.index_check import CORRUPT_INDEX_FIX, FIX, IndexCheck, check_index
 from pipelines.ocr import INSTALL_HINT, ocr_tools
 from pipelines.records import ChangeClass, FailureReason, QuarantinedDocument, count_changes
-from pipelines.secure import AclPolicy
 from pipelines.store import StagingStore, StateUnreadableError
 from pipelines.sync import compute_change_set
 from retrieval.directory import GroupDirectory
